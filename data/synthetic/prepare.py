@@ -1,0 +1,272 @@
+"""Write the synthetic First-Impressions-like corpus, deterministically from a seed, in both input layouts.
+
+    python data/synthetic/prepare.py                       # 400 clips into data/synthetic/
+    python data/synthetic/prepare.py --clips 10000 -o /tmp/big
+
+Outputs (in --out):
+  frames.csv      layout A, the paper's combined frame table (ID, File, 22 features, 5 traits)
+  openface/       layout B, one raw OpenFace 2.x CSV per clip (", " header, meta/gaze/pose/AU columns,
+                  a few frames with success == 0 that layout A does not hold)
+  labels.csv      File + the five traits (ChaLearn spells the first one 'extraversion')
+  truth.json      the planted relationships, label noise and the best achievable R^2 per trait
+
+Planted relationships (each trait = 0.5-ish mean + scaled, standardised signal + Gaussian label noise):
+  extroversion       per-clip mean of AU12 (+ half the mean of AU06): smiling          [mean-driven]
+  neuroticism        minus the std of head yaw pose_Ry: a steady head is "stable"      [spread-driven]
+  agreeableness      share of nod -> smile pairs (an AU12 onset 2 s after a head nod) among nod/smile pairs;
+                     the other pairs run smile -> nod. Per-clip means and stds are blind to the order, and
+                     the events are 36+ frames apart, beyond the conv branch's 16-frame view      [temporal]
+  conscientiousness  minus the per-clip mean of AU04 (brow lowerer)                     [mean-driven]
+  openness           std of AU02 (outer brow raiser) over the clip                      [spread-driven]
+Clips of one source video share the person's tendencies, so labels correlate within a video.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.signal import lfilter
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from openface import AU_COLUMNS, FEATURE_COLUMNS, TRAITS  # noqa: E402
+
+FPS = 30
+SLOT = 90  # frames per event slot (3 s)
+PAIR_GAP = 60  # frames between the two events of a nod/smile pair (2 s)
+SMILE_LEN, NOD_LEN, BROW_LEN, BLINK_LEN = 24, 18, 15, 6
+TRAIT_MEAN = {"extroversion": 0.48, "neuroticism": 0.52, "agreeableness": 0.55, "conscientiousness": 0.52,
+              "openness": 0.57}
+TRAIT_SD = 0.145
+PLANTED_R2 = {"extroversion": 0.85, "neuroticism": 0.75, "agreeableness": 0.75, "conscientiousness": 0.7,
+              "openness": 0.7}
+AU_INDEX = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
+OPENFACE_AU_C = ("AU01_c", "AU02_c", "AU04_c", "AU05_c", "AU06_c", "AU07_c", "AU09_c", "AU10_c", "AU12_c",
+                 "AU14_c", "AU15_c", "AU17_c", "AU20_c", "AU23_c", "AU25_c", "AU26_c", "AU28_c", "AU45_c")
+
+
+def bump(length: int) -> np.ndarray:
+    """A raised-cosine event shape of `length` frames peaking at 1."""
+    return 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(length) + 0.5) / length)
+
+
+def smooth_noise(rng: np.random.Generator, n: int, rho: float, sd: float) -> np.ndarray:
+    """AR(1) noise with stationary standard deviation `sd`."""
+    return lfilter([np.sqrt(1 - rho**2) * sd], [1, -rho], rng.standard_normal(n))
+
+
+def add_event(track: np.ndarray, start: int, shape: np.ndarray, amplitude: float) -> None:
+    stop = min(len(track), start + len(shape))
+    if start < stop:
+        track[start:stop] += amplitude * shape[: stop - start]
+
+
+def person_params(rng: np.random.Generator) -> dict:
+    """Tendencies shared by all clips of one source video."""
+    return {
+        "au_level": rng.uniform(0.0, 0.6, len(AU_COLUMNS)),
+        "smile_amp": rng.uniform(0.8, 3.5),
+        "free_smiles": rng.uniform(0, 1),
+        "follow": rng.beta(1.2, 1.2),
+        "yaw_amp": rng.uniform(0.02, 0.2),
+        "au04": rng.uniform(0.0, 1.5),
+        "brow_amp": rng.uniform(0.2, 2.5),
+        "brow_rate": rng.uniform(0.1, 0.5),
+        "gaze": rng.normal([0.0, 0.15], [0.1, 0.08]),
+    }
+
+
+def clip_frames(rng: np.random.Generator, person: dict) -> tuple[np.ndarray, float]:
+    """One clip's 22 feature tracks (T, 22) and its realised share of nod -> smile pairs."""
+    n = int(rng.integers(12 * FPS, 16 * FPS + 1))
+    x = np.zeros((n, len(FEATURE_COLUMNS)))
+    for j in range(len(AU_COLUMNS)):
+        x[:, j] = person["au_level"][j] * rng.uniform(0.7, 1.3) + smooth_noise(rng, n, 0.9, 0.12)
+    x[:, AU_INDEX["AU04_r"]] += person["au04"] * rng.uniform(0.8, 1.2)
+    au12, au06, au25 = (x[:, AU_INDEX[c]] for c in ("AU12_r", "AU06_r", "AU25_r"))
+    pitch = smooth_noise(rng, n, 0.95, 0.03)
+    slots = n // SLOT
+    n_pairs = int(rng.integers(2, min(4, slots) + 1))
+    pair_slots = set(rng.choice(slots, n_pairs, replace=False).tolist())
+    follows = 0
+    for slot in range(slots):
+        start = slot * SLOT + int(rng.integers(0, 6))
+        amp = person["smile_amp"] * rng.uniform(0.8, 1.2)
+        if slot in pair_slots:
+            follow = rng.random() < person["follow"]
+            follows += follow
+            nod_at, smile_at = (start, start + PAIR_GAP) if follow else (start + PAIR_GAP, start)
+            add_event(pitch, nod_at, bump(NOD_LEN), -0.25)
+        elif rng.random() < person["free_smiles"]:
+            smile_at = start + int(rng.integers(0, SLOT - SMILE_LEN))
+        else:
+            continue
+        for track, scale in ((au12, 1.0), (au06, 0.6), (au25, 0.5)):
+            add_event(track, smile_at, bump(SMILE_LEN), amp * scale)
+    for _ in range(rng.poisson(person["brow_rate"] * n / FPS)):
+        amp = person["brow_amp"] * rng.lognormal(0, 0.3)
+        at = int(rng.integers(0, n))
+        add_event(x[:, AU_INDEX["AU02_r"]], at, bump(BROW_LEN), amp)
+        add_event(x[:, AU_INDEX["AU01_r"]], at, bump(BROW_LEN), 0.7 * amp)
+    for at in range(int(rng.integers(0, 60)), n, int(rng.integers(75, 120))):
+        add_event(x[:, AU_INDEX["AU45_r"]], at, bump(BLINK_LEN), 2.0)
+    x[:, : len(AU_COLUMNS)] = np.clip(x[:, : len(AU_COLUMNS)], 0, 5)
+    x[:, AU_INDEX["gaze_angle_x"]] = person["gaze"][0] + smooth_noise(rng, n, 0.9, 0.06)
+    x[:, AU_INDEX["gaze_angle_y"]] = person["gaze"][1] + smooth_noise(rng, n, 0.9, 0.05)
+    x[:, AU_INDEX["pose_Rx"]] = 0.05 + pitch
+    x[:, AU_INDEX["pose_Ry"]] = smooth_noise(rng, n, 0.985, person["yaw_amp"] * rng.uniform(0.8, 1.2))
+    x[:, AU_INDEX["pose_Rz"]] = smooth_noise(rng, n, 0.97, 0.04)
+    x[:, len(AU_COLUMNS):] = np.clip(x[:, len(AU_COLUMNS):], -0.6, 0.6)
+    return np.round(x, 3), follows / n_pairs
+
+
+def trait_signals(frames: np.ndarray, follow_share: float) -> dict[str, float]:
+    """The planted, noise-free signal of each trait, computed from the frames as written."""
+    col = lambda name: frames[:, AU_INDEX[name]]  # noqa: E731
+    return {
+        "extroversion": col("AU12_r").mean() + 0.5 * col("AU06_r").mean(),
+        "neuroticism": -col("pose_Ry").std(),
+        "agreeableness": follow_share,
+        "conscientiousness": -col("AU04_r").mean(),
+        "openness": col("AU02_r").std(),
+    }
+
+
+def video_ids(rng: np.random.Generator, n: int) -> list[str]:
+    alphabet = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
+    ids: list[str] = []
+    while len(ids) < n:
+        candidate = "".join(rng.choice(alphabet, 11))
+        if candidate not in ids:
+            ids.append(candidate)
+    return ids
+
+
+def generate(n_clips: int, clips_per_video: int, seed: int) -> tuple[list[dict], dict]:
+    """Clips (name, frames, labels) and the truth record, deterministic in (n_clips, clips_per_video, seed)."""
+    rng = np.random.default_rng(seed)
+    n_videos = -(-n_clips // clips_per_video)
+    videos = video_ids(rng, n_videos)
+    clips, signals = [], []
+    for v, video in enumerate(videos):
+        person = person_params(rng)
+        for k in range(min(clips_per_video, n_clips - v * clips_per_video)):
+            frames, follow = clip_frames(rng, person)
+            clips.append({"file": f"{video}.{k:03d}.mp4", "frames": frames})
+            signals.append(trait_signals(frames, follow))
+    sig = pd.DataFrame(signals)
+    z = (sig - sig.mean()) / sig.std(ddof=0)
+    noise = rng.standard_normal((len(clips), len(TRAITS)))
+    truth = {"seed": seed, "clips": len(clips), "videos": n_videos, "trait_sd": TRAIT_SD, "traits": {}}
+    for j, trait in enumerate(TRAITS):
+        clean = TRAIT_MEAN[trait] + TRAIT_SD * np.sqrt(PLANTED_R2[trait]) * z[trait].to_numpy()
+        noise_sd = TRAIT_SD * np.sqrt(1 - PLANTED_R2[trait])
+        label = np.clip(clean + noise_sd * noise[:, j], 0, 1)
+        best = 1 - np.sum((label - clean) ** 2) / np.sum((label - label.mean()) ** 2)
+        for clip, value in zip(clips, label):
+            clip.setdefault("labels", {})[trait] = round(float(value), 6)
+        truth["traits"][trait] = {"label_noise_sd": noise_sd, "planted_r2": PLANTED_R2[trait],
+                                  "best_r2": float(best), "label_mean": float(label.mean()),
+                                  "label_sd": float(label.std())}
+    truth["best_r2_mean"] = float(np.mean([t["best_r2"] for t in truth["traits"].values()]))
+    return clips, truth
+
+
+def frame_table(clips: list[dict]) -> pd.DataFrame:
+    """Layout A: one row per frame."""
+    parts = []
+    for i, clip in enumerate(clips, start=1):
+        part = pd.DataFrame(clip["frames"], columns=list(FEATURE_COLUMNS))
+        part.insert(0, "File", clip["file"])
+        part.insert(0, "ID", i)
+        for trait in TRAITS:
+            part[trait] = clip["labels"][trait]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def openface_table(frames: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """Layout B: an OpenFace FeatureExtraction table, with a few faceless frames (success 0, zeros)."""
+    n_fail = int(rng.integers(0, 12)) if rng.random() < 0.3 else 0
+    total = len(frames) + n_fail
+    fail_at = int(rng.integers(0, len(frames)))
+    ok = np.ones(total, bool)
+    ok[fail_at: fail_at + n_fail] = False
+    feats = np.zeros((total, frames.shape[1]))
+    feats[ok] = frames
+    table = pd.DataFrame({"frame": np.arange(1, total + 1), "face_id": 0,
+                          "timestamp": np.round(np.arange(total) / FPS, 3),
+                          "confidence": np.where(ok, np.round(rng.uniform(0.85, 0.98, total), 2), 0.0),
+                          "success": ok.astype(int)})
+    gx, gy = feats[:, AU_INDEX["gaze_angle_x"]], feats[:, AU_INDEX["gaze_angle_y"]]
+    for eye in (0, 1):
+        table[f"gaze_{eye}_x"] = np.round(np.sin(gx), 6)
+        table[f"gaze_{eye}_y"] = np.round(np.sin(gy), 6)
+        table[f"gaze_{eye}_z"] = np.round(-np.cos(gx) * np.cos(gy), 6)
+    table["gaze_angle_x"], table["gaze_angle_y"] = gx, gy
+    for name, value in (("pose_Tx", 20.0), ("pose_Ty", 40.0), ("pose_Tz", 600.0)):
+        table[name] = np.where(ok, value, 0.0)
+    for name in ("pose_Rx", "pose_Ry", "pose_Rz"):
+        table[name] = feats[:, AU_INDEX[name]]
+    for name in AU_COLUMNS:
+        table[name] = feats[:, AU_INDEX[name]]
+    for name in OPENFACE_AU_C:
+        r = name.replace("_c", "_r")
+        table[name] = (feats[:, AU_INDEX[r]] >= 1.0).astype(float) if r in AU_INDEX else 0.0
+    return table
+
+
+def write_corpus(out: Path, clips: list[dict], truth: dict, seed: int, layouts: tuple[str, ...]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if "table" in layouts:
+        frame_table(clips).to_csv(out / "frames.csv", index=False, float_format="%.6g", lineterminator="\n")
+    labels = pd.DataFrame([{"File": c["file"], **c["labels"]} for c in clips])
+    labels.rename(columns={"extroversion": "extraversion"}).to_csv(out / "labels.csv", index=False,
+                                                                  lineterminator="\n")
+    if "openface" in layouts:
+        folder = out / "openface"
+        folder.mkdir(exist_ok=True)
+        rng = np.random.default_rng([seed, 1])
+        for clip in clips:
+            table = openface_table(clip["frames"], rng)
+            body = table.to_csv(index=False, header=False, float_format="%.6g", lineterminator="\n")
+            (folder / clip["file"].replace(".mp4", ".csv")).write_text(", ".join(table.columns) + "\n" + body)
+    (out / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+
+
+def describe(truth: dict) -> str:
+    lines = [f"{truth['clips']} clips from {truth['videos']} source videos (seed {truth['seed']})",
+             f"{'trait':<18} {'best R2':>8} {'label mean':>11} {'label sd':>9}"]
+    for trait, t in truth["traits"].items():
+        lines.append(f"{trait:<18} {t['best_r2']:>8.3f} {t['label_mean']:>11.3f} {t['label_sd']:>9.3f}")
+    lines.append(f"{'mean':<18} {truth['best_r2_mean']:>8.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-o", "--out", type=Path, default=Path(__file__).resolve().parent,
+                        help="output folder (default: this script's folder)")
+    parser.add_argument("--clips", type=int, default=400, help="number of clips (default 400)")
+    parser.add_argument("--clips-per-video", type=int, default=4, help="clips per source video (default 4)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layouts", nargs="+", choices=("table", "openface"), default=("table", "openface"),
+                        help="which layouts to write (labels.csv and truth.json are always written)")
+    args = parser.parse_args(argv)
+    if args.clips < 3 or args.clips_per_video < 1:
+        print("error: need --clips >= 3 and --clips-per-video >= 1", file=sys.stderr)
+        return 1
+    clips, truth = generate(args.clips, args.clips_per_video, args.seed)
+    write_corpus(args.out, clips, truth, args.seed, tuple(args.layouts))
+    print(describe(truth))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""The hybrid attention + Conv1d network for Big Five regression, the paper's published network, and checkpoints.
+
+Two networks share their building blocks:
+  HybridNet -- what the paper intended: a padding-aware attention-LSTM branch (per-frame embedding plus a
+               sinusoidal time encoding, a batch-first LSTM, structured self-attention pooling over valid
+               frames) and a Conv1d + squeeze-excite branch pooled over valid frames, joined by an MLP head.
+               Either branch can be switched off (kind 'conv' or 'attention').
+  PaperNet  -- what the paper published: state_dict keys and eval outputs identical to the original code
+               (au_180.pt: 17 AU inputs; 3iternorm_180.pt: 22 inputs). Its attention branch is a constant
+               (README "The paper network"), which is computed once per call.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from openface import FEATURE_SETS, TRAITS, DataError, feature_set_name
+
+__version__ = "1.0.0"
+CHECKPOINT_FORMAT = "openface-bigfive/1"
+KINDS = ("hybrid", "conv", "attention", "paper")
+PAPER_FRAMES = 700  # the original pads every clip to exactly this many frames
+PAPER_WINDOW = 699  # longer clips are cut into windows of at most this many frames and averaged
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "hybrid"  # hybrid | conv | attention | paper
+    n_features: int = 22
+    n_traits: int = 5
+    embed_dim: int = 512  # per-frame embedding and time encoding width
+    lstm_hidden: int = 256
+    attn_dim: int = 700  # d_a of the structured self-attention (paper: 700)
+    attn_hops: int = 256  # r, attention hops (paper: 256)
+    conv_channels: tuple[int, ...] = (128, 256, 256, 256)
+    conv_kernels: tuple[int, ...] = (8, 5, 3, 3)
+    se_reduction: int = 16
+    head_hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.2
+    frame_time_scale: float = 100 / 30  # tau_t = t * scale in the time encoding (the paper's value)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown model kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        self.conv_channels = tuple(self.conv_channels)
+        self.conv_kernels = tuple(self.conv_kernels)
+        self.head_hidden = tuple(self.head_hidden)
+
+
+def paper_config(n_features: int) -> ModelConfig:
+    return ModelConfig(kind="paper", n_features=n_features)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def sinusoidal_encoding(times: torch.Tensor, dim: int) -> torch.Tensor:
+    """(T,) times -> (T, dim): [cos(t w_k)]_k ++ [sin(t w_k)]_k with w_k = 10000^(-k / (dim/2))."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=times.device) / half)
+    angles = times.float()[:, None] * freqs[None]  # (T, half)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+def valid_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B,) lengths -> (B, steps) bool, True on valid positions."""
+    return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, reduction: int):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, channels // reduction)
+        self.fc2 = nn.Linear(channels // reduction, channels)
+
+    def forward(self, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        # v: (B, C, T); mask: (B, T) or None for "every position"
+        if mask is None:
+            pooled = v.mean(dim=2)
+        else:
+            pooled = v.sum(dim=2) / mask.sum(dim=1, keepdim=True).clamp(min=1)  # v is zero where mask is False
+        scale = torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))  # (B, C)
+        return v * scale[:, :, None]
+
+
+def conv_branch(x: torch.Tensor, convs: list[nn.Conv1d], ses: list[SqueezeExcite], dropout: nn.Module,
+                lengths: torch.Tensor | None) -> torch.Tensor:
+    """Conv1d -> ReLU -> SE -> dropout blocks, then the mean over positions: (B, T, F) -> (B, C).
+
+    lengths=None averages over every position, padding included (the paper); otherwise padded positions are
+    zeroed after each block and excluded from every mean, so a clip's output does not depend on its padding.
+    """
+    h = x.transpose(1, 2)  # (B, F, T)
+    valid = lengths
+    mask = None
+    for conv, se in zip(convs, ses):
+        h = F.relu(conv(h))  # (B, C, T')
+        if valid is not None:
+            valid = valid + 2 * conv.padding[0] - conv.kernel_size[0] + 1
+            mask = valid_mask(valid, h.shape[2])
+            h = h * mask[:, None, :]
+        h = dropout(se(h, mask))
+    if mask is None:
+        return h.mean(dim=2)
+    return h.sum(dim=2) / mask.sum(dim=1, keepdim=True).clamp(min=1)
+
+
+def make_convs(cfg: ModelConfig) -> tuple[list[nn.Conv1d], list[SqueezeExcite]]:
+    chans = (cfg.n_features,) + cfg.conv_channels
+    convs = [nn.Conv1d(chans[i], chans[i + 1], k, padding=k // 2) for i, k in enumerate(cfg.conv_kernels)]
+    ses = [SqueezeExcite(c, cfg.se_reduction) for c in cfg.conv_channels]
+    return convs, ses
+
+
+class SelfAttention(nn.Module):
+    """Structured self-attention (Lin et al. 2017): A = softmax_t(W2 tanh(W1 H^T))."""
+
+    def __init__(self, hidden: int, attn_dim: int, hops: int):
+        super().__init__()
+        self.W1 = nn.Parameter(torch.empty(attn_dim, hidden))
+        self.W2 = nn.Parameter(torch.empty(hops, attn_dim))
+        nn.init.xavier_uniform_(self.W1)
+        nn.init.xavier_uniform_(self.W2)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # h: (B, T, H); mask: (B, T) -> attention weights (B, r, T)
+        scores = torch.tanh(h @ self.W1.T) @ self.W2.T  # (B, T, r)
+        scores = scores.transpose(1, 2).masked_fill(~mask[:, None, :], float("-inf"))
+        return torch.softmax(scores, dim=2)
+
+
+class AttentionLSTM(nn.Module):
+    def __init__(self, cfg: ModelConfig, batch_first: bool):
+        super().__init__()
+        self.lstm = nn.LSTM(cfg.embed_dim, cfg.lstm_hidden, batch_first=batch_first)
+        self.self_attn = SelfAttention(cfg.lstm_hidden, cfg.attn_dim, cfg.attn_hops)
+        self.output_layer = nn.Linear(cfg.lstm_hidden, 1)
+
+    def forward(self, e: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # e: (B, T, E) -> (B, r). The LSTM is unidirectional, so outputs at valid steps ignore the padding.
+        h, _ = self.lstm(e)  # (B, T, H)
+        attn = self.self_attn(h, valid_mask(lengths, h.shape[1]))  # (B, r, T)
+        pooled = attn @ h  # (B, r, H)
+        return self.output_layer(pooled).squeeze(-1)  # (B, r)
+
+
+def time_embedding(cfg: ModelConfig) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(cfg.embed_dim, cfg.embed_dim), nn.SiLU(), nn.Linear(cfg.embed_dim, cfg.embed_dim))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Networks
+
+
+class HybridNet(nn.Module):
+    """The network the paper describes, with both branches working: (B, T, F), lengths -> (B, 5) in [0, 1]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.use_attention = cfg.kind in ("hybrid", "attention")
+        self.use_conv = cfg.kind in ("hybrid", "conv")
+        width = 0
+        if self.use_attention:
+            self.au_emb = nn.Linear(cfg.n_features, cfg.embed_dim)
+            self.time_embed = time_embedding(cfg)
+            self.attention_lstm = AttentionLSTM(cfg, batch_first=True)
+            width += cfg.attn_hops
+        if self.use_conv:
+            convs, ses = make_convs(cfg)
+            self.convs, self.ses = nn.ModuleList(convs), nn.ModuleList(ses)
+            width += cfg.conv_channels[-1]
+        self.dropout = nn.Dropout(cfg.dropout)
+        layers: list[nn.Module] = []
+        for hidden in cfg.head_hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            width = hidden
+        self.head = nn.Sequential(*layers, nn.Linear(width, cfg.n_traits))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, F), zero or garbage beyond each length; lengths: (B,)
+        x = x.masked_fill(~valid_mask(lengths, x.shape[1])[:, :, None], 0.0)
+        parts = []
+        if self.use_attention:
+            times = torch.arange(x.shape[1], device=x.device) * self.cfg.frame_time_scale
+            e = self.au_emb(x) + self.time_embed(sinusoidal_encoding(times, self.cfg.embed_dim))[None]  # (B, T, E)
+            parts.append(self.attention_lstm(e, lengths))  # (B, r)
+        if self.use_conv:
+            parts.append(conv_branch(x, list(self.convs), list(self.ses), self.dropout, lengths))  # (B, C)
+        return torch.sigmoid(self.head(torch.cat(parts, dim=1)))  # (B, 5)
+
+
+class PaperNet(nn.Module):
+    """The published network: same parameters and eval outputs as the original code, batched.
+
+    The original pads each clip to 700 frames and feeds the attention LSTM (batch, time, feature) without
+    batch_first, taking the state of the last *padded* frame, so for clips shorter than 700 frames that branch
+    is a constant c (one scalar repeated attn_hops times), computed here once per call. The conv branch
+    averages over all 701 positions, padding included, as the original does. Clips of 700 frames or more
+    (which the original cannot run) are cut into ceil(L / 699) near-equal windows whose outputs are averaged.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.au_emb = nn.Linear(cfg.n_features, cfg.embed_dim)
+        self.time_embed = time_embedding(cfg)
+        self.lstm = nn.LSTM(cfg.embed_dim, 128)  # unused by the original forward
+        self.attention = nn.MultiheadAttention(128, num_heads=1)  # unused by the original forward
+        self.attention_lstm = AttentionLSTM(cfg, batch_first=False)
+        convs, ses = make_convs(cfg)
+        self.conv1d_y1, self.conv1d_y2, self.conv1d_y3, self.conv1d_y4 = convs
+        self.bn1 = nn.BatchNorm1d(cfg.conv_channels[0])  # unused by the original forward
+        self.bn2 = nn.BatchNorm1d(cfg.conv_channels[1])  # unused by the original forward
+        self.squeeze_excite1, self.squeeze_excite2, self.squeeze_excite3, self.squeeze_excite4 = ses
+        self.dropout = nn.Dropout(cfg.dropout)
+        width = cfg.attn_hops + cfg.conv_channels[-1]
+        dims = (width,) + cfg.head_hidden + (cfg.n_traits,)
+        self.linear_layer_stack = nn.Sequential(*[nn.Linear(dims[i], dims[i + 1]) for i in range(len(dims) - 1)])
+
+    def constant_branch(self) -> torch.Tensor:
+        """The attention branch's output for any clip shorter than 700 frames: (attn_hops,)."""
+        t_last = torch.tensor([float(PAPER_FRAMES - 1)], device=self.au_emb.bias.device) * self.cfg.frame_time_scale
+        e = self.au_emb.bias + self.time_embed(sinusoidal_encoding(t_last, self.cfg.embed_dim))[0]  # (E,)
+        z, _ = self.attention_lstm.lstm(e.view(1, 1, -1))  # one step from a zero state: (1, 1, H)
+        c = self.attention_lstm.output_layer(z.view(1, -1))  # (1, 1); softmax over one position is 1
+        return c.view(1).expand(self.cfg.attn_hops)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, 700, F), zero beyond each clip -> (B, 5)
+        convs = [self.conv1d_y1, self.conv1d_y2, self.conv1d_y3, self.conv1d_y4]
+        ses = [self.squeeze_excite1, self.squeeze_excite2, self.squeeze_excite3, self.squeeze_excite4]
+        y = conv_branch(x, convs, ses, self.dropout, None)  # (B, C)
+        c = self.constant_branch().expand(x.shape[0], -1)  # (B, r)
+        return torch.sigmoid(self.linear_layer_stack(torch.cat([c, y], dim=1)))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, F); lengths: (B,) -> (B, 5)
+        x = x.masked_fill(~valid_mask(lengths, x.shape[1])[:, :, None], 0.0)
+        if int(lengths.max()) < PAPER_FRAMES:
+            return self.forward_padded(F.pad(x[:, :PAPER_FRAMES], (0, 0, 0, PAPER_FRAMES - min(x.shape[1], PAPER_FRAMES))))
+        windows, owner = paper_windows(x, lengths)  # (W, 700, F), (W,)
+        out = self.forward_padded(windows)  # (W, 5)
+        sums = torch.zeros(x.shape[0], out.shape[1], dtype=out.dtype, device=out.device).index_add_(0, owner, out)
+        counts = torch.bincount(owner, minlength=x.shape[0]).to(out.dtype)
+        return sums / counts[:, None]
+
+
+def paper_windows(x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut each clip into ceil(L / 699) near-equal windows, each zero-padded to 700 frames."""
+    pieces, owner = [], []
+    for b, length in enumerate(lengths.tolist()):
+        n = max(1, math.ceil(length / PAPER_WINDOW))
+        bounds = [round(i * length / n) for i in range(n + 1)]
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            piece = x.new_zeros(PAPER_FRAMES, x.shape[2])
+            piece[: stop - start] = x[b, start:stop]
+            pieces.append(piece)
+            owner.append(b)
+    return torch.stack(pieces), torch.tensor(owner, device=x.device)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    return PaperNet(cfg) if cfg.kind == "paper" else HybridNet(cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+class CheckpointError(DataError):
+    """A checkpoint file that cannot be used."""
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    config: ModelConfig
+    meta: dict  # features, traits, normalization, seed, split, data_fingerprint, code_version, metrics, ...
+    training_state: dict | None = field(default=None, repr=False)
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.meta["features"])
+
+    @property
+    def is_paper_release(self) -> bool:
+        return self.meta.get("source") == "paper"
+
+
+def code_version() -> str:
+    """The package version plus the git commit of this file's repository, when there is one."""
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict, training_state: dict | None = None) -> None:
+    """Write weights + config + metadata to one file, atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = asdict(model.cfg)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": {"code_version": code_version(), **meta},
+    }
+    if training_state is not None:
+        payload["training_state"] = training_state
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Our checkpoints or the paper's raw state_dicts, loaded without executing code; model in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        text = str(err)
+        if "Weights only load failed" in text:
+            raise CheckpointError(path, "refused: the file holds Python objects, not just weights "
+                                        "(checkpoints are loaded with weights_only=True)") from None
+        raise CheckpointError(path, "not a readable PyTorch checkpoint (truncated or another kind of file)") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(path, f"not a checkpoint: it holds a {type(payload).__name__}")
+    if payload.get("format") == CHECKPOINT_FORMAT:
+        ckpt = _load_ours(path, payload)
+    elif all(isinstance(v, torch.Tensor) for v in payload.values()):
+        ckpt = _load_paper(path, payload)
+    else:
+        raise CheckpointError(path, "not a known checkpoint: neither this project's format nor a raw state_dict")
+    ckpt.model.to(device).eval()
+    return ckpt
+
+
+def _load_ours(path: Path, payload: dict) -> Checkpoint:
+    try:
+        cfg = ModelConfig(**payload["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(path, f"bad model config: {err}") from None
+    model = build_model(cfg)
+    _load_state(path, model, payload["state_dict"])
+    return Checkpoint(model, cfg, dict(payload["meta"]), payload.get("training_state"))
+
+
+def _load_paper(path: Path, state: dict) -> Checkpoint:
+    if "conv1d_y1.weight" not in state:
+        raise CheckpointError(path, "not a known checkpoint: a state_dict without conv1d_y1.weight "
+                                    f"(keys start {', '.join(list(state)[:4])})")
+    n_features = int(state["conv1d_y1.weight"].shape[1])
+    cfg = paper_config(n_features)
+    model = build_model(cfg)
+    _load_state(path, model, state)
+    feature_set = next((name for name, cols in FEATURE_SETS.items() if len(cols) == n_features), None)
+    if feature_set is None:
+        raise CheckpointError(path, f"{n_features} input features match no feature set "
+                                    f"({', '.join(f'{k}: {len(v)}' for k, v in FEATURE_SETS.items())})")
+    meta = {"source": "paper", "features": list(FEATURE_SETS[feature_set]), "traits": list(TRAITS),
+            "normalization": {"kind": "paper"}}
+    return Checkpoint(model, cfg, meta)
+
+
+def _load_state(path: Path, model: nn.Module, state: dict) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unknown = [k for k in state if k not in expected]
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+        if unknown:
+            parts.append(f"unknown keys {', '.join(unknown[:5])}" + (" ..." if len(unknown) > 5 else ""))
+        raise CheckpointError(path, "; ".join(parts))
+    for key, value in expected.items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise CheckpointError(path, f"shapes match no known network: {key} is {tuple(state[key].shape)}, "
+                                        f"expected {tuple(value.shape)}")
+    model.load_state_dict(state, strict=True)
+
+
+def check_features(ckpt: Checkpoint, features: list[str], source: str | Path) -> None:
+    """Refuse data whose feature columns differ from the model's, naming the columns."""
+    expected = ckpt.features
+    if list(features) == expected:
+        return
+    lacking = [c for c in expected if c not in features]
+    extra = [c for c in features if c not in expected]
+    parts = [f"the model expects feature set {feature_set_name(expected) or expected}"]
+    if lacking:
+        parts.append(f"the data lacks {', '.join(lacking)}")
+    if extra:
+        parts.append(f"the data has extra {', '.join(extra)}")
+    raise CheckpointError(source, "; ".join(parts))

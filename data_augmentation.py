@@ -20,7 +20,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from openface import Clip, DataError, coerce_numeric, report_user_errors
+from cli import report_user_errors
+from openface import Clip, DataError, coerce_numeric
 
 AUGMENTATIONS: tuple[str, ...] = ("downsample", "shift", "window")
 DOWNSAMPLE_STEP = 2

@@ -5,16 +5,17 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from openface import TRAITS, Clip, DataError
+from openface import GAZE_COLUMNS, HEAD_COLUMNS, TRAITS, Clip, DataError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
+PAPER_MINMAX_COLUMNS: tuple[str, ...] = GAZE_COLUMNS + HEAD_COLUMNS
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -23,10 +24,11 @@ DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
 
 @dataclass
 class Scaler:
-    """Per-feature standardisation (fitted on training frames), or none (mean 0, std 1)."""
+    """Per-feature affine scaling x -> (x - offset) / scale: standardisation fitted on training frames, the
+    paper's deploy min-max, or none."""
 
-    mean: np.ndarray  # (F,)
-    std: np.ndarray  # (F,)
+    offset: np.ndarray  # (F,)
+    scale: np.ndarray  # (F,)
 
     @classmethod
     def fit(cls, clips: Sequence[Clip]) -> "Scaler":
@@ -44,11 +46,25 @@ class Scaler:
     def identity(cls, n_features: int) -> "Scaler":
         return cls(np.zeros(n_features, np.float32), np.ones(n_features, np.float32))
 
+    @classmethod
+    def paper_minmax(cls, clips: Iterable[Clip], features: Sequence[str]) -> "Scaler":
+        """The original deploy preprocessing: min-max scaling of the gaze/pose columns over every frame of the
+        input being labelled; AU columns stay as they are."""
+        low = np.full(len(features), np.inf)
+        high = np.full(len(features), -np.inf)
+        for clip in clips:
+            if clip.n_frames:
+                low = np.minimum(low, clip.frames.min(axis=0))
+                high = np.maximum(high, clip.frames.max(axis=0))
+        scaled = np.array([f in PAPER_MINMAX_COLUMNS and np.isfinite(low[j]) for j, f in enumerate(features)])
+        span = np.where(scaled & (high > low), high - low, 1.0)
+        return cls(np.where(scaled, low, 0.0).astype(np.float32), span.astype(np.float32))
+
     def transform(self, frames: np.ndarray) -> np.ndarray:
-        return (frames - self.mean) / self.std
+        return (frames - self.offset) / self.scale
 
     def to_dict(self) -> dict:
-        return {"kind": "standard", "mean": self.mean.tolist(), "std": self.std.tolist()}
+        return {"kind": "standard", "mean": self.offset.tolist(), "std": self.scale.tolist()}
 
     @classmethod
     def from_dict(cls, data: dict, n_features: int) -> "Scaler":
@@ -109,6 +125,18 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: 
                                   "use a smaller --batch-size")
         batches = batches[rank: per_rank * world_size: world_size]
     return batches
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, batch_size: int = 64,
+            device: torch.device | str = "cpu") -> np.ndarray:
+    """Model outputs (N, 5) for the clips, in their order; batches of similar length, eval mode."""
+    model.eval()
+    out = np.zeros((len(clips), len(TRAITS)), np.float32)
+    for index in bucketed_batches([c.n_frames for c in clips], batch_size, seed=0, epoch=0, shuffle=False):
+        batch = collate(clips, index, scaler)
+        out[index] = model(batch.x.to(device), batch.lengths.to(device)).float().cpu().numpy()
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -184,6 +212,35 @@ def prepare_split(clips: Sequence[Clip], split_path: Path, seed: int) -> tuple[d
         return assignment, digest, False
     assignment = assign_splits([c.group for c in clips], seed)
     return assignment, save_split(split_path, assignment), True
+
+
+@dataclass
+class HeldOut:
+    train: list[Clip]
+    test: list[Clip]
+    source: str  # where the split came from, for the report
+
+
+def held_out_clips(clips: list[Clip], recorded: dict | None, split_path: Path | None, whole: bool,
+                   data: str | Path) -> HeldOut:
+    """The test clips (and training clips, for baselines): every clip with `whole`; else the test split of
+    `split_path`, else of the split recorded in a checkpoint, else of the split file beside the data."""
+    if whole:
+        return HeldOut([], clips, f"all {len(clips)} clips of the data (--whole)")
+    if split_path is not None:
+        assignment, digest = load_split(split_path)
+        source = f"split file {split_path} (sha256 {digest[:12]})"
+    elif recorded is not None:
+        assignment, source = recorded["assignment"], f"the split recorded in the checkpoint ({recorded['path']})"
+    elif default_split_path(data).exists():
+        assignment, digest = load_split(default_split_path(data))
+        source = f"split file {default_split_path(data)} (sha256 {digest[:12]})"
+    else:
+        raise DataError(data, "no split to evaluate on: pass --split FILE, or --whole to use every clip")
+    parts = split_clips(clips, assignment, split_path or data)
+    if not parts["test"]:
+        raise DataError(split_path or data, "the test split holds none of these clips")
+    return HeldOut(parts["train"], parts["test"], source)
 
 
 # ----------------------------------------------------------------------------------------------------------

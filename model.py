@@ -268,6 +268,22 @@ def paper_windows(x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor,
     return torch.stack(pieces), torch.tensor(owner, device=x.device)
 
 
+BRANCH_PREFIXES = {
+    "conv": ("convs.", "ses.", "conv1d_y", "squeeze_excite"),
+    "attention": ("au_emb.", "time_embed.", "attention_lstm."),
+}
+
+
+def branch_parameters(model: nn.Module, branch: str) -> list[nn.Parameter]:
+    """The parameters of one branch ('conv' or 'attention') of either network, e.g. to freeze them."""
+    if branch not in BRANCH_PREFIXES:
+        raise ValueError(f"unknown branch {branch!r}; choose one of {', '.join(BRANCH_PREFIXES)}")
+    params = [p for name, p in model.named_parameters() if name.startswith(BRANCH_PREFIXES[branch])]
+    if not params:
+        raise DataError(None, f"this {model.cfg.kind} network has no {branch} branch to freeze")
+    return params
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
     return PaperNet(cfg) if cfg.kind == "paper" else HybridNet(cfg)
 

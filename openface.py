@@ -10,10 +10,8 @@ nothing is dropped without being counted in `ReadSummary`.
 """
 from __future__ import annotations
 
-import functools
 import pickle
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +40,27 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 }
 TRAITS: tuple[str, ...] = ("extroversion", "neuroticism", "agreeableness", "conscientiousness", "openness")
 TRAIT_ALIASES: dict[str, str] = {"extraversion": "extroversion"}
+TRAIT_LETTERS: dict[str, str] = {"extroversion": "E", "neuroticism": "N", "agreeableness": "A",
+                                 "conscientiousness": "C", "openness": "O"}
+# The paper's figure columns; ChaLearn's "neuroticism" score is emotional stability (higher = more stable).
+TRAIT_FIGURE_LABELS: dict[str, str] = {"openness": "Open.", "conscientiousness": "Consc.", "extroversion": "Extro.",
+                                       "agreeableness": "Agree.", "neuroticism": "Stab."}
+FACS_NAMES: dict[str, str] = {
+    "AU01_r": "Inner Brow Raiser", "AU02_r": "Outer Brow Raiser", "AU04_r": "Brow Lowerer",
+    "AU05_r": "Upper Lid Raiser", "AU06_r": "Cheek Raiser", "AU07_r": "Lid Tightener", "AU09_r": "Nose Wrinkler",
+    "AU10_r": "Upper Lip Raiser", "AU12_r": "Lip Corner Puller", "AU14_r": "Dimpler",
+    "AU15_r": "Lip Corner Depressor", "AU17_r": "Chin Raiser", "AU20_r": "Lip Stretcher", "AU23_r": "Lip Tightener",
+    "AU25_r": "Lips Part", "AU26_r": "Jaw Drop", "AU45_r": "Blink",
+}
+SHORT_NAMES: dict[str, str] = {"gaze_angle_x": "GazeX", "gaze_angle_y": "GazeY", "pose_Rx": "HeadX",
+                               "pose_Ry": "HeadY", "pose_Rz": "HeadZ"}
+
+
+def display_name(column: str) -> str:
+    """A readable feature name: 'Lip Corner Puller (AU12)', 'GazeX', 'HeadY'."""
+    if column in FACS_NAMES:
+        return f"{FACS_NAMES[column]} ({column[:4]})"
+    return SHORT_NAMES.get(column, column)
 
 OPENFACE_META_COLUMNS: tuple[str, ...] = ("frame", "face_id", "timestamp", "confidence", "success")
 LABEL_KEY_COLUMNS: tuple[str, ...] = ("File", "clip_id", "video_name", "ID")
@@ -524,16 +543,3 @@ def attach_labels(clips: list[Clip], labels: pd.DataFrame | None, source: str, r
     return clips
 
 
-
-def report_user_errors(main):
-    """Decorator for a script's main(): a DataError becomes one line on stderr and exit code 1."""
-
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs) -> int:
-        try:
-            return main(*args, **kwargs)
-        except DataError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-
-    return wrapper

@@ -119,7 +119,7 @@ def clip_frames(rng: np.random.Generator, person: dict) -> tuple[np.ndarray, flo
     x[:, AU_INDEX["gaze_angle_x"]] = person["gaze"][0] + smooth_noise(rng, n, 0.9, 0.06)
     x[:, AU_INDEX["gaze_angle_y"]] = person["gaze"][1] + smooth_noise(rng, n, 0.9, 0.05)
     x[:, AU_INDEX["pose_Rx"]] = 0.05 + pitch
-    x[:, AU_INDEX["pose_Ry"]] = smooth_noise(rng, n, 0.985, person["yaw_amp"] * rng.uniform(0.8, 1.2))
+    x[:, AU_INDEX["pose_Ry"]] = smooth_noise(rng, n, 0.9, person["yaw_amp"] * rng.uniform(0.8, 1.2))
     x[:, AU_INDEX["pose_Rz"]] = smooth_noise(rng, n, 0.97, 0.04)
     x[:, len(AU_COLUMNS):] = np.clip(x[:, len(AU_COLUMNS):], -0.6, 0.6)
     return np.round(x, 3), follows / n_pairs

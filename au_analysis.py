@@ -1,0 +1,328 @@
+"""Which facial cues go with which trait: the paper's Figure 6 (per-clip feature statistics vs traits), with
+FDR-controlled significance, and, given a model, permutation importance of feature groups and features.
+
+    python au_analysis.py labelled_frames.csv -o figures/
+    python au_analysis.py data/synthetic/frames.csv --method both --weights weights/hybrid.pt \\
+        --data data/synthetic/frames.csv -o figures/
+
+LABELLED is a frame table with features and the five trait columns (attn_deploy.py --frames-output, the paper's
+output_pers.csv, or a training table), grouped into clips by File (or ID). For each clip the mean and std of
+every feature present is correlated with each trait. Stars * / ** / *** mark q < .05 / .01 / .001, where q is
+the Benjamini-Hochberg adjusted p-value over all tests in the figure (--raw-p: the paper's uncorrected p).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from cli import add_device_arg, add_reading_args, reading_options, report_user_errors, resolve_device, use_all_cores
+from dataset import Scaler, held_out_clips, predict
+from metrics import metric_arrays
+from model import load_checkpoint
+from openface import (FEATURE_COLUMNS, FEATURE_GROUPS, TRAIT_FIGURE_LABELS, TRAITS, Clip, DataError, canonical_trait,
+                      display_name, read_header)
+from training import load_labelled_clips
+
+FIGURE_TRAIT_ORDER: tuple[str, ...] = ("openness", "conscientiousness", "extroversion", "agreeableness", "neuroticism")
+STATS: tuple[str, ...] = ("mean", "std")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-clip statistics
+
+
+def clip_statistics_table(path: Path, group_by: str | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
+    """Per-clip mean and std of each feature present, and per-clip traits; plus notes on what was left out.
+
+    Returns (stats with columns (stat, feature), traits with TRAITS columns, features, notes).
+    """
+    header = read_header(path)
+    if not header:
+        raise DataError(path, "empty file")
+    key = group_by or ("File" if "File" in header else "ID" if "ID" in header else None)
+    if key is None or key not in header:
+        raise DataError(path, "no File or ID column to group frames into clips; pass --group-by COLUMN")
+    trait_cols = {canonical_trait(c): c for c in header if canonical_trait(c) in TRAITS}
+    missing = [t for t in TRAITS if t not in trait_cols]
+    if missing:
+        raise DataError(path, f"missing trait columns {', '.join(missing)} (label the clips with attn_deploy.py "
+                              "--frames-output first)")
+    features = [c for c in FEATURE_COLUMNS if c in header]
+    if not features:
+        raise DataError(path, "none of the 22 feature columns is present")
+    usecols = [key] + features + [trait_cols[t] for t in TRAITS] + (["success"] if "success" in header else [])
+    table = pd.read_csv(path, usecols=usecols, skipinitialspace=True, low_memory=False)
+    table = table.rename(columns={v: k for k, v in trait_cols.items()})
+    notes = []
+    if "success" in table:
+        failed = table["success"] == 0
+        if failed.any():
+            notes.append(f"left out {int(failed.sum())} frame rows with success == 0")
+        table = table[~failed]
+    unlabelled = table[list(TRAITS)].isna().any(axis=1)
+    if unlabelled.any():
+        notes.append(f"left out {table.loc[unlabelled, key].nunique()} clip(s) without trait values "
+                     f"({int(unlabelled.sum())} frame rows)")
+        table = table[~unlabelled]
+    grouped = table.groupby(key, sort=False)
+    stats_table = grouped[features].agg(list(STATS))  # columns (feature, stat)
+    stats_table.columns = stats_table.columns.swaplevel(0, 1)
+    stats_table = stats_table.reindex(columns=pd.MultiIndex.from_product([STATS, features]))
+    traits = grouped[list(TRAITS)].first()
+    if len(traits) < 3:
+        raise DataError(path, f"only {len(traits)} labelled clip(s); correlations need at least 3")
+    return stats_table, traits, features, notes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Correlations
+
+
+def rank_columns(values: np.ndarray) -> np.ndarray:
+    """Average ranks of each column (ties share their mean rank), as Spearman's rho needs."""
+    return stats.rankdata(values, axis=0)
+
+
+def correlation_matrix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r between every column of x (N, P) and of y (N, K) -> (P, K); NaN for constant columns."""
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)
+    xn, yn = np.sqrt((xc**2).sum(axis=0)), np.sqrt((yc**2).sum(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (xc.T @ yc) / np.outer(xn, yn)
+    r[(xn == 0)[:, None] | (yn == 0)[None, :]] = np.nan
+    return np.clip(r, -1, 1)
+
+
+def correlation_pvalues(r: np.ndarray, n: int) -> np.ndarray:
+    """Two-sided p-values of r under no correlation (t with n - 2 df, as scipy's pearsonr and spearmanr)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = r * np.sqrt((n - 2) / (1 - r**2))
+    p = 2 * stats.t.sf(np.abs(t), n - 2)
+    return np.where(np.abs(r) >= 1, 0.0, p)
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """BH adjusted p-values (q) over all finite entries of p, same shape; NaN stays NaN."""
+    flat = p.ravel()
+    finite = np.flatnonzero(np.isfinite(flat))
+    q = np.full_like(flat, np.nan, dtype=np.float64)
+    order = finite[np.argsort(flat[finite])]
+    m = len(order)
+    adjusted = flat[order] * m / np.arange(1, m + 1)
+    q[order] = np.minimum(1, np.minimum.accumulate(adjusted[::-1])[::-1])
+    return q.reshape(p.shape)
+
+
+def correlate(stats_table: pd.DataFrame, traits: pd.DataFrame, method: str) -> pd.DataFrame:
+    """Long table (stat, feature, trait, r, p, q, n) for one method; q is BH over each stat's family."""
+    rows = []
+    y = traits[list(TRAITS)].to_numpy(np.float64)
+    for stat in STATS:
+        block = stats_table[stat]
+        x = block.to_numpy(np.float64)
+        if method == "spearman":
+            x, y_used = rank_columns(x), rank_columns(y)
+        else:
+            y_used = y
+        r = correlation_matrix(x, y_used)
+        p = correlation_pvalues(r, len(x))
+        q = benjamini_hochberg(p)
+        for i, feature in enumerate(block.columns):
+            for j, trait in enumerate(TRAITS):
+                rows.append({"stat": stat, "feature": feature, "trait": trait, "r": r[i, j], "p": p[i, j],
+                             "q": q[i, j], "n": len(x)})
+    return pd.DataFrame(rows)
+
+
+def stars(value: float) -> str:
+    if not np.isfinite(value):
+        return ""
+    return "***" if value < 0.001 else "**" if value < 0.01 else "*" if value < 0.05 else ""
+
+
+def plot_heatmap(results: pd.DataFrame, stat: str, method: str, use_raw_p: bool, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    part = results[results["stat"] == stat]
+    r = part.pivot(index="feature", columns="trait", values="r")
+    sig = part.pivot(index="feature", columns="trait", values="p" if use_raw_p else "q")
+    features = [f for f in FEATURE_COLUMNS if f in r.index]
+    r, sig = r.loc[features, list(FIGURE_TRAIT_ORDER)], sig.loc[features, list(FIGURE_TRAIT_ORDER)]
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(features) + 1.8))
+    image = ax.imshow(r.to_numpy(dtype=float), cmap="coolwarm", vmin=-1, vmax=1, aspect="auto")
+    for i in range(len(features)):
+        for j in range(len(FIGURE_TRAIT_ORDER)):
+            value = r.iat[i, j]
+            text = "n/a" if not np.isfinite(value) else f"{value:.2f}{stars(sig.iat[i, j])}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(FIGURE_TRAIT_ORDER)), [TRAIT_FIGURE_LABELS[t] for t in FIGURE_TRAIT_ORDER])
+    ax.set_yticks(range(len(features)), [display_name(f) for f in features])
+    basis = "raw p" if use_raw_p else "BH q"
+    ax.set_title(f"{method.capitalize()} r: per-clip {stat} vs trait (n = {int(part['n'].iloc[0])})\n"
+                 f"* / ** / *** : {basis} < .05 / .01 / .001", fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    paths = [out / f"{method}_{stat}.png", out / f"{method}_{stat}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Permutation importance
+
+
+def permuted_clips(clips: Sequence[Clip], columns: Sequence[int], rng: np.random.Generator) -> list[Clip]:
+    """Copies of the clips whose `columns` tracks come from other clips (cropped or repeated to length)."""
+    order = rng.permutation(len(clips))
+    out = []
+    for clip, donor in zip(clips, order):
+        frames = clip.frames.copy()
+        source = clips[donor].frames[:, columns]
+        frames[:, columns] = np.resize(source, (clip.n_frames, len(columns))) if len(source) else 0
+        out.append(Clip(clip.clip_id, clip.file, clip.group, frames, clip.label))
+    return out
+
+
+def permutation_importance(model, clips: Sequence[Clip], scaler: Scaler, features: Sequence[str], repeats: int,
+                           seed: int, device) -> pd.DataFrame:
+    """Drop in held-out R² per trait when a feature group or a feature is shuffled across clips.
+
+    Returns a long table (unit, kind, trait, drop_mean, drop_std) with kind 'group' or 'feature'.
+    """
+    truth = np.stack([c.label for c in clips])
+    base = metric_arrays(truth, predict(model, clips, scaler, 64, device))["r2"]
+    units = [(name, "group", [features.index(c) for c in cols if c in features])
+             for name, cols in FEATURE_GROUPS.items()]
+    units = [u for u in units if u[2]] + [(f, "feature", [j]) for j, f in enumerate(features)]
+    rows = []
+    for name, kind, columns in units:
+        rng = np.random.default_rng([seed, len(rows)])
+        drops = np.stack([base - metric_arrays(truth, predict(model, permuted_clips(clips, columns, rng), scaler, 64,
+                                                               device))["r2"] for _ in range(repeats)])
+        for j, trait in enumerate(TRAITS):
+            rows.append({"unit": name, "kind": kind, "trait": trait, "drop_mean": drops[:, j].mean(),
+                         "drop_std": drops[:, j].std(ddof=1) if repeats > 1 else 0.0})
+    return pd.DataFrame(rows)
+
+
+def plot_importance(table: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = table[table["kind"] == "group"]
+    feats = table[table["kind"] == "feature"]
+    names = list(dict.fromkeys(feats["unit"]))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 0.35 * len(names) + 2.5),
+                                   gridspec_kw={"width_ratios": [1, 1.4]})
+    group_names = list(dict.fromkeys(groups["unit"]))
+    width = 0.8 / len(TRAITS)
+    for j, trait in enumerate(FIGURE_TRAIT_ORDER):
+        part = groups[groups["trait"] == trait].set_index("unit").loc[group_names]
+        ax1.bar(np.arange(len(group_names)) + (j - 2) * width, part["drop_mean"], width, yerr=part["drop_std"],
+                capsize=2, label=TRAIT_FIGURE_LABELS[trait])
+    ax1.set_xticks(range(len(group_names)), group_names)
+    ax1.axhline(0, color="black", linewidth=0.8)
+    ax1.set(ylabel="drop in held-out R² (mean ± sd over repeats)", title="feature groups shuffled")
+    ax1.legend(fontsize=8)
+    grid = feats.pivot(index="unit", columns="trait", values="drop_mean").loc[names, list(FIGURE_TRAIT_ORDER)]
+    limit = max(1e-6, float(np.nanmax(np.abs(grid.to_numpy()))))
+    image = ax2.imshow(grid.to_numpy(), cmap="coolwarm", vmin=-limit, vmax=limit, aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(FIGURE_TRAIT_ORDER)):
+            ax2.text(j, i, f"{grid.iat[i, j]:.3f}", ha="center", va="center", fontsize=7)
+    ax2.set_xticks(range(len(FIGURE_TRAIT_ORDER)), [TRAIT_FIGURE_LABELS[t] for t in FIGURE_TRAIT_ORDER])
+    ax2.set_yticks(range(len(names)), [display_name(n) for n in names])
+    ax2.set_title("single features shuffled: drop in R²")
+    fig.colorbar(image, ax=ax2, fraction=0.04)
+    fig.tight_layout()
+    paths = [out / "permutation_importance.png", out / "permutation_importance.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("labelled", type=Path, help="frame table with features and the five trait columns")
+    parser.add_argument("-o", "--output", type=Path, default=Path("figures"), help="folder for figures and tables")
+    parser.add_argument("--method", choices=("spearman", "pearson", "both"), default="spearman")
+    parser.add_argument("--raw-p", action="store_true", help="stars from uncorrected p-values, as the paper did")
+    parser.add_argument("--group-by", default=None, help="clip column (default: File, else ID)")
+    model = parser.add_argument_group("permutation importance (optional)")
+    model.add_argument("--weights", type=Path, default=None, help="a trained checkpoint")
+    model.add_argument("--data", nargs="+", default=None, help="labelled data the checkpoint can read")
+    model.add_argument("--split", type=Path, default=None, help="split file (default: the checkpoint's)")
+    model.add_argument("--repeats", type=int, default=5, help="shuffles per feature (default 5)")
+    model.add_argument("--seed", type=int, default=0)
+    add_device_arg(model)
+    add_reading_args(parser)
+    return parser
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if (args.weights is None) != (args.data is None):
+        raise DataError(None, "--weights and --data go together")
+    if not args.labelled.is_file():
+        raise DataError(args.labelled, "no such file")
+    args.output.mkdir(parents=True, exist_ok=True)
+    stats_table, traits, features, notes = clip_statistics_table(args.labelled, args.group_by)
+    print(f"{len(traits)} clips, {len(features)} features from {args.labelled}")
+    for note in notes:
+        print(f"  {note}")
+    methods = ("spearman", "pearson") if args.method == "both" else (args.method,)
+    written = []
+    for method in methods:
+        results = correlate(stats_table, traits, method)
+        constant = sorted(set(results.loc[results["r"].isna(), "feature"]))
+        if constant:
+            print(f"  {method}: r is undefined (constant over clips) for {', '.join(constant)}")
+        path = args.output / f"correlations_{method}.csv"
+        results.to_csv(path, index=False)
+        written.append(path)
+        for stat in STATS:
+            written += plot_heatmap(results, stat, method, args.raw_p, args.output)
+        basis = "p" if args.raw_p else "q"
+        top = results[results[basis] < 0.05].reindex(columns=["stat", "feature", "trait", "r", basis])
+        top = top.reindex(top["r"].abs().sort_values(ascending=False).index).head(10)
+        print(f"{method}: {int((results[basis] < 0.05).sum())} of {len(results)} feature-trait pairs with "
+              f"{basis} < .05; strongest:\n" + (top.to_string(index=False, float_format=lambda v: f"{v:.3g}")
+                                                if len(top) else "  none"))
+    if args.weights is not None:
+        use_all_cores()
+        device = resolve_device(args.device)
+        ckpt = load_checkpoint(args.weights, device)
+        clips, _ = load_labelled_clips(args.data, args.labels, ckpt.features, reading_options(args))
+        held = held_out_clips(clips, ckpt.meta.get("split"), args.split, False, args.data[0])
+        scaler = Scaler.from_dict(ckpt.meta.get("normalization", {}), len(ckpt.features))
+        table = permutation_importance(ckpt.model, held.test, scaler, ckpt.features, args.repeats, args.seed, device)
+        path = args.output / "permutation_importance.csv"
+        table.to_csv(path, index=False)
+        written += [path] + plot_importance(table, args.output)
+        groups = table[table["kind"] == "group"].pivot(index="unit", columns="trait", values="drop_mean")
+        print(f"permutation importance on {len(held.test)} held-out clips (drop in R², mean of {args.repeats}):\n"
+              + groups[list(TRAITS)].to_string(float_format=lambda v: f"{v:+.3f}"))
+    print(f"wrote {len(written)} files to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -77,8 +77,12 @@ def shutdown_distributed() -> None:
 
 def load_labelled_clips(data: Sequence[str], labels: Sequence[str] | None, features: Sequence[str],
                         reading: dict) -> tuple[list[Clip], ReadSummary]:
-    """Usable clips with labels (label files override a table's trait columns); unlabelled clips are an error."""
+    """Usable clips with labels (label files override a table's trait columns); unlabelled clips are an error.
+
+    Clips are ordered by their key (file name), so both input layouts of one corpus train identically.
+    """
     clips, summary = read_clips(data, features, **reading)
+    clips.sort(key=lambda c: c.key)
     table = read_labels(labels) if labels else None
     attach_labels(clips, table, ", ".join(labels) if labels else ", ".join(map(str, data)))
     return clips, summary

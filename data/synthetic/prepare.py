@@ -81,9 +81,9 @@ def person_params(rng: np.random.Generator) -> dict:
     }
 
 
-def clip_frames(rng: np.random.Generator, person: dict) -> tuple[np.ndarray, float]:
+def clip_frames(rng: np.random.Generator, person: dict, seconds: tuple[float, float]) -> tuple[np.ndarray, float]:
     """One clip's 22 feature tracks (T, 22) and its realised share of nod -> smile pairs."""
-    n = int(rng.integers(12 * FPS, 16 * FPS + 1))
+    n = int(rng.integers(int(seconds[0] * FPS), int(seconds[1] * FPS) + 1))
     x = np.zeros((n, len(FEATURE_COLUMNS)))
     for j in range(len(AU_COLUMNS)):
         x[:, j] = person["au_level"][j] * rng.uniform(0.7, 1.3) + smooth_noise(rng, n, 0.9, 0.12)
@@ -91,7 +91,7 @@ def clip_frames(rng: np.random.Generator, person: dict) -> tuple[np.ndarray, flo
     au12, au06, au25 = (x[:, AU_INDEX[c]] for c in ("AU12_r", "AU06_r", "AU25_r"))
     pitch = smooth_noise(rng, n, 0.95, 0.03)
     slots = n // SLOT
-    n_pairs = int(rng.integers(2, min(4, slots) + 1))
+    n_pairs = int(rng.integers(min(2, slots), min(4, slots) + 1))
     pair_slots = set(rng.choice(slots, n_pairs, replace=False).tolist())
     follows = 0
     for slot in range(slots):
@@ -122,7 +122,7 @@ def clip_frames(rng: np.random.Generator, person: dict) -> tuple[np.ndarray, flo
     x[:, AU_INDEX["pose_Ry"]] = smooth_noise(rng, n, 0.9, person["yaw_amp"] * rng.uniform(0.8, 1.2))
     x[:, AU_INDEX["pose_Rz"]] = smooth_noise(rng, n, 0.97, 0.04)
     x[:, len(AU_COLUMNS):] = np.clip(x[:, len(AU_COLUMNS):], -0.6, 0.6)
-    return np.round(x, 3), follows / n_pairs
+    return np.round(x, 3), follows / n_pairs if n_pairs else 0.5
 
 
 def trait_signals(frames: np.ndarray, follow_share: float) -> dict[str, float]:
@@ -147,8 +147,9 @@ def video_ids(rng: np.random.Generator, n: int) -> list[str]:
     return ids
 
 
-def generate(n_clips: int, clips_per_video: int, seed: int) -> tuple[list[dict], dict]:
-    """Clips (name, frames, labels) and the truth record, deterministic in (n_clips, clips_per_video, seed)."""
+def generate(n_clips: int, clips_per_video: int, seed: int,
+             seconds: tuple[float, float] = (12, 16)) -> tuple[list[dict], dict]:
+    """Clips (name, frames, labels) and the truth record, deterministic in the arguments."""
     rng = np.random.default_rng(seed)
     n_videos = -(-n_clips // clips_per_video)
     videos = video_ids(rng, n_videos)
@@ -156,7 +157,7 @@ def generate(n_clips: int, clips_per_video: int, seed: int) -> tuple[list[dict],
     for v, video in enumerate(videos):
         person = person_params(rng)
         for k in range(min(clips_per_video, n_clips - v * clips_per_video)):
-            frames, follow = clip_frames(rng, person)
+            frames, follow = clip_frames(rng, person, seconds)
             clips.append({"file": f"{video}.{k:03d}.mp4", "frames": frames})
             signals.append(trait_signals(frames, follow))
     sig = pd.DataFrame(signals)
@@ -255,13 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=400, help="number of clips (default 400)")
     parser.add_argument("--clips-per-video", type=int, default=4, help="clips per source video (default 4)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seconds", type=float, nargs=2, default=(12, 16), metavar=("MIN", "MAX"),
+                        help="clip duration range in seconds at 30 fps (default 12 16)")
     parser.add_argument("--layouts", nargs="+", choices=("table", "openface"), default=("table", "openface"),
                         help="which layouts to write (labels.csv and truth.json are always written)")
     args = parser.parse_args(argv)
-    if args.clips < 3 or args.clips_per_video < 1:
-        print("error: need --clips >= 3 and --clips-per-video >= 1", file=sys.stderr)
+    if args.clips < 3 or args.clips_per_video < 1 or not 0 < args.seconds[0] <= args.seconds[1]:
+        print("error: need --clips >= 3, --clips-per-video >= 1 and 0 < MIN <= MAX seconds", file=sys.stderr)
         return 1
-    clips, truth = generate(args.clips, args.clips_per_video, args.seed)
+    clips, truth = generate(args.clips, args.clips_per_video, args.seed, tuple(args.seconds))
     write_corpus(args.out, clips, truth, args.seed, tuple(args.layouts))
     print(describe(truth))
     print(f"wrote {args.out}")

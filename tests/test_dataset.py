@@ -1,0 +1,187 @@
+"""Group split, batching, normalisation, augmentation and the synthetic corpus."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REAL, load_prepare, needs_real, run_script
+from data_augmentation import augment_clips, augment_table
+from dataset import (Scaler, assign_splits, bucketed_batches, collate, load_split, prepare_split, save_split,
+                     split_clips)
+from openface import FEATURE_COLUMNS, Clip, DataError, read_clips, source_group
+
+
+def make_clip(clip_id: str, n: int, group: str | None = None, value: float = 0.0) -> Clip:
+    frames = (np.arange(n * 22, dtype=np.float32).reshape(n, 22) % 7) + value
+    return Clip(clip_id, f"{clip_id}.mp4", group or clip_id, frames, np.full(5, 0.5, np.float32))
+
+
+def test_split_is_deterministic_by_group_and_reused(tmp_path):
+    groups = [f"v{i}" for i in range(40) for _ in range(3)]
+    a, b = assign_splits(groups, seed=1), assign_splits(list(reversed(groups)), seed=1)
+    assert a == b and assign_splits(groups, seed=2) != a
+    assert sorted(pd.Series(a).value_counts().to_dict().items()) == [("test", 6), ("train", 28), ("val", 6)]
+    clips = [make_clip(f"v{i}.{k:03d}", 50, f"v{i}") for i in range(40) for k in range(3)]
+    path = tmp_path / "split.csv"
+    assignment, digest, created = prepare_split(clips, path, seed=1)
+    assert created and assignment == a
+    again, digest2, created2 = prepare_split(clips, path, seed=99)
+    assert not created2 and again == a and digest2 == digest
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    parts = split_clips(clips, again, path)
+    for one, other in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not {c.group for c in parts[one]} & {c.group for c in parts[other]}
+
+
+def test_split_errors(tmp_path):
+    with pytest.raises(DataError, match="only 2 source video"):
+        assign_splits(["a", "b", "a"], seed=0)
+    path = tmp_path / "s.csv"
+    save_split(path, {"a": "train", "b": "test", "c": "val"})
+    with pytest.raises(DataError, match=r"1 source video\(s\) of the data are not in this split file \(e.g. zz\)"):
+        split_clips([make_clip("zz", 50)], load_split(path)[0], path)
+    path.write_text("group,split\na,holdout\n")
+    with pytest.raises(DataError, match="line 2: unknown split 'holdout'"):
+        load_split(path)
+
+
+@needs_real
+def test_real_first_impressions_split_keeps_video_ids_together():
+    table = pd.read_csv(REAL / "fi_annotations" / "fi_bigfive_all_splits.csv")
+    keys = table["video_name"].str.replace(".mp4", "", regex=False)
+    groups = keys.map(source_group)
+    assert groups.nunique() < len(groups)
+    assignment = assign_splits(groups.tolist(), seed=0)
+    per_group = pd.Series([assignment[g] for g in groups]).groupby(groups.to_numpy()).nunique()
+    assert (per_group == 1).all()
+    official = table.assign(group=groups).groupby("group")["split"].nunique()
+    assert (official > 1).sum() > 0  # the official splits share video ids; ours never do
+
+
+def test_bucketed_batches_cover_every_clip_once_and_group_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(40, 700, 1000)
+    batches = bucketed_batches(lengths, 16, seed=3, epoch=1)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < np.ptp(lengths) / 10
+    assert bucketed_batches(lengths, 16, 3, 1) == batches and bucketed_batches(lengths, 16, 3, 2) != batches
+    ranks = [bucketed_batches(lengths, 16, 3, 1, rank=r, world_size=2) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1])
+    assert not set(np.concatenate(ranks[0])) & set(np.concatenate(ranks[1]))
+
+
+def test_collate_pads_to_the_longest_clip_in_the_batch():
+    clips = [make_clip("a", 10), make_clip("b", 25), make_clip("c", 7)]
+    batch = collate(clips, [0, 2], Scaler.identity(22))
+    assert batch.x.shape == (2, 10, 22) and batch.lengths.tolist() == [10, 7]
+    assert (batch.x[1, 7:] == 0).all() and batch.y.shape == (2, 5)
+
+
+def test_scaler_fits_training_frames():
+    clips = [make_clip("a", 10, value=0.0), make_clip("b", 30, value=2.0)]
+    scaler = Scaler.fit(clips)
+    all_frames = np.concatenate([c.frames for c in clips])
+    np.testing.assert_allclose(scaler.offset, all_frames.mean(axis=0), rtol=1e-6)
+    z = np.concatenate([scaler.transform(c.frames) for c in clips])
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
+    restored = Scaler.from_dict(scaler.to_dict(), 22)
+    np.testing.assert_array_equal(restored.scale, scaler.scale)
+
+
+def test_paper_minmax_scales_only_gaze_and_pose():
+    clips = [make_clip("a", 10), make_clip("b", 30, value=3.0)]
+    scaler = Scaler.paper_minmax(clips, FEATURE_COLUMNS)
+    scaled = np.concatenate([scaler.transform(c.frames) for c in clips])
+    assert scaled[:, 17:].min() == 0 and scaled[:, 17:].max() == 1
+    np.testing.assert_array_equal(scaled[:, :17], np.concatenate([c.frames for c in clips])[:, :17])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Augmentation
+
+
+def test_augmentation_counts_on_a_small_example():
+    table = pd.DataFrame({"ID": np.repeat([1, 2], [250, 99]), "File": "x.000.mp4", "AU01_r": np.arange(349.0)})
+    out, counts = augment_table(table)
+    # clip 1 (250 frames): 125 downsampled, 250 shifted, 2 windows of 100; clip 2 (99): 50, 99, no window
+    assert dict(counts) == {"downsample": 2, "shift": 2, "window": 2}
+    assert len(out) == 349 + 125 + 250 + 200 + 50 + 99
+    sizes = out.groupby("ID", sort=False).size().tolist()
+    assert sizes == [250, 99, 125, 250, 100, 100, 50, 99]
+    assert out["ID"].nunique() == 8 and out["ID"].iloc[349] == 3
+    shifted = out[(out["augmentation"] == "shift") & (out["source_id"] == 1)]["AU01_r"].to_numpy()
+    np.testing.assert_array_equal(shifted[:6], [0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(shifted[5:10], [0, 1, 2, 3, 4])
+    window2 = out[(out["augmentation"] == "window") & (out["source_id"] == 1)]["AU01_r"].to_numpy()[100:]
+    np.testing.assert_array_equal(window2, np.arange(100, 200))
+    assert (out[out["augmentation"] == "original"]["source_id"] == out[out["augmentation"] == "original"]["ID"]).all()
+
+
+def test_augment_clips_matches_table_and_keeps_groups():
+    clip = make_clip("v.000", 230, "v")
+    out = augment_clips([clip])
+    assert [(c.clip_id, c.n_frames, c.group, c.source_id) for c in out] == [
+        ("v.000", 230, "v", None), ("v.000~downsample0", 115, "v", "v.000"), ("v.000~shift0", 230, "v", "v.000"),
+        ("v.000~window0", 100, "v", "v.000"), ("v.000~window1", 100, "v", "v.000")]
+    np.testing.assert_array_equal(out[3].frames, clip.frames[:100])
+
+
+def test_augmentation_cli(tiny_corpus, tmp_path):
+    source = tiny_corpus / "frames.csv"
+    before = source.read_bytes()
+    result = run_script("data_augmentation.py", source, "-o", tmp_path / "aug.csv")
+    assert result.returncode == 0, result.stderr
+    assert source.read_bytes() == before
+    out = pd.read_csv(tmp_path / "aug.csv")
+    original = pd.read_csv(source)
+    expected_windows = sum(n // 100 for n in original.groupby("ID").size())
+    assert out["augmentation"].value_counts().to_dict()["window"] == sum(
+        100 * (n // 100) for n in original.groupby("ID").size())
+    assert out.groupby("augmentation")["ID"].nunique().to_dict() == {
+        "original": 24, "downsample": 24, "shift": 24, "window": expected_windows}
+    refused = run_script("data_augmentation.py", source, "-o", source)
+    assert refused.returncode == 1 and refused.stderr.strip().endswith("refusing to overwrite the input; choose another --output")
+    assert source.read_bytes() == before
+    again = run_script("data_augmentation.py", tmp_path / "aug.csv", "-o", tmp_path / "aug2.csv")
+    assert again.returncode == 1 and "already has an augmentation column" in again.stderr
+
+
+def test_augmented_training_clips_never_cross_the_split(tiny_corpus):
+    clips, _ = read_clips([tiny_corpus / "frames.csv"], FEATURE_COLUMNS)
+    assignment = assign_splits([c.group for c in clips], seed=0)
+    parts = split_clips(clips, assignment, "x")
+    augmented = augment_clips(parts["train"])
+    test_groups = {c.group for c in parts["test"]}
+    assert len(augmented) > len(parts["train"]) and not {c.group for c in augmented} & test_groups
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Synthetic corpus
+
+
+def test_same_seed_same_corpus_bytes(tmp_path):
+    prepare = load_prepare()
+    for name in ("a", "b", "c"):
+        seed = 5 if name != "c" else 6
+        assert prepare.main(["--clips", "6", "--seconds", "2", "3", "--seed", str(seed), "-o", str(tmp_path / name)]) == 0
+    digest = lambda folder: hashlib.sha256(b"".join(p.read_bytes() for p in sorted(folder.rglob("*.csv")))).hexdigest()  # noqa: E731
+    assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
+
+
+def test_corpus_layouts_agree_and_match_label_distribution(tiny_corpus):
+    table, _ = read_clips([tiny_corpus / "frames.csv"], FEATURE_COLUMNS)
+    raw, summary = read_clips([tiny_corpus / "openface"], FEATURE_COLUMNS)
+    by_key = {c.key: c for c in raw}
+    for clip in table:
+        np.testing.assert_array_equal(by_key[clip.key].frames, clip.frames)
+    prepare = load_prepare()
+    clips, truth = prepare.generate(400, 4, 0)
+    labels = np.array([[c["labels"][t] for t in truth["traits"]] for c in clips])
+    assert ((labels.mean(axis=0) > 0.47) & (labels.mean(axis=0) < 0.58)).all()
+    assert ((labels.std(axis=0) > 0.12) & (labels.std(axis=0) < 0.17)).all()
+    assert all(0.6 < t["best_r2"] < 0.9 for t in truth["traits"].values())

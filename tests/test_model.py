@@ -1,0 +1,231 @@
+"""model.py: shapes, padding invariance, the paper network against an independent reference, checkpoints."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import (CheckpointError, ModelConfig, PaperNet, build_model, check_features, load_checkpoint,
+                   paper_config, save_checkpoint)
+from openface import FEATURE_SETS, TRAITS
+
+SMALL = dict(embed_dim=32, lstm_hidden=16, attn_dim=24, attn_hops=4)
+
+
+def sensitive(model: torch.nn.Module) -> torch.nn.Module:
+    """Larger random weights than the default init, so outputs visibly depend on the input."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.08)
+    return model.eval()
+
+
+@pytest.mark.parametrize("feature_set", list(FEATURE_SETS))
+@pytest.mark.parametrize("kind", ["hybrid", "conv", "attention"])
+def test_output_shapes_for_every_feature_set_and_variant(feature_set, kind):
+    n = len(FEATURE_SETS[feature_set])
+    model = build_model(ModelConfig(kind=kind, n_features=n, **SMALL)).eval()
+    out = model(torch.randn(3, 57, n), torch.tensor([57, 41, 10]))
+    assert out.shape == (3, 5) and ((out > 0) & (out < 1)).all()
+
+
+@pytest.mark.parametrize("kind", ["hybrid", "conv", "attention"])
+def test_padding_and_garbage_beyond_length_do_not_change_outputs(kind):
+    torch.manual_seed(0)
+    model = sensitive(build_model(ModelConfig(kind=kind, n_features=22, **SMALL)))
+    lengths = [80, 45, 120, 3]
+    clips = [torch.randn(n, 22) for n in lengths]
+    with torch.no_grad():
+        alone = torch.cat([model(c[None], torch.tensor([len(c)])) for c in clips])
+        batch = torch.full((4, 150, 22), float("nan"))  # garbage, even NaN, beyond each length
+        for i, c in enumerate(clips):
+            batch[i, : len(c)] = c
+        batched = model(batch, torch.tensor(lengths))
+    torch.testing.assert_close(batched, alone, atol=2e-6, rtol=0)
+    assert (alone[:, None] - alone[None]).abs().max() > 1e-4  # clips differ by 50x the tolerance
+
+
+def test_attention_branch_depends_on_the_clip():
+    """The published wiring error (one branch output for every clip) is not in the hybrid network."""
+    torch.manual_seed(1)
+    model = build_model(ModelConfig(kind="attention", n_features=17, **SMALL)).eval()
+    seen = []
+    model.head.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    with torch.no_grad():
+        model(torch.randn(5, 100, 17), torch.full((5,), 100))
+    branch = seen[0]  # (B, hops)
+    assert branch.shape == (5, 4) and (branch.std(dim=0) > 1e-3).all()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The paper network against an independent one-clip reference written from PAPER.md section 5
+
+
+def reference_paper_forward(sd: dict, x: np.ndarray) -> np.ndarray:
+    """PAPER.md section 5, steps 1-4, one clip at a time, in float32 like the original, plain tensor algebra."""
+    dtype = torch.float32
+    w = {k: v.to(dtype) for k, v in sd.items()}
+    length, n_feat = x.shape
+    padded = torch.zeros(700, n_feat, dtype=dtype)
+    padded[:length] = torch.from_numpy(x).to(dtype)
+    k = torch.arange(256, dtype=dtype)
+    omega = torch.exp(-math.log(10000) * k / 256)
+    tau = torch.arange(700, dtype=dtype) * 100 / 30
+    s = torch.cat([torch.cos(tau[:, None] * omega), torch.sin(tau[:, None] * omega)], dim=1)
+    hidden = s @ w["time_embed.0.weight"].T + w["time_embed.0.bias"]
+    mlp = (hidden * torch.sigmoid(hidden)) @ w["time_embed.2.weight"].T + w["time_embed.2.bias"]
+    e = padded @ w["au_emb.weight"].T + w["au_emb.bias"] + mlp
+    gates = w["attention_lstm.lstm.weight_ih_l0"] @ e[699] + w["attention_lstm.lstm.bias_ih_l0"] + \
+        w["attention_lstm.lstm.bias_hh_l0"]
+    i, f, g, o = gates.chunk(4)
+    cell = torch.sigmoid(i) * torch.tanh(g)
+    z = torch.sigmoid(o) * torch.tanh(cell)
+    c = (w["attention_lstm.output_layer.weight"] @ z + w["attention_lstm.output_layer.bias"]).item()
+
+    def se(v, name):
+        pooled = v.mean(dim=1)
+        scale = torch.sigmoid(w[f"{name}.fc2.weight"] @ torch.relu(w[f"{name}.fc1.weight"] @ pooled +
+                                                                     w[f"{name}.fc1.bias"]) + w[f"{name}.fc2.bias"])
+        return v * scale[:, None]
+
+    v = padded.T[None]  # (1, F, 700)
+    for layer, pad in ((1, 4), (2, 2), (3, 1), (4, 1)):
+        v = torch.relu(F.conv1d(v, w[f"conv1d_y{layer}.weight"], w[f"conv1d_y{layer}.bias"], padding=pad))
+        v = se(v[0], f"squeeze_excite{layer}")[None]
+    assert v.shape[2] == 701
+    y = v[0].mean(dim=1)
+    h = torch.cat([torch.full((256,), c, dtype=dtype), y])
+    for j in range(3):
+        h = w[f"linear_layer_stack.{j}.weight"] @ h + w[f"linear_layer_stack.{j}.bias"]
+    return torch.sigmoid(h).numpy()
+
+
+def random_paper_state(n_features: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    sd = PaperNet(paper_config(n_features)).state_dict()
+    return {k: (torch.randn_like(v) * 0.08 if v.is_floating_point() else v) for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("n_features", [17, 22])
+def test_paper_network_matches_reference_within_1e6(n_features):
+    sd = random_paper_state(n_features, seed=n_features)
+    model = PaperNet(paper_config(n_features))
+    model.load_state_dict(sd, strict=True)
+    model.eval()
+    rng = np.random.default_rng(0)
+    lengths = [41, 97, 450, 699]
+    clips = [rng.uniform(0, 2, (n, n_features)).astype(np.float32) for n in lengths]
+    batch = torch.zeros(len(clips), 699, n_features)
+    for i, c in enumerate(clips):
+        batch[i, : len(c)] = torch.from_numpy(c)
+    with torch.no_grad():
+        out = model(batch, torch.tensor(lengths)).numpy()
+    expected = np.stack([reference_paper_forward(sd, c) for c in clips])
+    np.testing.assert_allclose(out, expected, atol=1e-6, rtol=0)
+    assert out.std(axis=0).max() > 1e-3
+
+
+def test_paper_constant_branch_evaluated_once_per_call():
+    model = PaperNet(paper_config(17)).eval()
+    calls = []
+    model.attention_lstm.lstm.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        model(torch.randn(6, 200, 17), torch.full((6,), 200))
+    assert len(calls) == 1
+
+
+def test_paper_network_long_clips_average_windows():
+    torch.manual_seed(0)
+    model = PaperNet(paper_config(17)).eval()
+    x = torch.randn(1, 1500, 17)
+    with torch.no_grad():
+        out = model(x, torch.tensor([1500]))
+        windows = [x[:, 0:500], x[:, 500:1000], x[:, 1000:1500]]
+        manual = torch.stack([model(w, torch.tensor([500])) for w in windows]).mean(dim=0)
+    torch.testing.assert_close(out, manual, atol=1e-6, rtol=0)
+
+
+def test_paper_network_trains_with_dropout():
+    model = PaperNet(paper_config(17)).train()
+    x = torch.randn(2, 100, 17)
+    torch.manual_seed(0)
+    a = model(x, torch.tensor([100, 100]))
+    torch.manual_seed(1)
+    b = model(x, torch.tensor([100, 100]))
+    assert not torch.equal(a, b)
+    a.sum().backward()
+    assert model.conv1d_y1.weight.grad is not None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def test_save_load_round_trip_reproduces_outputs_exactly(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind="hybrid", n_features=17, **SMALL)
+    model = build_model(cfg).eval()
+    meta = {"features": list(FEATURE_SETS["au"]), "traits": list(TRAITS), "normalization": {"kind": "none"}}
+    save_checkpoint(tmp_path / "m.pt", model, meta)
+    assert not list(tmp_path.glob("*.tmp"))
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    x = torch.randn(2, 60, 17)
+    with torch.no_grad():
+        assert torch.equal(model(x, torch.tensor([60, 30])), ckpt.model(x, torch.tensor([60, 30])))
+    assert ckpt.config == cfg and ckpt.features == list(FEATURE_SETS["au"])
+    assert ckpt.meta["code_version"].startswith("1.0.0")
+
+
+@pytest.mark.parametrize("n_features,feature_set", [(17, "au"), (22, "all")])
+def test_paper_raw_state_dict_loads(tmp_path, n_features, feature_set):
+    sd = random_paper_state(n_features, 3)
+    torch.save(sd, tmp_path / "paper.pt")
+    ckpt = load_checkpoint(tmp_path / "paper.pt")
+    assert ckpt.is_paper_release and ckpt.features == list(FEATURE_SETS[feature_set])
+    assert isinstance(ckpt.model, PaperNet) and not ckpt.model.training
+
+
+def test_bad_checkpoints_have_clear_messages(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.pt: no such checkpoint file"):
+        load_checkpoint(tmp_path / "nope.pt")
+    sd = random_paper_state(17, 0)
+    torch.save(sd, tmp_path / "good.pt")
+    (tmp_path / "trunc.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="trunc.pt: not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "trunc.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "text.pt")
+    missing = dict(sd)
+    missing.pop("bn1.running_mean")
+    missing["extra.weight"] = torch.zeros(1)
+    torch.save(missing, tmp_path / "keys.pt")
+    with pytest.raises(CheckpointError, match="missing keys bn1.running_mean; unknown keys extra.weight"):
+        load_checkpoint(tmp_path / "keys.pt")
+    wrong = dict(sd)
+    wrong["linear_layer_stack.2.weight"] = torch.zeros(4, 128)
+    torch.save(wrong, tmp_path / "shape.pt")
+    with pytest.raises(CheckpointError, match=r"shapes match no known network: linear_layer_stack.2.weight is \(4, 128\)"):
+        load_checkpoint(tmp_path / "shape.pt")
+    odd = random_paper_state(9, 0)
+    torch.save(odd, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="9 input features match no feature set"):
+        load_checkpoint(tmp_path / "odd.pt")
+    torch.save({"a": 1}, tmp_path / "dict.pt")
+    with pytest.raises(CheckpointError, match="not a known checkpoint"):
+        load_checkpoint(tmp_path / "dict.pt")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
+    with pytest.raises(CheckpointError, match="refused: the file holds Python objects"):
+        load_checkpoint(tmp_path / "module.pt")
+
+
+def test_feature_mismatch_names_columns(tmp_path):
+    torch.save(random_paper_state(22, 0), tmp_path / "p22.pt")
+    ckpt = load_checkpoint(tmp_path / "p22.pt")
+    with pytest.raises(CheckpointError, match="expects feature set all; the data lacks gaze_angle_x, gaze_angle_y, "
+                                              "pose_Rx, pose_Ry, pose_Rz"):
+        check_features(ckpt, list(FEATURE_SETS["au"]), "data.csv")
+    check_features(ckpt, list(FEATURE_SETS["all"]), "data.csv")

@@ -1,0 +1,286 @@
+"""Readers, frame hygiene and bad-input messages for the three input layouts, on fixtures and real files."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REAL, needs_real, write_openface
+from openface import (AU_COLUMNS, FEATURE_COLUMNS, FEATURE_SETS, TRAITS, DataError, attach_labels, clip_key,
+                      feature_columns, iter_clips, read_clips, read_labels, read_openface_csv, source_group)
+
+
+def test_schema_feature_sets_in_canonical_order():
+    assert [len(FEATURE_SETS[k]) for k in ("au", "au_gaze", "au_head", "gaze_head", "all")] == [17, 19, 20, 5, 22]
+    for cols in FEATURE_SETS.values():
+        assert list(cols) == [c for c in FEATURE_COLUMNS if c in cols]
+    assert TRAITS == ("extroversion", "neuroticism", "agreeableness", "conscientiousness", "openness")
+    with pytest.raises(DataError, match="unknown feature set 'faces'"):
+        feature_columns("faces")
+
+
+def test_clip_keys_and_groups():
+    assert clip_key("data/XQ3do4LDFv8.000.mp4") == "XQ3do4LDFv8.000"
+    assert clip_key("XQ3do4LDFv8.000.csv") == "XQ3do4LDFv8.000"
+    assert source_group("XQ3do4LDFv8.000") == "XQ3do4LDFv8"
+    assert source_group("clip7") == "clip7"
+
+
+@pytest.mark.parametrize("spaced", [True, False])
+def test_openface_reader_header_styles_and_exact_values(tmp_path, spaced):
+    path = tmp_path / "a.000.csv"
+    values = write_openface(path, 60, spaced=spaced)
+    clip = read_openface_csv(path, FEATURE_COLUMNS)
+    assert clip.status == "ok" and clip.frames.shape == (60, 22) and clip.frames.dtype == np.float32
+    np.testing.assert_allclose(clip.frames, values, atol=1e-6)
+    assert clip.clip_id == "a.000" and clip.group == "a"
+
+
+def test_openface_p_rx_is_not_taken_for_a_feature(tmp_path):
+    path = tmp_path / "c.csv"
+    values = write_openface(path, 50)
+    clip = read_openface_csv(path, FEATURE_SETS["gaze_head"])
+    np.testing.assert_allclose(clip.frames, values[:, 17:], atol=1e-6)
+
+
+def test_hygiene_drops_failed_and_low_confidence_frames(tmp_path):
+    path = tmp_path / "h.csv"
+    success = np.ones(80, int)
+    success[:10] = 0
+    confidence = np.full(80, 0.95)
+    confidence[10:15] = 0.5
+    values = write_openface(path, 80, success=success, confidence=confidence)
+    clip = read_openface_csv(path, FEATURE_COLUMNS)
+    assert clip.n_frames == 65 and clip.n_dropped == 15
+    assert clip.drops == {"no face found (success == 0)": 10, "confidence < 0.75": 5}
+    np.testing.assert_allclose(clip.frames, values[15:], atol=1e-6)
+    assert read_openface_csv(path, FEATURE_COLUMNS, min_confidence=0.4).n_frames == 70
+
+
+def test_short_and_faceless_clips_get_a_status(tmp_path):
+    write_openface(tmp_path / "short.csv", 30)
+    write_openface(tmp_path / "noface.csv", 50, success=np.zeros(50, int))
+    write_openface(tmp_path / "ok.csv", 50)
+    statuses = {c.clip_id: c.status for c in iter_clips([tmp_path], FEATURE_COLUMNS, strict=False)}
+    assert statuses == {"short": "too_short", "noface": "no_face", "ok": "ok"}
+    clips, summary = read_clips([tmp_path], FEATURE_COLUMNS)
+    assert [c.clip_id for c in clips] == ["ok"]
+    text = summary.render()
+    assert "read 3 clips from 3 file(s): 1 usable" in text
+    assert "skipped 1 clip(s) [too_short], e.g. short" in text and "skipped 1 clip(s) [no_face]" in text
+    assert "dropped 50 frame(s): no face found (success == 0)" in text
+
+
+def test_two_faces_pick_one(tmp_path):
+    path = tmp_path / "multi.csv"
+    faces = np.tile([0, 1], 60)
+    values = write_openface(path, 120, face_ids=faces)
+    np.testing.assert_allclose(read_openface_csv(path, AU_COLUMNS).frames, values[faces == 0, :17], atol=1e-6)
+    np.testing.assert_allclose(read_openface_csv(path, AU_COLUMNS, face_id=1).frames, values[faces == 1, :17], atol=1e-6)
+    with pytest.raises(DataError, match=r"no rows with face_id 3 \(faces present: \[0, 1\]\)"):
+        read_openface_csv(path, AU_COLUMNS, face_id=3)
+
+
+def test_missing_columns_named_with_servable_sets(tmp_path):
+    path = tmp_path / "au_only.csv"
+    write_openface(path, 50, columns=["frame", "face_id", "timestamp", "confidence", "success", *AU_COLUMNS, "pose_Rx",
+                                      "pose_Ry", "pose_Rz"])
+    with pytest.raises(DataError) as err:
+        read_openface_csv(path, FEATURE_COLUMNS)
+    assert str(err.value) == (f"{path}: missing gaze_angle_x, gaze_angle_y "
+                              "(this file can serve feature sets: au, au_head)")
+    assert read_openface_csv(path, FEATURE_SETS["au_head"]).n_frames == 50
+
+
+def test_non_numeric_and_nan_values_are_located(tmp_path):
+    path = tmp_path / "bad.csv"
+    write_openface(path, 50)
+    lines = path.read_text().splitlines()
+    header = [c.strip() for c in lines[0].split(",")]
+    cells = lines[5].split(", ")
+    cells[header.index("AU12_r")] = "abc"
+    lines[5] = ", ".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"bad.csv: line 6, column AU12_r: 'abc' is not a number"):
+        read_openface_csv(path, FEATURE_COLUMNS)
+    cells[header.index("AU12_r")] = "nan"
+    lines[5] = ", ".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"line 6, column AU12_r: value is nan \(NaN or inf\)"):
+        read_openface_csv(path, FEATURE_COLUMNS)
+
+
+def test_empty_files(tmp_path):
+    (tmp_path / "zero.csv").write_text("")
+    with pytest.raises(DataError, match="zero.csv: empty file"):
+        read_openface_csv(tmp_path / "zero.csv", FEATURE_COLUMNS)
+    (tmp_path / "header.csv").write_text(", ".join(["frame", "success", *FEATURE_COLUMNS]) + "\n")
+    with pytest.raises(DataError, match="header.csv: no frames"):
+        read_openface_csv(tmp_path / "header.csv", FEATURE_COLUMNS)
+    with pytest.raises(DataError, match="nowhere: no such file or folder"):
+        read_clips([tmp_path / "nowhere"], FEATURE_COLUMNS)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Layout A and labels
+
+
+def write_table(path: Path, clips: dict, labels: dict | None = None, extra: bool = True) -> None:
+    rows = []
+    for clip_id, (file, n) in clips.items():
+        for i in range(n):
+            row = {"ID": clip_id, "File": file, "Word": "hello"}
+            row.update({c: round((clip_id * 7 + i * 0.01 + j) % 5, 3) for j, c in enumerate(FEATURE_COLUMNS)})
+            if labels is not None:
+                row.update(labels[clip_id] if not callable(labels[clip_id]) else labels[clip_id](i))
+            if extra:
+                row.update({"vi_1": 0.1, "Happy": 0.2})
+            rows.append(row)
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def five(value: float) -> dict:
+    return {"extraversion": value, "neuroticism": value, "agreeableness": value, "conscientiousness": value,
+            "openness": value}
+
+
+def test_frame_table_reader_groups_by_id_and_accepts_extraversion(tmp_path):
+    path = tmp_path / "t.csv"
+    write_table(path, {1: ("aa.000.mp4", 50), 2: ("aa.001.mp4", 45), 3: ("bb.000.mp4", 60)},
+                {1: five(0.2), 2: five(0.4), 3: five(0.6)})
+    clips, summary = read_clips([path], FEATURE_COLUMNS)
+    assert [(c.clip_id, c.n_frames, c.group) for c in clips] == [("1", 50, "aa"), ("2", 45, "aa"), ("3", 60, "bb")]
+    np.testing.assert_allclose(clips[2].label, [0.6] * 5)
+    assert summary.frames_kept == 155
+
+
+def test_frame_table_streaming_across_chunks_equals_one_read(tmp_path):
+    from openface import iter_frame_table
+
+    path = tmp_path / "t.csv"
+    write_table(path, {i: (f"v{i}.000.mp4", 41 + i) for i in range(1, 8)}, {i: five(i / 10) for i in range(1, 8)})
+    whole = list(iter_frame_table(path, FEATURE_COLUMNS))
+    chunked = list(iter_frame_table(path, FEATURE_COLUMNS, chunk_rows=17))
+    assert [c.clip_id for c in whole] == [c.clip_id for c in chunked] == [str(i) for i in range(1, 8)]
+    for a, b in zip(whole, chunked):
+        np.testing.assert_array_equal(a.frames, b.frames)
+
+
+def test_frame_table_bad_labels(tmp_path):
+    path = tmp_path / "t.csv"
+    write_table(path, {1: ("a.000.mp4", 50)}, {1: lambda i: five(0.3 if i < 20 else 0.4)})
+    with pytest.raises(DataError, match=r"clip ID 1 has two different labels \(lines 2 and 22\)"):
+        read_clips([path], FEATURE_COLUMNS)
+    write_table(path, {1: ("a.000.mp4", 50)}, {1: five(1.5)})
+    with pytest.raises(DataError, match=r"line 2, column extraversion: trait value 1.5 is outside \[0, 1\]"):
+        read_clips([path], FEATURE_COLUMNS)
+
+
+def test_frame_table_non_contiguous_ids(tmp_path):
+    path = tmp_path / "t.csv"
+    write_table(path, {1: ("a.000.mp4", 45), 2: ("a.001.mp4", 45)})
+    table = pd.read_csv(path)
+    pd.concat([table.iloc[:10], table.iloc[45:], table.iloc[10:45]]).to_csv(path, index=False)
+    with pytest.raises(DataError, match="rows of clip ID 1 are not contiguous"):
+        read_clips([path], FEATURE_COLUMNS)
+
+
+def test_label_csv_overrides_and_unlabelled_clips_are_listed(tmp_path):
+    for name in ("a.000", "a.001", "b.000"):
+        write_openface(tmp_path / f"{name}.csv", 50)
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame([{"File": "a.000.mp4", **five(0.25)}, {"File": "b.000.mp4", **five(0.75)}]).to_csv(labels, index=False)
+    clips, _ = read_clips([tmp_path / "a.000.csv", tmp_path / "a.001.csv", tmp_path / "b.000.csv"], FEATURE_COLUMNS)
+    with pytest.raises(DataError, match=r"1 clip\(s\) have no label: a.001"):
+        attach_labels(clips, read_labels([labels]), str(labels))
+    attach_labels(clips, read_labels([labels]), str(labels), require=False)
+    assert clips[0].label.tolist() == [0.25] * 5 and clips[1].label is None
+
+
+def test_labels_with_no_match_and_conflicts(tmp_path):
+    write_openface(tmp_path / "x.000.csv", 50)
+    clips, _ = read_clips([tmp_path / "x.000.csv"], FEATURE_COLUMNS)
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    pd.DataFrame([{"clip_id": "zzz", **five(0.5)}]).to_csv(one, index=False)
+    with pytest.raises(DataError, match="no label matches any clip"):
+        attach_labels(clips, read_labels([one]), str(one))
+    pd.DataFrame([{"clip_id": "zzz", **five(0.6)}]).to_csv(two, index=False)
+    with pytest.raises(DataError, match="clip 'zzz' has two different labels"):
+        read_labels([one, two])
+    pd.DataFrame([{"File": "q", "extraversion": 0.5}]).to_csv(two, index=False)
+    with pytest.raises(DataError, match="missing trait columns neuroticism, agreeableness"):
+        read_labels([two])
+
+
+def test_annotation_pickle_restricted(tmp_path):
+    good = tmp_path / "ann.pkl"
+    data = {t: {"vid.000.mp4": np.float64(0.5), "vid.001.mp4": np.float64(0.25)}
+            for t in ("extraversion", "neuroticism", "agreeableness", "conscientiousness", "openness", "interview")}
+    good.write_bytes(pickle.dumps(data, protocol=4))
+    labels = read_labels([good])
+    assert labels.loc["vid.001", "extroversion"] == 0.25 and labels.shape == (2, 5)
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"extraversion": Path("/etc")}))
+    with pytest.raises(DataError, match="evil.pkl: unreadable annotation pickle: refusing to load pathlib"):
+        read_labels([evil])
+    broken = tmp_path / "broken.pkl"
+    broken.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(DataError, match="broken.pkl: unreadable annotation pickle"):
+        read_labels([broken])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Real files
+
+
+REAL_OPENFACE = sorted(p for p in REAL.glob("*/*.csv") if "fi_annotations" not in str(p)) if REAL.is_dir() else []
+
+
+@needs_real
+@pytest.mark.parametrize("path", REAL_OPENFACE, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("feature_set", ["au", "all"])
+def test_every_real_openface_file_is_read_or_refused_by_name(path, feature_set):
+    features = FEATURE_SETS[feature_set]
+    try:
+        clip = read_openface_csv(path, features, min_frames=1)
+    except DataError as err:
+        assert err.reason.startswith("missing ") and ("gaze_angle_x" in err.reason or "AU01_r" in err.reason)
+        assert "feature sets" in err.reason
+        return
+    assert clip.frames.shape[1] == len(features) and np.isfinite(clip.frames).all()
+    assert clip.status in ("ok", "no_face") and clip.n_frames + clip.n_dropped > 0
+
+
+@needs_real
+def test_real_unity_folder_hygiene_counts():
+    clips = list(iter_clips([REAL / "unity_smyle_openface"], FEATURE_COLUMNS, strict=False))
+    assert len(clips) == 22
+    by_id = {c.clip_id: c for c in clips}
+    assert "Squence 03" in by_id
+    assert max(c.drops.get("no face found (success == 0)", 0) for c in clips) == 252
+    assert all(c.status in ("ok", "too_short") for c in clips)
+
+
+@needs_real
+def test_real_multi_face_file():
+    path = REAL / "act409_openface_multi" / "clip4.csv"
+    faces = pd.read_csv(path, skipinitialspace=True, usecols=["face_id"])["face_id"]
+    clip0 = read_openface_csv(path, AU_COLUMNS, face_id=0, min_frames=1)
+    assert clip0.n_frames + clip0.n_dropped == int((faces == 0).sum())
+
+
+@needs_real
+def test_real_annotation_pickles():
+    folder = REAL / "fi_annotations"
+    labels = read_labels(sorted(folder.glob("annotation_*.pkl")))
+    assert labels.shape == (10_000, 5)
+    assert labels.index.str.match(r"^.+\.\d{3}$").all()
+    means = labels.mean()
+    assert ((means > 0.45) & (means < 0.6)).all()
+    csv = pd.read_csv(folder / "fi_bigfive_all_splits.csv")
+    from_csv = read_labels([folder / "fi_bigfive_all_splits.csv"])
+    np.testing.assert_allclose(from_csv.loc[labels.index].to_numpy(), labels.to_numpy(), atol=1e-9)
+    assert len(csv) == 10_000

@@ -1,0 +1,113 @@
+"""metrics.py and attn_test.py: hand-computed metrics, baselines, intervals, leakage warning, outputs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY_MODEL, run_script
+from metrics import bootstrap_intervals, metric_arrays, regression_table
+from model import PaperNet, load_checkpoint, paper_config, save_checkpoint
+
+
+def test_metrics_against_hand_computed_values():
+    y = np.array([[0.2], [0.4], [0.6], [0.8]])
+    p = np.array([[0.3], [0.4], [0.5], [0.9]])
+    m = {k: v[0] for k, v in metric_arrays(y, p).items()}
+    assert m["mse"] == pytest.approx(0.0075)  # (0.01 + 0 + 0.01 + 0.01) / 4
+    assert m["mae"] == pytest.approx(0.075) and m["acc"] == pytest.approx(0.925)
+    assert m["r2"] == pytest.approx(1 - 0.03 / 0.2)
+    assert m["pearson"] == pytest.approx(np.corrcoef(y[:, 0], p[:, 0])[0, 1])
+    cov = np.mean((y - y.mean()) * (p - p.mean()))
+    assert m["ccc"] == pytest.approx(2 * cov / (y.var() + p.var() + (y.mean() - p.mean()) ** 2))
+
+
+def test_perfect_and_mean_predictors():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0.2, 0.8, (200, 5))
+    perfect = regression_table(y, y)
+    assert np.allclose(perfect["r2"], 1) and np.allclose(perfect["ccc"], 1) and np.allclose(perfect["mae"], 0)
+    mean = regression_table(y, np.repeat(y.mean(axis=0, keepdims=True), 200, axis=0))
+    assert np.allclose(mean["r2"], 0, atol=1e-12) and np.allclose(mean["ccc"], 0)
+    assert list(mean.index) == ["extroversion", "neuroticism", "agreeableness", "conscientiousness", "openness", "mean"]
+
+
+def test_bootstrap_intervals_cover_the_point_estimate_and_resample_groups():
+    rng = np.random.default_rng(1)
+    y = rng.uniform(0, 1, (120, 5))
+    p = np.clip(y + rng.normal(0, 0.1, y.shape), 0, 1)
+    point = regression_table(y, p)
+    groups = np.repeat(np.arange(30), 4).astype(str)
+    ci = bootstrap_intervals(y, p, groups, n_boot=300, seed=0)
+    assert (ci["low"]["r2"] <= point["r2"]).all() and (point["r2"] <= ci["high"]["r2"]).all()
+    assert (ci["high"]["mae"] - ci["low"]["mae"] > 0).all()
+    again = bootstrap_intervals(y, p, groups, n_boot=300, seed=0)
+    pd.testing.assert_frame_equal(ci["low"], again["low"])
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trained")
+    result = run_script("attn_regression.py", tiny_corpus / "frames.csv", "-o", folder / "hybrid.pt", "--split",
+                        folder / "split.csv", "--epochs", "2", "--batch-size", "4", *TINY_MODEL)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def test_attn_test_compares_checkpoints_with_baselines(tiny_corpus, trained, tmp_path):
+    torch.manual_seed(0)
+    torch.save(PaperNet(paper_config(22)).state_dict(), tmp_path / "paper.pt")
+    result = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", trained / "hybrid.pt",
+                        tmp_path / "paper.pt", "-o", tmp_path / "res", "--bootstrap", "200")
+    assert result.returncode == 0, result.stderr
+    assert "| hybrid |" in result.stdout and "| train-mean |" in result.stdout and "| ridge(mean,std) |" in result.stdout
+    frame = pd.read_csv(tmp_path / "res" / "comparison.csv")
+    assert list(frame["model"]) == ["hybrid", "paper", "train-mean", "ridge(mean,std)"]
+    results = json.loads((tmp_path / "res" / "results.json").read_text())
+    test_clips = results["test_set"]["clips"]
+    split = pd.read_csv(trained / "split.csv")
+    assert results["test_set"]["groups"] == int((split["split"] == "test").sum())
+    preds = pd.read_csv(tmp_path / "res" / "predictions_hybrid.csv")
+    assert len(preds) == test_clips and set(preds["group"]) == set(split.loc[split["split"] == "test", "group"])
+    y = preds[[c for c in preds if c.startswith("true_")]].to_numpy()
+    p = preds[[c for c in preds if c.startswith("pred_")]].to_numpy()
+    assert results["models"]["hybrid"]["metrics"]["mean"]["r2"] == pytest.approx(regression_table(y, p).loc["mean", "r2"])
+    for name in ("r2_by_trait.png", "pred_vs_true_hybrid.png", "residuals_paper.png", "metrics.csv"):
+        assert (tmp_path / "res" / name).stat().st_size > 1000
+    assert "WARNING" not in result.stderr
+    mean_row = frame.set_index("model").loc["train-mean"]
+    assert mean_row["r2_low"] <= mean_row["r2"] <= mean_row["r2_high"]
+
+
+def test_leakage_warning_fires_when_test_clips_were_trained_on(tiny_corpus, trained, tmp_path):
+    ckpt = load_checkpoint(trained / "hybrid.pt")
+    meta = dict(ckpt.meta)
+    meta["split"] = {**meta["split"], "assignment": {g: "train" for g in meta["split"]["assignment"]}}
+    save_checkpoint(tmp_path / "leaky.pt", ckpt.model, meta)
+    result = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", tmp_path / "leaky.pt", "--split",
+                        trained / "split.csv", "-o", tmp_path / "res", "--bootstrap", "50")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: 4 of 4 test clips (1 source videos) were in this checkpoint's training" in result.stderr
+    notes = json.loads((tmp_path / "res" / "results.json").read_text())["models"]["leaky"]["notes"]
+    assert notes and notes[0].startswith("WARNING")
+
+
+def test_attn_test_bad_inputs(tiny_corpus, trained, tmp_path):
+    au_only = tmp_path / "au.csv"
+    pd.read_csv(tiny_corpus / "frames.csv").drop(columns=["pose_Rx"]).to_csv(au_only, index=False)
+    result = run_script("attn_test.py", au_only, "--weights", trained / "hybrid.pt", "-o", tmp_path / "r")
+    assert result.returncode == 1 and "missing pose_Rx" in result.stderr
+    unlabelled = tmp_path / "nolabels.csv"
+    pd.read_csv(tiny_corpus / "frames.csv").drop(columns=["openness", "extroversion", "neuroticism", "agreeableness",
+                                                            "conscientiousness"]).to_csv(unlabelled, index=False)
+    result = run_script("attn_test.py", unlabelled, "--weights", trained / "hybrid.pt", "-o", tmp_path / "r")
+    assert result.returncode == 1 and "24 clip(s) have no label" in result.stderr
+    empty = tmp_path / "split.csv"
+    groups = pd.read_csv(trained / "split.csv")
+    groups.assign(split="train").to_csv(empty, index=False)
+    result = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", trained / "hybrid.pt", "--split", empty,
+                        "-o", tmp_path / "r")
+    assert result.returncode == 1 and "the test split holds none of these clips" in result.stderr

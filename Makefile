@@ -4,8 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 SAMPLE := data/synthetic
-SMALL := --embed-dim 128 --lstm-hidden 128 --attn-dim 128 --attn-hops 16 --batch-size 32 --lr 2e-3
-EPOCHS ?= 20
+SMALL := --embed-dim 128 --lstm-hidden 128 --attn-dim 128 --attn-hops 16 --conv-channels 32 64 64 64 --batch-size 32 --lr 2e-3
+EPOCHS ?= 30
 
 .PHONY: setup demo test bench clean
 

@@ -29,12 +29,11 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from cli import add_device_arg, add_reading_args, reading_options, report_user_errors, resolve_device, use_all_cores
+from cli import Distributed, add_device_arg, add_reading_args, distributed_session, reading_options, report_user_errors
 from dataset import Scaler, predict
 from model import Checkpoint, load_checkpoint
 from openface import (FEATURE_COLUMNS, OPENFACE_META_COLUMNS, STATUS_OK, TRAITS, Clip, DataError, ReadSummary,
                       is_frame_table, iter_clips, openface_files, read_header)
-from training import init_distributed, local_processes, shutdown_distributed
 
 CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "File", "n_frames", "n_dropped", "status") + TRAITS
 OPENFACE_FRAME_COLUMNS: tuple[str, ...] = ("File", "clip_id") + OPENFACE_META_COLUMNS + FEATURE_COLUMNS
@@ -240,16 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    device = resolve_device(args.device)
-    world = init_distributed(device)
-    try:
+    with distributed_session(args.device) as (device, world):
         return run(args, device, world)
-    finally:
-        shutdown_distributed()
 
 
-def run(args: argparse.Namespace, device: torch.device, world) -> int:
-    use_all_cores(local_processes())
+def run(args: argparse.Namespace, device: torch.device, world: Distributed) -> int:
     ckpt = load_checkpoint(args.weights, device)
     features, reading = ckpt.features, reading_options(args)
     files = openface_files(args.inputs)

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import torch
 
-from cli import (add_device_arg, add_features_arg, add_reading_args, reading_options, report_user_errors,
-                 resolve_device, use_all_cores)
+from cli import (add_device_arg, add_features_arg, add_reading_args, distributed_session, reading_options,
+                 report_user_errors)
 from dataset import Scaler, default_split_path
 from model import KINDS, ModelConfig, build_model
 from openface import feature_columns
-from training import (TrainOptions, fit, init_distributed, load_labelled_clips, local_processes,
-                      output_paths, shutdown_distributed, split_data)
+from training import TrainOptions, fit, load_labelled_clips, output_paths, split_data
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--lstm-hidden", type=int, default=model_defaults.lstm_hidden)
     size.add_argument("--attn-dim", type=int, default=model_defaults.attn_dim)
     size.add_argument("--attn-hops", type=int, default=model_defaults.attn_hops)
+    size.add_argument("--conv-channels", type=int, nargs=4, default=list(model_defaults.conv_channels),
+                      metavar="C", help="output channels of the four conv layers")
     size.add_argument("--dropout", type=float, default=model_defaults.dropout)
     add_reading_args(parser)
     return parser
@@ -58,18 +59,14 @@ def model_config(args: argparse.Namespace, n_features: int) -> ModelConfig:
     if args.model == "paper":
         return ModelConfig(kind="paper", n_features=n_features, dropout=args.dropout)
     return ModelConfig(kind=args.model, n_features=n_features, embed_dim=args.embed_dim, lstm_hidden=args.lstm_hidden,
-                       attn_dim=args.attn_dim, attn_hops=args.attn_hops, dropout=args.dropout)
+                       attn_dim=args.attn_dim, attn_hops=args.attn_hops, conv_channels=tuple(args.conv_channels),
+                       dropout=args.dropout)
 
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    device = resolve_device(args.device)
-    world = init_distributed(device)
-    try:
-        if device.type == "cuda":
-            device = resolve_device(args.device, world.local_rank)
-        use_all_cores(local_processes())
+    with distributed_session(args.device) as (device, world):
         features = feature_columns(args.features)
         clips, summary = load_labelled_clips(args.data, args.labels, features, reading_options(args))
         split = split_data(clips, args.split or default_split_path(args.data[0]), args.seed)
@@ -88,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"best epoch {best['epoch']}: validation MSE {best['val_loss']:.5f}, mean R2 {best['val_r2_mean']:+.3f}")
             print(f"wrote {args.output} (best), {output_paths(args.output)['last']}, log and learning curve; "
                   f"evaluate with: python attn_test.py {' '.join(args.data)} --weights {args.output}")
-    finally:
-        shutdown_distributed()
     return 0
 
 

@@ -16,12 +16,11 @@ import json
 import sys
 from pathlib import Path
 
-from cli import add_device_arg, add_reading_args, reading_options, report_user_errors, resolve_device, use_all_cores
+from cli import add_device_arg, add_reading_args, distributed_session, reading_options, report_user_errors
 from dataset import Scaler, default_split_path, save_split
 from model import load_checkpoint, save_checkpoint
 from openface import DataError, attach_labels, read_clips, read_labels
-from training import (SplitData, TrainOptions, fit, held_out_report, init_distributed, local_processes,
-                      shutdown_distributed, split_data)
+from training import SplitData, TrainOptions, fit, held_out_report, split_data
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,10 +57,7 @@ def retrain_split(ckpt_meta: dict, clips: list, args: argparse.Namespace) -> Spl
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    device = resolve_device(args.device)
-    world = init_distributed(device)
-    try:
-        use_all_cores(local_processes())
+    with distributed_session(args.device) as (device, world):
         ckpt = load_checkpoint(args.weights, device)
         features = ckpt.features
         try:
@@ -103,8 +99,6 @@ def main(argv: list[str] | None = None) -> int:
             report = args.output.with_suffix("").with_name(args.output.stem + ".retrain.json")
             report.write_text(json.dumps(change, indent=2) + "\n")
             print(f"held-out MSE on the new labels: {before_loss:.5f} -> {after_loss:.5f}; wrote {args.output} and {report}")
-    finally:
-        shutdown_distributed()
     return 0
 
 

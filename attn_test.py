@@ -98,15 +98,20 @@ def comparison_frame(evals: Sequence[Evaluation]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def number(value: float, spec: str) -> str:
+    return "n/a" if not np.isfinite(value) else format(value, spec)
+
+
 def markdown_table(frame: pd.DataFrame, reference: float | None) -> str:
     header = ["model", "R² mean [95% CI]", "1−MAE", "gain vs mean", "MAE", "r", "CCC"] + \
              [f"R² {TRAIT_LETTERS[t]}" for t in TRAITS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in frame.iterrows():
         gain = "" if reference is None else f"{row['acc'] - reference:+.4f}"
-        cells = [row["model"], f"{row['r2']:+.3f} [{row['r2_low']:+.3f}, {row['r2_high']:+.3f}]", f"{row['acc']:.4f}",
-                 gain, f"{row['mae']:.4f}", f"{row['pearson']:.3f}", f"{row['ccc']:.3f}"]
-        cells += [f"{row[f'r2_{t}']:+.3f}" for t in TRAITS]
+        cells = [row["model"], f"{number(row['r2'], '+.3f')} [{number(row['r2_low'], '+.3f')}, "
+                 f"{number(row['r2_high'], '+.3f')}]", number(row["acc"], ".4f"), gain, number(row["mae"], ".4f"),
+                 number(row["pearson"], ".3f"), number(row["ccc"], ".3f")]
+        cells += [number(row[f"r2_{t}"], "+.3f") for t in TRAITS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
+from dataclasses import dataclass
+from typing import Iterator
 
 import torch
+import torch.distributed as dist
 
 from openface import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_FRAMES, FEATURE_SETS, DataError
 
@@ -65,3 +69,46 @@ def use_all_cores(processes: int = 1) -> int:
     threads = max(1, (os.cpu_count() or 1) // max(1, processes))
     torch.set_num_threads(threads)
     return threads
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Distributed:
+    """Join the torchrun process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def local_processes() -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed_session(device_choice: str) -> Iterator[tuple[torch.device, Distributed]]:
+    """The device and process group of a script run alone or under torchrun; local ranks share the cores."""
+    device = resolve_device(device_choice)
+    world = init_distributed(device)
+    try:
+        if device.type == "cuda":
+            device = resolve_device(device_choice, world.local_rank)
+        use_all_cores(local_processes())
+        yield device, world
+    finally:
+        shutdown_distributed()

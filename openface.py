@@ -248,6 +248,17 @@ def read_header(path: Path) -> list[str]:
     return [name.strip() for name in first.strip().split(",")] if first.strip() else []
 
 
+def header_with(path: Path, features: Sequence[str]) -> list[str]:
+    """The header of a CSV that holds every feature column; raises naming the missing ones."""
+    header = read_header(path)
+    if not header:
+        raise DataError(path, "empty file")
+    missing = [c for c in features if c not in header]
+    if missing:
+        raise DataError(path, missing_columns_reason(missing, header))
+    return header
+
+
 def is_frame_table(path: Path) -> bool:
     """True when a CSV is in the paper's combined layout (has an `ID` column) rather than raw OpenFace."""
     return "ID" in read_header(path)
@@ -271,12 +282,7 @@ def read_openface_csv(path: Path, features: Sequence[str], face_id: int | None =
                       min_confidence: float = DEFAULT_MIN_CONFIDENCE, min_frames: int = DEFAULT_MIN_FRAMES,
                       keep_rows: bool = False) -> Clip:
     """One raw OpenFace CSV as one clip. Raises DataError for input that cannot be used."""
-    header = read_header(path)
-    if not header:
-        raise DataError(path, "empty file")
-    missing = [c for c in features if c not in header]
-    if missing:
-        raise DataError(path, missing_columns_reason(missing, header))
+    header = header_with(path, features)
     wanted = [c for c in OPENFACE_META_COLUMNS if c in header] + [c for c in FEATURE_COLUMNS if c in header]
     try:
         table = pd.read_csv(path, usecols=wanted, skipinitialspace=True, header=0, names=None,
@@ -322,12 +328,7 @@ def iter_frame_table(path: Path, features: Sequence[str], min_confidence: float 
                      min_frames: int = DEFAULT_MIN_FRAMES, keep_rows: bool = False,
                      chunk_rows: int = 200_000) -> Iterator[Clip]:
     """Clips of a combined frame table, streamed in chunks; the rows of one `ID` must be contiguous."""
-    header = read_header(path)
-    if not header:
-        raise DataError(path, "empty file")
-    missing = [c for c in features if c not in header]
-    if missing:
-        raise DataError(path, missing_columns_reason(missing, header))
+    header = header_with(path, features)
     traits = trait_columns_in(header)
     has_labels = len(traits) == len(TRAITS)
     if traits and not has_labels:

@@ -18,15 +18,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cli import Distributed
 from data_augmentation import augment_clips
 from dataset import (SPLITS, Scaler, bucketed_batches, collate, data_fingerprint, predict, prepare_split,
                      split_clips)
 from metrics import regression_table
 from model import Checkpoint, branch_parameters, load_checkpoint, save_checkpoint
 from openface import TRAIT_LETTERS, TRAITS, Clip, DataError, ReadSummary, attach_labels, read_clips, read_labels
-
-TRAIT_LETTERS = {"extroversion": "E", "neuroticism": "N", "agreeableness": "A", "conscientiousness": "C",
-                "openness": "O"}
 
 
 @dataclass
@@ -40,35 +38,6 @@ class TrainOptions:
     augment: bool = False
     grad_clip: float = 1.0
     freeze: str | None = None  # 'conv' or 'attention'
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> Distributed:
-    """Join the torchrun process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return Distributed()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def local_processes() -> int:
-    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-
-
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from au_analysis import (benjamini_hochberg, correlate, correlation_matrix, correlation_pvalues, rank_columns)
+from au_analysis import (benjamini_hochberg, correlation_matrix, correlation_pvalues, rank_columns)
 from conftest import load_prepare, run_script
 
 

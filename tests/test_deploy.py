@@ -10,7 +10,7 @@ import torch
 
 from conftest import REAL, needs_real, run_script, write_openface
 from dataset import Scaler
-from model import ModelConfig, PaperNet, build_model, paper_config, save_checkpoint
+from model import ModelConfig, build_model, save_checkpoint
 from openface import AU_COLUMNS, FEATURE_COLUMNS, FEATURE_SETS, TRAITS, clip_key, read_clips
 from test_model import random_paper_state, reference_paper_forward
 

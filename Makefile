@@ -18,7 +18,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 setup: $(BIN)/.installed
 
 demo: setup
-	$(PY) data/synthetic/prepare.py --clips 1200 -o $(SAMPLE)
+	$(PY) data/synthetic/prepare.py --clips 2000 -o $(SAMPLE)
 	$(PY) data_augmentation.py $(SAMPLE)/frames.csv -o $(SAMPLE)/frames_augmented.csv
 	$(PY) attn_regression.py $(SAMPLE)/frames.csv -o weights/hybrid.pt --epochs $(EPOCHS) $(SMALL)
 	$(PY) attn_test.py $(SAMPLE)/frames.csv --weights weights/hybrid.pt -o results/

@@ -164,7 +164,7 @@ def plot_r2_bars(evals: Sequence[Evaluation], out: Path) -> Path:
 
     labels = list(TRAITS) + ["mean"]
     width = 0.8 / len(evals)
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(labels) * len(evals) ** 0.5), 4.5))
+    fig, ax = plt.subplots(figsize=(1.3 * len(labels) + 0.5 * len(evals), 4.5))
     for k, ev in enumerate(evals):
         x = np.arange(len(labels)) + (k - (len(evals) - 1) / 2) * width
         value = ev.table.loc[labels, "r2"].to_numpy()

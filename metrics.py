@@ -2,6 +2,7 @@
 with group-bootstrap confidence intervals."""
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -72,10 +73,12 @@ def bootstrap_intervals(y: np.ndarray, p: np.ndarray, groups: Sequence[str] | No
         arrays = metric_arrays(y[rows], p[rows])
         for m in METRICS:
             samples[m][b, :-1] = arrays[m]
-            samples[m][b, -1] = np.nanmean(arrays[m])
+            samples[m][b, -1] = arrays[m].mean()
     alpha = (1 - level) / 2
     index = list(traits) + ["mean"]
-    low = pd.DataFrame({m: np.nanquantile(samples[m], alpha, axis=0) for m in METRICS}, index=index)
-    high = pd.DataFrame({m: np.nanquantile(samples[m], 1 - alpha, axis=0) for m in METRICS}, index=index)
+    with warnings.catch_warnings():  # undefined metrics (e.g. r of a constant predictor) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low = pd.DataFrame({m: np.nanquantile(samples[m], alpha, axis=0) for m in METRICS}, index=index)
+        high = pd.DataFrame({m: np.nanquantile(samples[m], 1 - alpha, axis=0) for m in METRICS}, index=index)
     return {"low": low, "high": high}
 

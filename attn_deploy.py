@@ -33,7 +33,7 @@ from cli import Distributed, add_device_arg, add_reading_args, distributed_sessi
 from dataset import Scaler, predict
 from model import Checkpoint, load_checkpoint
 from openface import (FEATURE_COLUMNS, OPENFACE_META_COLUMNS, STATUS_OK, TRAITS, Clip, DataError, ReadSummary,
-                      is_frame_table, iter_clips, openface_files, read_header)
+                      is_frame_table, iter_clips, openface_files, read_header, spaced_csv)
 
 CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "File", "n_frames", "n_dropped", "status") + TRAITS
 OPENFACE_FRAME_COLUMNS: tuple[str, ...] = ("File", "clip_id") + OPENFACE_META_COLUMNS + FEATURE_COLUMNS
@@ -53,7 +53,7 @@ def count_slots(files: Sequence[Path]) -> int:
     total = 0
     for path in files:
         if is_frame_table(path):
-            ids = pd.read_csv(path, usecols=["ID"], skipinitialspace=True)["ID"].to_numpy()
+            ids = pd.read_csv(path, usecols=["ID"], skipinitialspace=spaced_csv(path))["ID"].to_numpy()
             total += int(np.count_nonzero(ids[1:] != ids[:-1]) + 1) if len(ids) else 0
         else:
             total += 1

@@ -26,7 +26,7 @@ from dataset import Scaler, held_out_clips, predict
 from metrics import metric_arrays
 from model import load_checkpoint
 from openface import (FEATURE_COLUMNS, FEATURE_GROUPS, TRAIT_FIGURE_LABELS, TRAITS, Clip, DataError, canonical_trait,
-                      display_name, read_header)
+                      display_name, read_header, spaced_csv)
 from training import load_labelled_clips
 
 FIGURE_TRAIT_ORDER: tuple[str, ...] = ("openness", "conscientiousness", "extroversion", "agreeableness", "neuroticism")
@@ -57,7 +57,7 @@ def clip_statistics_table(path: Path, group_by: str | None) -> tuple[pd.DataFram
     if not features:
         raise DataError(path, "none of the 22 feature columns is present")
     usecols = [key] + features + [trait_cols[t] for t in TRAITS] + (["success"] if "success" in header else [])
-    table = pd.read_csv(path, usecols=usecols, skipinitialspace=True, low_memory=False)
+    table = pd.read_csv(path, usecols=usecols, skipinitialspace=spaced_csv(path), low_memory=False)
     table = table.rename(columns={v: k for k, v in trait_cols.items()})
     notes = []
     if "success" in table:

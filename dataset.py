@@ -16,6 +16,7 @@ from openface import GAZE_COLUMNS, HEAD_COLUMNS, TRAITS, Clip, DataError
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
 PAPER_MINMAX_COLUMNS: tuple[str, ...] = GAZE_COLUMNS + HEAD_COLUMNS
+PAD_MULTIPLE = 32
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -86,10 +87,13 @@ class Batch:
 
 
 def collate(clips: Sequence[Clip], index: Sequence[int], scaler: Scaler) -> Batch:
-    """Pad the clips at `index` to the longest of them; labels when every clip has one."""
+    """Pad the clips at `index` to the longest of them, rounded up to PAD_MULTIPLE frames; labels when every
+    clip has one. The rounding bounds the number of distinct batch shapes, and with it the memory that
+    oneDNN's per-shape primitive cache holds (outputs do not depend on the padding)."""
     chosen = [clips[i] for i in index]
     lengths = np.array([c.n_frames for c in chosen])
-    x = np.zeros((len(chosen), int(lengths.max()), chosen[0].frames.shape[1]), np.float32)  # (B, T, F)
+    steps = -(-int(lengths.max()) // PAD_MULTIPLE) * PAD_MULTIPLE
+    x = np.zeros((len(chosen), steps, chosen[0].frames.shape[1]), np.float32)  # (B, T, F)
     for row, clip in enumerate(chosen):
         x[row, : clip.n_frames] = scaler.transform(clip.frames)
     labelled = all(c.label is not None for c in chosen)

@@ -248,6 +248,13 @@ def read_header(path: Path) -> list[str]:
     return [name.strip() for name in first.strip().split(",")] if first.strip() else []
 
 
+def spaced_csv(path: Path) -> bool:
+    """True when the CSV separates with ", " (OpenFace's Windows builds); parsing then skips the spaces,
+    which costs time, so files written with plain "," are read without that step."""
+    with open(path, "r", encoding="utf-8", errors="replace") as handle:
+        return ", " in handle.readline()
+
+
 def header_with(path: Path, features: Sequence[str]) -> list[str]:
     """The header of a CSV that holds every feature column; raises naming the missing ones."""
     header = read_header(path)
@@ -285,7 +292,7 @@ def read_openface_csv(path: Path, features: Sequence[str], face_id: int | None =
     header = header_with(path, features)
     wanted = [c for c in OPENFACE_META_COLUMNS if c in header] + [c for c in FEATURE_COLUMNS if c in header]
     try:
-        table = pd.read_csv(path, usecols=wanted, skipinitialspace=True, header=0, names=None,
+        table = pd.read_csv(path, usecols=wanted, skipinitialspace=spaced_csv(path), header=0, names=None,
                             engine="c", low_memory=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise DataError(path, f"cannot parse CSV: {str(err).splitlines()[0]}") from None
@@ -341,7 +348,8 @@ def iter_frame_table(path: Path, features: Sequence[str], min_confidence: float 
     pending: pd.DataFrame | None = None
     first_line = 2
     try:
-        reader = pd.read_csv(path, usecols=usecols, skipinitialspace=True, chunksize=chunk_rows, low_memory=False)
+        reader = pd.read_csv(path, usecols=usecols, skipinitialspace=spaced_csv(path), chunksize=chunk_rows,
+                             low_memory=False)
         for chunk in reader:
             chunk.columns = [c.strip() for c in chunk.columns]
             chunk["_line"] = np.arange(len(chunk)) + first_line
@@ -496,7 +504,7 @@ def read_label_csv(path: Path) -> pd.DataFrame:
     missing = [t for t in TRAITS if t not in traits]
     if missing:
         raise DataError(path, f"missing trait columns {', '.join(missing)}")
-    table = pd.read_csv(path, usecols=[key_col] + list(traits.values()), skipinitialspace=True,
+    table = pd.read_csv(path, usecols=[key_col] + list(traits.values()), skipinitialspace=spaced_csv(path),
                         dtype={key_col: str})
     lines = np.arange(len(table)) + 2
     coerce_numeric(path, table, list(traits.values()), lines)

@@ -78,7 +78,7 @@ def test_bucketed_batches_cover_every_clip_once_and_group_lengths():
 def test_collate_pads_to_the_longest_clip_in_the_batch():
     clips = [make_clip("a", 10), make_clip("b", 25), make_clip("c", 7)]
     batch = collate(clips, [0, 2], Scaler.identity(22))
-    assert batch.x.shape == (2, 10, 22) and batch.lengths.tolist() == [10, 7]
+    assert batch.x.shape == (2, 32, 22) and batch.lengths.tolist() == [10, 7]  # rounded up to 32 frames
     assert (batch.x[1, 7:] == 0).all() and batch.y.shape == (2, 5)
 
 

@@ -67,7 +67,7 @@ def baseline_predictions(train: Sequence[Clip], test: Sequence[Clip], seed: int)
     folds = min(5, len(train))
     ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15), cv=folds if folds >= 2 else None))
     ridge.fit(clip_statistics(train), y_train)
-    return {"train-mean": mean, "ridge(mean,std)": np.clip(ridge.predict(clip_statistics(test)), 0, 1)}
+    return {"train-mean": mean, "ridge": np.clip(ridge.predict(clip_statistics(test)), 0, 1)}
 
 
 def evaluate(name: str, pred: np.ndarray, test: Sequence[Clip], n_boot: int, seed: int) -> Evaluation:

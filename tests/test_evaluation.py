@@ -63,9 +63,9 @@ def test_attn_test_compares_checkpoints_with_baselines(tiny_corpus, trained, tmp
     result = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", trained / "hybrid.pt",
                         tmp_path / "paper.pt", "-o", tmp_path / "res", "--bootstrap", "200")
     assert result.returncode == 0, result.stderr
-    assert "| hybrid |" in result.stdout and "| train-mean |" in result.stdout and "| ridge(mean,std) |" in result.stdout
+    assert "| hybrid |" in result.stdout and "| train-mean |" in result.stdout and "| ridge |" in result.stdout
     frame = pd.read_csv(tmp_path / "res" / "comparison.csv")
-    assert list(frame["model"]) == ["hybrid", "paper", "train-mean", "ridge(mean,std)"]
+    assert list(frame["model"]) == ["hybrid", "paper", "train-mean", "ridge"]
     results = json.loads((tmp_path / "res" / "results.json").read_text())
     test_clips = results["test_set"]["clips"]
     split = pd.read_csv(trained / "split.csv")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -170,7 +171,7 @@ def save_split(path: Path, assignment: dict[str, str]) -> str:
     """Write the split file atomically; return its content hash."""
     text = split_to_csv(assignment)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # torchrun ranks may write it at once
     tmp.write_text(text)
     tmp.replace(path)
     return sha256_text(text)

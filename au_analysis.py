@@ -25,8 +25,8 @@ from cli import add_device_arg, add_reading_args, reading_options, report_user_e
 from dataset import Scaler, held_out_clips, predict
 from metrics import metric_arrays
 from model import load_checkpoint
-from openface import (FEATURE_COLUMNS, FEATURE_GROUPS, TRAIT_FIGURE_LABELS, TRAITS, Clip, DataError, canonical_trait,
-                      display_name, read_header, spaced_csv)
+from openface import (FEATURE_COLUMNS, FEATURE_GROUPS, TRAIT_FIGURE_LABELS, TRAITS, Clip, DataError, display_name,
+                      read_header, spaced_csv, trait_columns_in)
 from training import load_labelled_clips
 
 FIGURE_TRAIT_ORDER: tuple[str, ...] = ("openness", "conscientiousness", "extroversion", "agreeableness", "neuroticism")
@@ -48,7 +48,7 @@ def clip_statistics_table(path: Path, group_by: str | None) -> tuple[pd.DataFram
     key = group_by or ("File" if "File" in header else "ID" if "ID" in header else None)
     if key is None or key not in header:
         raise DataError(path, "no File or ID column to group frames into clips; pass --group-by COLUMN")
-    trait_cols = {canonical_trait(c): c for c in header if canonical_trait(c) in TRAITS}
+    trait_cols = trait_columns_in(header)
     missing = [t for t in TRAITS if t not in trait_cols]
     if missing:
         raise DataError(path, f"missing trait columns {', '.join(missing)} (label the clips with attn_deploy.py "

@@ -266,7 +266,3 @@ def data_fingerprint(clips: Sequence[Clip]) -> str:
             digest.update(np.asarray(clip.label, np.float32).tobytes())
     return digest.hexdigest()
 
-
-def trait_frame(values: np.ndarray, clips: Sequence[Clip]) -> pd.DataFrame:
-    """(N, 5) values as a table with trait columns, indexed by clip id."""
-    return pd.DataFrame(values, index=[c.clip_id for c in clips], columns=list(TRAITS))

@@ -35,7 +35,6 @@ from model import Checkpoint, load_checkpoint
 from openface import (FEATURE_COLUMNS, OPENFACE_META_COLUMNS, STATUS_OK, TRAITS, Clip, DataError, ReadSummary,
                       is_frame_table, iter_clips, openface_files, read_header, spaced_csv)
 
-CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "File", "n_frames", "n_dropped", "status") + TRAITS
 OPENFACE_FRAME_COLUMNS: tuple[str, ...] = ("File", "clip_id") + OPENFACE_META_COLUMNS + FEATURE_COLUMNS
 
 

@@ -146,8 +146,7 @@ class Clip:
     frames: np.ndarray  # (T, F) float32
     label: np.ndarray | None = None  # (5,) float32
     status: str = STATUS_OK
-    n_dropped: int = 0  # frames removed by hygiene (other faces not counted)
-    drops: Counter = field(default_factory=Counter)  # reason -> frames
+    drops: Counter = field(default_factory=Counter)  # reason -> frames removed by hygiene
     augmentation: str = "original"
     source_id: str | None = None
     rows: pd.DataFrame | None = None  # the input rows of this clip, only when asked for
@@ -156,6 +155,11 @@ class Clip:
     def key(self) -> str:
         """The key labels are joined on."""
         return clip_key(self.file) if self.file else self.clip_id
+
+    @property
+    def n_dropped(self) -> int:
+        """Frames removed by hygiene (rows of other faces are not counted)."""
+        return int(sum(self.drops.values()))
 
     @property
     def n_frames(self) -> int:
@@ -313,7 +317,7 @@ def read_openface_csv(path: Path, features: Sequence[str], face_id: int | None =
     frames = table.loc[keep, list(features)].to_numpy(dtype=np.float32)
     key = clip_key(path.name)
     return Clip(clip_id=key, file=str(path), group=source_group(key), frames=frames,
-                status=clip_status(len(frames), len(table), min_frames), n_dropped=int(sum(drops.values())),
+                status=clip_status(len(frames), len(table), min_frames),
                 drops=drops, rows=table if keep_rows else None)
 
 
@@ -397,7 +401,7 @@ def _frame_table_clip(path: Path, rows: pd.DataFrame, features: Sequence[str], t
     if "source_id" in rows:
         source_id = str(rows["source_id"].iloc[0])
     return Clip(clip_id=clip_id, file=file, group=source_group(key), frames=frames, label=label,
-                status=clip_status(len(frames), len(rows), min_frames), n_dropped=int(sum(drops.values())),
+                status=clip_status(len(frames), len(rows), min_frames),
                 drops=drops, augmentation=str(rows["augmentation"].iloc[0]) if "augmentation" in rows else "original",
                 source_id=source_id, rows=rows.drop(columns="_line") if keep_rows else None)
 
@@ -439,9 +443,10 @@ def iter_clips(inputs: Sequence[str | Path], features: Sequence[str], *, face_id
 
 def read_clips(inputs: Sequence[str | Path], features: Sequence[str], **options) -> tuple[list[Clip], ReadSummary]:
     """All usable clips and the summary of what was read and skipped (strict about unreadable files)."""
-    summary = ReadSummary(files=len(openface_files(inputs)))
+    files = openface_files(inputs)
+    summary = ReadSummary(files=len(files))
     clips = []
-    for clip in iter_clips(inputs, features, **options):
+    for clip in iter_clips(files, features, **options):
         summary.add(clip)
         if clip.status == STATUS_OK:
             clips.append(clip)

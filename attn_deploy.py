@@ -4,38 +4,152 @@
     python attn_deploy.py frames.csv --weights weights/3iternorm_180.pt -o clips.csv --frames-output output_pers.csv
     torchrun --nproc_per_node=2 attn_deploy.py big_folder/ --weights weights/hybrid.pt -o clips.csv
 
-INPUT: raw OpenFace CSVs or folders of them (recursive), or combined frame tables. Every clip gets a row with
-a status: ok, too_short, no_face or 'unreadable: <reason>' (traits empty unless ok). The paper's raw
-checkpoints use the paper's deploy preprocessing (min-max scaling of the gaze/pose columns over the whole
-input); our checkpoints use the normalisation stored in them.
+INPUT: raw OpenFace CSVs or folders of them (recursive), or combined frame tables (CSV or Parquet). Every clip
+gets exactly one row with a status (ok, too_short, no_face, unreadable) and, when not ok, the reason; traits
+are empty unless ok. File is the path relative to the input folder given (the name for a file given
+directly). Inputs are scaled as the checkpoint says (model.input_scaler): our checkpoints with their stored
+statistics, the paper's raw weights with the paper's min-max of gaze/pose over the usable clips labelled.
 
-Work is written in chunks to OUTPUT.parts/ and merged into OUTPUT at the end, so a crash never leaves a
-half-written OUTPUT; --resume continues an interrupted run. Under torchrun each rank labels a contiguous share
-of the clips and rank 0 merges the shards. Output is CSV, or Parquet when a name ends in .parquet (pyarrow).
+Work is written in chunks to OUTPUT.parts/ with a manifest (checkpoint SHA-256, inputs, options, code
+version) and merged into OUTPUT only when every input clip has its row, so a crash never leaves a complete-
+looking file; --resume continues only a run with the same manifest. The finished output gets the manifest as
+OUTPUT.json. One run at a time per output (OUTPUT.lock). Under torchrun each rank labels a contiguous share of
+the clips and rank 0 merges. Output is CSV, or Parquet when a name ends in .parquet.
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
+import json
+import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
-from cli import Distributed, add_device_arg, add_reading_args, distributed_session, reading_options, report_user_errors
-from dataset import Scaler, predict
-from model import Checkpoint, load_checkpoint
-from openface import (FEATURE_COLUMNS, OPENFACE_META_COLUMNS, STATUS_OK, TRAITS, Clip, DataError, ReadSummary,
-                      is_frame_table, iter_clips, openface_files, read_header, spaced_csv)
+from cli import Parser, add_device_option, add_options, check_outputs, options_from, output_lock, report_user_errors
+from dataset import predict
+from errors import DataError
+from model import Checkpoint, code_version, file_sha256, input_scaler, load_checkpoint
+from openface import (OPENFACE_OUTPUT_COLUMNS, TRAITS, Clip, InputFile, ReadOptions, ReadSummary, Status,
+                      count_table_clips, input_files, is_frame_table, iter_clips, read_header)
+from tables import TableWriter, write_text_atomic
+from training import Distributed, distributed_session
 
-OPENFACE_FRAME_COLUMNS: tuple[str, ...] = ("File", "clip_id") + OPENFACE_META_COLUMNS + FEATURE_COLUMNS
+OPENFACE_FRAME_COLUMNS: tuple[str, ...] = ("File", "clip_id") + OPENFACE_OUTPUT_COLUMNS
+CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "File", "n_frames", "n_dropped", "status", "reason") + TRAITS
+READ_AHEAD = 64  # OpenFace files parsed ahead of the model, in parallel
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run manifest
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What makes two deploy runs the same run: resuming continues only when every field matches."""
+
+    checkpoint_sha256: str
+    inputs: tuple[tuple[str, int, int], ...]  # (resolved path, size, mtime in ns) of every input file, in order
+    options: dict  # every option that changes the numbers or the rows
+    code_version: str
+
+    @classmethod
+    def of(cls, weights: Path, files: Sequence[InputFile], options: dict) -> "Manifest":
+        stats = tuple((os.path.realpath(f.path), os.stat(f.path).st_size, os.stat(f.path).st_mtime_ns) for f in files)
+        return cls(file_sha256(weights), stats, options, code_version())
+
+    def record(self) -> dict:
+        return {**asdict(self), "inputs": [list(i) for i in self.inputs]}
+
+    def difference(self, other: dict) -> str | None:
+        """What differs from a recorded manifest, in words; None when they match."""
+        mine = self.record()
+        if other.get("checkpoint_sha256") != mine["checkpoint_sha256"]:
+            return "another checkpoint (its SHA-256 differs)"
+        theirs = [tuple(i) for i in other.get("inputs", [])]
+        if theirs != list(self.inputs):
+            old, new = {i[0]: i for i in theirs}, {i[0]: i for i in self.inputs}
+            added, removed = len(new.keys() - old.keys()), len(old.keys() - new.keys())
+            changed = sum(1 for k in new.keys() & old.keys() if new[k] != old[k])
+            return (f"other inputs ({added} file(s) added, {removed} removed, {changed} changed"
+                    f"{', another order' if not (added or removed or changed) else ''})")
+        for key, value in mine["options"].items():
+            if other.get("options", {}).get(key) != value:
+                return f"another {key} ({other.get('options', {}).get(key)} then, {value} now)"
+        if other.get("code_version") != mine["code_version"]:
+            return f"another code version ({other.get('code_version')} then, {mine['code_version']} now)"
+        return None
+
+
+def published_manifest(manifest: Manifest, weights: Path, files: Sequence[InputFile], table: pa.Table) -> dict:
+    """The manifest written beside a finished output: which model, inputs and options made it, with inputs named
+    as in the table (relative to the folder given), so it does not leak the machine it was made on."""
+    statuses = table.column("status").to_pylist()
+    return {"weights": weights.name, "checkpoint_sha256": manifest.checkpoint_sha256,
+            "inputs": [[f.name, size] for f, (_, size, _) in zip(files, manifest.inputs)],
+            "options": manifest.options, "code_version": manifest.code_version, "clips": table.num_rows,
+            "statuses": {s: statuses.count(s) for s in sorted(set(statuses))},
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def sidecar_path(output: Path) -> Path:
+    return output.with_name(output.name + ".json")
+
+
+def finished_output(path: Path) -> bool:
+    """True for an output this script finished earlier (it has its manifest beside it), or one not written yet:
+    found inside an input folder, such a file is never read as an input."""
+    return not path.exists() or sidecar_path(path).exists()
+
+
+def manifest_path(parts: Path) -> Path:
+    return parts / "manifest.json"
+
+
+def prepare_parts(parts: Path, manifest: Manifest, resume: bool) -> None:
+    """A fresh parts folder, or on --resume the one of the same run (refusing another run's, naming why)."""
+    if resume and parts.is_dir():
+        if not manifest_path(parts).exists():
+            raise DataError(parts, "has no manifest: it was not written by this version; delete it and start again")
+        difference = manifest.difference(json.loads(manifest_path(parts).read_text()))
+        if difference:
+            raise DataError(parts, f"cannot resume: that run used {difference}; start without --resume (it is "
+                                   "then discarded) or use another -o")
+        for frames in parts.glob("*.frames.parquet"):
+            if not clips_part(frames).exists():
+                frames.unlink()  # an incomplete chunk
+        return
+    if resume:
+        print(f"nothing to resume in {parts}: labelling from the beginning", flush=True)
+    if parts.exists():
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True)
+    write_text_atomic(manifest_path(parts), json.dumps(manifest.record(), indent=1) + "\n")
+
+
+def clips_part(frames_part: Path) -> Path:
+    return frames_part.with_name(frames_part.name.replace(".frames.parquet", ".clips.parquet"))
+
+
+def done_slots(parts: Path) -> set[int]:
+    """The slots of the chunks already complete (a chunk is complete once its .clips.parquet exists)."""
+    done: set[int] = set()
+    for path in parts.glob("*.clips.parquet"):
+        done.update(pq.read_table(path, columns=["_slot"]).column("_slot").to_pylist())
+    return done
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading clips in slots
 
 
 @dataclass
@@ -47,41 +161,53 @@ class Share:
     total: int
 
 
-def count_slots(files: Sequence[Path]) -> int:
-    """Clips in the inputs: one per OpenFace file, one per `ID` run in a combined table (reads only `ID`)."""
-    total = 0
-    for path in files:
-        if is_frame_table(path):
-            ids = pd.read_csv(path, usecols=["ID"], skipinitialspace=spaced_csv(path))["ID"].to_numpy()
-            total += int(np.count_nonzero(ids[1:] != ids[:-1]) + 1) if len(ids) else 0
-        else:
-            total += 1
-    return total
+def count_slots(files: Sequence[InputFile]) -> list[int]:
+    """Clips per input file: one per OpenFace file, one per clip of a combined table (reads only its clip ids)."""
+    return [count_table_clips(f.path) if is_frame_table(f.path) else 1 for f in files]
 
 
 def share_of(total: int, rank: int, world_size: int) -> Share:
     return Share(total * rank // world_size, total * (rank + 1) // world_size, total)
 
 
-def iter_share(files: Sequence[Path], features: Sequence[str], reading: dict, share: Share, keep_rows: bool,
-               done: set[tuple[str, str]]) -> Iterator[tuple[int, Clip]]:
-    """(slot, clip) for this process's slots that are not done yet; unreadable files become clips with a status."""
-    slot = 0
-    for path in files:
-        if slot >= share.stop:
-            return
-        if not is_frame_table(path) and slot < share.start:
-            slot += 1
+def ordered_parallel(items: Iterable, read, workers: int) -> Iterator:
+    """read(item) for every item, in order, with up to READ_AHEAD items in flight on `workers` threads."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = []
+        for item in items:
+            pending.append(pool.submit(read, item))
+            if len(pending) >= READ_AHEAD:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
+
+
+def iter_share(files: Sequence[InputFile], slots: Sequence[int], features: Sequence[str], reading: ReadOptions,
+               share: Share, keep_rows: bool, skip: set[int], workers: int) -> Iterator[tuple[int, Clip]]:
+    """(slot, clip) for this process's slots not in `skip`; unreadable inputs become clips with that status."""
+    first = np.r_[0, np.cumsum(slots)[:-1]]
+    wanted = [(f, int(s)) for f, s, n in zip(files, first, slots) if s < share.stop and s + n > share.start]
+
+    def read(entry: tuple[InputFile, int]) -> list[tuple[int, Clip]]:
+        item, slot = entry
+        if is_frame_table(item.path):
+            return []  # streamed below, not held in memory whole
+        if slot in skip:
+            return [(slot, None)]
+        return [(slot, next(iter_clips([item], features, reading, keep_rows=keep_rows, strict=False, labels=False)))]
+
+    for (item, slot), done in zip(wanted, ordered_parallel(wanted, read, workers)):
+        if not is_frame_table(item.path):
+            if done[0][1] is not None:
+                yield done[0]
             continue
-        for clip in iter_clips([path], features, keep_rows=keep_rows, strict=False, **reading):
-            if share.start <= slot < share.stop and (clip.file, clip.clip_id) not in done:
-                yield slot, clip
-            slot += 1
-            if slot >= share.stop:
-                return
+        for k, clip in enumerate(iter_clips([item], features, reading, keep_rows=keep_rows, strict=False,
+                                            labels=False)):
+            if share.start <= slot + k < share.stop and slot + k not in skip:
+                yield slot + k, clip
 
 
-def chunks(items: Iterator, size: int) -> Iterator[list]:
+def batched(items: Iterator, size: int) -> Iterator[list]:
     batch = []
     for item in items:
         batch.append(item)
@@ -92,125 +218,84 @@ def chunks(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def clip_rows(slots: Sequence[int], clips: Sequence[Clip], scores: np.ndarray) -> pd.DataFrame:
-    """One row per clip; traits only for usable clips."""
-    table = pd.DataFrame({"_slot": slots, "clip_id": [c.clip_id for c in clips], "File": [c.file for c in clips],
-                          "n_frames": [c.n_frames for c in clips], "n_dropped": [c.n_dropped for c in clips],
-                          "status": [c.status for c in clips]})
-    for j, trait in enumerate(TRAITS):
-        table[trait] = scores[:, j]
-    return table
+# ----------------------------------------------------------------------------------------------------------
+# Labelling and writing chunks
 
 
-def frame_rows(clips: Sequence[Clip], scores: np.ndarray, openface_layout: bool) -> pd.DataFrame:
+def label_chunk(ckpt: Checkpoint, scaler, clips: Sequence[Clip], batch_size: int, device: torch.device) -> np.ndarray:
+    """(N, 5) scores for the chunk; NaN for clips that are not usable."""
+    scores = np.full((len(clips), len(TRAITS)), np.nan, np.float32)
+    usable = [i for i, clip in enumerate(clips) if clip.status is Status.OK]
+    if usable:
+        scores[usable] = predict(ckpt.model, [clips[i] for i in usable], scaler, batch_size, device)
+    return scores
+
+
+def trait_arrays(scores: np.ndarray) -> list[pa.Array]:
+    return [pa.array(scores[:, j], pa.float32(), from_pandas=True) for j in range(len(TRAITS))]
+
+
+def clip_rows(slots: Sequence[int], clips: Sequence[Clip], scores: np.ndarray) -> pa.Table:
+    """One row per clip: ids, counts, status and reason, traits (empty unless ok)."""
+    columns = [pa.array([c.clip_id for c in clips], pa.string()), pa.array([c.file for c in clips], pa.string()),
+               pa.array([c.n_frames for c in clips], pa.int64()), pa.array([c.n_dropped for c in clips], pa.int64()),
+               pa.array([c.status.value for c in clips], pa.string()), pa.array([c.reason for c in clips], pa.string())]
+    table = pa.table(columns + trait_arrays(scores), names=list(CLIP_COLUMNS))
+    return table.append_column("_slot", pa.array(slots, pa.int64()))
+
+
+def frame_rows(clips: Sequence[Clip], scores: np.ndarray, openface_layout: bool) -> pa.Table | None:
     """Every input frame row of the clips with the five trait columns added (empty where not labelled)."""
     parts = []
     for clip, score in zip(clips, scores):
         if clip.rows is None:
             continue
-        rows = clip.rows.copy()
+        rows = clip.rows
         if openface_layout:
-            rows.insert(0, "File", clip.file)
-            rows.insert(1, "clip_id", clip.clip_id)
-            rows = rows.reindex(columns=list(OPENFACE_FRAME_COLUMNS))
-        for j, trait in enumerate(TRAITS):
-            rows[trait] = score[j]
+            n = rows.num_rows
+            columns = {"File": pa.array([clip.file] * n, pa.string()), "clip_id": pa.array([clip.clip_id] * n, pa.string())}
+            for name in OPENFACE_OUTPUT_COLUMNS:
+                columns[name] = rows.column(name) if name in rows.column_names else pa.nulls(n, pa.float64())
+            rows = pa.table(columns)
+        traits = trait_arrays(np.repeat(score[None], rows.num_rows, axis=0))
+        for trait, values in zip(TRAITS, traits):
+            rows = rows.append_column(trait, values)
         parts.append(rows)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return pa.concat_tables(parts) if parts else None
 
 
-def label_chunk(ckpt: Checkpoint, scaler: Scaler, items: list[tuple[int, Clip]], batch_size: int,
-                device: torch.device) -> np.ndarray:
-    """(N, 5) scores for the chunk; NaN for clips that are not usable."""
-    scores = np.full((len(items), len(TRAITS)), np.nan, np.float32)
-    usable = [i for i, (_, clip) in enumerate(items) if clip.status == STATUS_OK]
-    if usable:
-        scores[usable] = predict(ckpt.model, [items[i][1] for i in usable], scaler, batch_size, device)
-    return scores
-
-
-def done_clips(parts: Path) -> set[tuple[str, str]]:
-    """(File, clip_id) of the clips in complete chunks; frame files of incomplete chunks are removed."""
-    done = set()
-    if not parts.is_dir():
-        return done
-    for clips_file in parts.glob("*.clips.csv"):
-        table = pd.read_csv(clips_file, usecols=["File", "clip_id"], dtype=str, keep_default_na=False)
-        done.update(zip(table["File"], table["clip_id"]))
-    for frames_file in parts.glob("*.frames.csv"):
-        if not frames_file.with_name(frames_file.name.replace(".frames.csv", ".clips.csv")).exists():
-            frames_file.unlink()
-    return done
-
-
-def write_chunk(parts: Path, first_slot: int, clips: pd.DataFrame, frames: pd.DataFrame | None) -> None:
-    """A chunk is complete once its .clips.csv exists (written last, by rename)."""
-    name = f"{first_slot:012d}"
+def write_chunk(parts: Path, clips: pa.Table, frames: pa.Table | None) -> None:
+    """A chunk is complete once its .clips.parquet exists, written last and atomically."""
+    name = f"{clips.column('_slot')[0].as_py():012d}"
     if frames is not None:
-        frames.to_csv(parts / f"{name}.frames.csv", index=False, lineterminator="\n")
-    tmp = parts / f".{name}.clips.tmp"
-    clips.to_csv(tmp, index=False, lineterminator="\n")
-    tmp.replace(parts / f"{name}.clips.csv")
+        with TableWriter(parts / f"{name}.frames.parquet") as writer:
+            writer.write(frames)
+    with TableWriter(parts / f"{name}.clips.parquet") as writer:
+        writer.write(clips)
 
 
-def write_table_atomic(source_files: Sequence[Path], out: Path, sort_by: str | None = None) -> int:
-    """Concatenate chunk CSVs (same columns) into `out` as CSV or Parquet, atomically; returns the rows.
-
-    With `sort_by` the (small) tables are read, sorted on that column and written without it; otherwise CSV
-    chunks are copied as text, so values are written exactly as the chunks hold them.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    text_dtypes = {"clip_id": str, "File": str, "status": str}
-    if sort_by is not None:
-        table = pd.concat([pd.read_csv(f, dtype=text_dtypes) for f in source_files], ignore_index=True)
-        sources: Iterator[pd.DataFrame] = iter([table.sort_values(sort_by, kind="stable").drop(columns=sort_by)])
-    elif out.suffix.lower() == ".parquet":
-        sources = (part for f in source_files for part in pd.read_csv(f, low_memory=False, chunksize=200_000))
-    else:
-        return _concatenate_csv(source_files, out, tmp)
-    rows = 0
-    if out.suffix.lower() == ".parquet":
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise DataError(out, "writing Parquet needs pyarrow (pip install pyarrow), or use a .csv name") from None
-        writer = None
-        for part in sources:
-            batch = pa.Table.from_pandas(part, preserve_index=False)
-            writer = writer or pq.ParquetWriter(tmp, batch.schema)
-            writer.write_table(batch.cast(writer.schema))
-            rows += len(part)
-        if writer is not None:
-            writer.close()
-    else:
-        with open(tmp, "w", newline="") as handle:
-            for k, part in enumerate(sources):
-                part.to_csv(handle, index=False, header=k == 0, lineterminator="\n")
-                rows += len(part)
-    tmp.replace(out)
-    return rows
+def merge(parts: Path, total: int, output: Path, frames_output: Path | None) -> pa.Table:
+    """Write the outputs from the chunks, only when the chunks hold exactly one row per input clip."""
+    pieces = sorted(parts.glob("*.clips.parquet"))
+    clips = pa.concat_tables([pq.read_table(p) for p in pieces]) if pieces else None
+    slots = np.sort(clips.column("_slot").to_numpy()) if clips is not None else np.zeros(0, np.int64)
+    if len(slots) != total or not np.array_equal(slots, np.arange(total)):
+        raise DataError(parts, f"the chunks hold {len(slots)} rows ({len(np.unique(slots))} distinct clips) for "
+                               f"{total} input clips; nothing was written. Start again without --resume")
+    clips = clips.take(pa.array(np.argsort(clips.column("_slot").to_numpy(), kind="stable"))).drop_columns(["_slot"])
+    if frames_output is not None:
+        with TableWriter(frames_output) as writer:
+            for piece in sorted(parts.glob("*.frames.parquet")):
+                for batch in pq.ParquetFile(piece).iter_batches():
+                    writer.write(pa.Table.from_batches([batch]))
+    with TableWriter(output) as writer:
+        writer.write(clips)
+    return clips
 
 
-def _concatenate_csv(source_files: Sequence[Path], out: Path, tmp: Path) -> int:
-    rows = 0
-    with open(tmp, "w", newline="") as target:
-        for k, path in enumerate(source_files):
-            with open(path, newline="") as source:
-                header = source.readline()
-                if k == 0:
-                    target.write(header)
-                for line in source:
-                    target.write(line)
-                    rows += 1
-    tmp.replace(out)
-    return rows
-
-
-def check_frames_layout(files: Sequence[Path]) -> bool:
+def check_frames_layout(files: Sequence[InputFile]) -> bool:
     """True when the inputs are raw OpenFace files; tables must share one header; no mixing of layouts."""
-    tables = [f for f in files if is_frame_table(f)]
+    tables = [f.path for f in files if is_frame_table(f.path)]
     if tables and len(tables) != len(files):
         raise DataError(tables[0], "--frames-output needs inputs of one layout (all combined tables or all OpenFace CSVs)")
     if tables and any(read_header(t) != read_header(tables[0]) for t in tables[1:]):
@@ -218,8 +303,11 @@ def check_frames_layout(files: Sequence[Path]) -> bool:
     return not tables
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    parser = Parser(__doc__)
     parser.add_argument("inputs", nargs="+", help="OpenFace CSV files or folders, or combined frame tables")
     parser.add_argument("--weights", type=Path, required=True, help="our checkpoint, or the paper's au_180.pt / 3iternorm_180.pt")
     parser.add_argument("-o", "--output", type=Path, required=True, help="per-clip table (.csv or .parquet)")
@@ -227,77 +315,92 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write every input frame row with the trait columns (the paper's output_pers.csv)")
     parser.add_argument("--chunk-size", type=int, default=256, help="clips read, labelled and written per step")
     parser.add_argument("--batch-size", type=int, default=64, help="clips per forward pass")
+    parser.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 1),
+                        help="threads parsing OpenFace files ahead of the model")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.parts/")
     parser.add_argument("--limit", type=int, default=None,
                         help="label at most this many new clips per process, then stop (resume later with --resume)")
-    add_device_arg(parser)
-    add_reading_args(parser, labels=False)
+    add_device_option(parser)
+    add_options(parser.add_argument_group("input"), ReadOptions)
     return parser
+
+
+def number_options(args, reading: ReadOptions, openface_layout: bool) -> dict:
+    """The options recorded in the manifest: everything that changes the numbers or the rows written."""
+    return {**asdict(reading), "batch_size": args.batch_size, "frames_output": args.frames_output is not None,
+            "frames_layout": "openface" if openface_layout else "table"}
 
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with distributed_session(args.device) as (device, world):
-        return run(args, device, world)
-
-
-def run(args: argparse.Namespace, device: torch.device, world: Distributed) -> int:
-    ckpt = load_checkpoint(args.weights, device)
-    features, reading = ckpt.features, reading_options(args)
-    files = openface_files(args.inputs)
-    if not files:
-        raise DataError(", ".join(args.inputs), "no CSV files found")
-    openface_layout = check_frames_layout(files) if args.frames_output else False
-    if ckpt.is_paper_release:
-        scaler = Scaler.paper_minmax(iter_clips(files, features, strict=False, **reading), features)
-    else:
-        scaler = Scaler.from_dict(ckpt.meta["normalization"], len(features))
+    for name in ("chunk_size", "batch_size", "workers"):
+        if getattr(args, name) < 1:
+            raise DataError(None, f"--{name.replace('_', '-')} must be at least 1")
+    outputs = [args.output] + ([args.frames_output] if args.frames_output else [])
     parts = args.output.with_name(args.output.name + ".parts")
-    if world.is_main:
-        if parts.exists() and not args.resume:
-            shutil.rmtree(parts)
-        parts.mkdir(parents=True, exist_ok=True)
-    if world.world_size > 1:
-        dist.barrier()
-    done = done_clips(parts) if args.resume else set()
-    share = share_of(count_slots(files), world.rank, world.world_size)
-    items = iter_share(files, features, reading, share, args.frames_output is not None, done)
-    if args.limit is not None:
-        items = (item for _, item in zip(range(args.limit), items))
-    summary = ReadSummary(files=len(files))
-    started = time.perf_counter()
-    bar = tqdm(total=share.stop - share.start, unit="clip", desc=f"labelling (rank {world.rank})" if world.world_size > 1
-               else "labelling", disable=not sys.stderr.isatty(), initial=0)
-    with torch.inference_mode():
-        for chunk in chunks(items, args.chunk_size):
-            scores = label_chunk(ckpt, scaler, chunk, args.batch_size, device)
-            clips = [clip for _, clip in chunk]
-            frames = frame_rows(clips, scores, openface_layout) if args.frames_output else None
-            write_chunk(parts, chunk[0][0], clip_rows([s for s, _ in chunk], clips, scores), frames)
-            for clip in clips:
-                summary.add(clip)
-            bar.update(len(chunk))
-    bar.close()
-    seconds = time.perf_counter() - started
-    if world.world_size > 1:
-        dist.barrier()
-    if not world.is_main:
-        return 0
-    remaining = share.total - len(done_clips(parts))
-    if args.limit is not None and remaining > 0:
-        print(f"stopped after --limit {args.limit}: {remaining} clip(s) left; continue with --resume")
-        return 0
-    n_clips = write_table_atomic(sorted(parts.glob("*.clips.csv")), args.output, sort_by="_slot")
-    if args.frames_output:
-        n_frames = write_table_atomic(sorted(parts.glob("*.frames.csv")), args.frames_output)
-        print(f"wrote {args.frames_output}: {n_frames} frame rows")
-    shutil.rmtree(parts)
-    statuses = pd.read_parquet(args.output) if args.output.suffix == ".parquet" else pd.read_csv(args.output)
-    counts = statuses["status"].str.split(":").str[0].value_counts()
+    files = input_files(args.inputs, exclude=[out for out in outputs if finished_output(out)])
+    if not files:
+        raise DataError(", ".join(args.inputs), "no CSV or Parquet files found")
+    check_outputs(outputs, [f.path for f in files] + [args.weights])
+    with distributed_session(args.device) as (device, world):
+        return run(args, files, parts, device, world)
+
+
+def run(args, files: list[InputFile], parts: Path, device: torch.device, world: Distributed) -> int:
+    ckpt = load_checkpoint(args.weights, device)
+    reading = options_from(args, ReadOptions)
+    openface_layout = check_frames_layout(files) if args.frames_output else True
+    manifest = Manifest.of(args.weights, files, number_options(args, reading, openface_layout))
+    with output_lock(args.output) if world.is_main else contextlib.nullcontext():
+        if world.is_main:
+            prepare_parts(parts, manifest, args.resume)
+        world.barrier()
+        slots = count_slots(files)
+        share = share_of(sum(slots), world.rank, world.world_size)
+        skip = done_slots(parts)
+        features = list(ckpt.features)
+        usable = (c for c in iter_clips(files, features, reading, strict=False, labels=False) if c.status is Status.OK)
+        scaler = input_scaler(ckpt, usable)
+        items = iter_share(files, slots, features, reading, share, args.frames_output is not None, skip, args.workers)
+        if args.limit is not None:
+            items = (item for _, item in zip(range(args.limit), items))
+        summary = ReadSummary(files=len(files))
+        started = time.perf_counter()
+        todo = sum(1 for s in range(share.start, share.stop) if s not in skip)
+        bar = tqdm(total=todo, unit="clip", desc=f"labelling (rank {world.rank})" if world.world_size > 1 else "labelling",
+                   disable=not sys.stderr.isatty())
+        with torch.inference_mode():
+            for chunk in batched(items, args.chunk_size):
+                chunk_slots, clips = [s for s, _ in chunk], [c for _, c in chunk]
+                scores = label_chunk(ckpt, scaler, clips, args.batch_size, device)
+                frames = frame_rows(clips, scores, openface_layout) if args.frames_output else None
+                write_chunk(parts, clip_rows(chunk_slots, clips, scores), frames)
+                for clip in clips:
+                    summary.add(clip)
+                bar.update(len(chunk))
+        bar.close()
+        seconds = time.perf_counter() - started
+        world.barrier()
+        if not world.is_main:
+            return 0
+        remaining = share.total - len(done_slots(parts))
+        if args.limit is not None and remaining > 0:
+            print(f"stopped after --limit {args.limit}: {remaining} clip(s) left; continue with --resume")
+            return 0
+        table = merge(parts, share.total, args.output, args.frames_output)
+        sidecar = published_manifest(manifest, args.weights, files, table)
+        for out in [args.output] + ([args.frames_output] if args.frames_output else []):
+            write_text_atomic(sidecar_path(out), json.dumps(sidecar, indent=1) + "\n")
+        shutil.rmtree(parts)
+    counts = {status: n for status, n in zip(*np.unique(table.column("status").to_numpy(zero_copy_only=False),
+                                                         return_counts=True))}
     print(summary.render() if world.world_size == 1 else f"labelled {share.total} clips on {world.world_size} processes")
-    print(f"wrote {args.output}: {n_clips} clips (" + ", ".join(f"{k} {v}" for k, v in counts.items()) +
-          f"); {summary.clips.total() / max(seconds, 1e-9):.0f} clips/s on rank 0")
+    if args.frames_output:
+        print(f"wrote {args.frames_output} (every input frame row with the traits)")
+    print(f"wrote {args.output}: {table.num_rows} clips (" + ", ".join(f"{k} {v}" for k, v in counts.items()) +
+          f"); {sum(summary.clips.values()) / max(seconds, 1e-9):.0f} clips/s on rank 0; manifest in "
+          f"{args.output.name}.json")
     return 0
 
 

@@ -5,86 +5,79 @@
     torchrun --nproc_per_node=2 attn_regression.py data/synthetic/frames.csv -o weights/hybrid.pt
 
 Writes the best checkpoint at -o, and beside it NAME.last.pt (for --resume), NAME.log.jsonl (one line per
-epoch) and NAME.curve.png. The group split is read from --split, or created there when absent.
+epoch) and NAME.curve.png. The group split is read from --split, or created there when absent. Model sizes come
+from --preset (default: sized for hundreds to thousands of clips; paper: the published sizes); a size flag
+overrides the preset.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
-from cli import (add_device_arg, add_features_arg, add_reading_args, distributed_session, reading_options,
+from cli import (Parser, add_device_option, add_labels_option, add_options, check_outputs, options_from, output_locks,
                  report_user_errors)
-from dataset import Scaler, default_split_path
-from model import KINDS, ModelConfig, build_model
-from openface import feature_columns
-from training import TrainOptions, fit, load_labelled_clips, output_paths, split_data
+from dataset import Normalization, default_split_path
+from model import PRESETS, ModelConfig, build_model
+from openface import FEATURE_SETS, ReadOptions, feature_columns, input_files
+from training import (progress_printer, Run, RunOutputs, TrainOptions, distributed_session, fit, load_labelled_clips, split_data)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    defaults, model_defaults = TrainOptions(), ModelConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> Parser:
+    parser = Parser(__doc__)
     parser.add_argument("data", nargs="+", help="combined frame table(s) and/or OpenFace CSV files or folders")
     parser.add_argument("-o", "--output", type=Path, required=True, help="best checkpoint to write, e.g. weights/hybrid.pt")
-    add_features_arg(parser)
-    parser.add_argument("--model", choices=KINDS, default="hybrid",
-                        help="hybrid (default), conv or attention branch alone, or the paper's published network")
+    parser.add_argument("--features", choices=list(FEATURE_SETS), default="all",
+                        help="feature set: au (17), au_gaze (19), au_head (20), gaze_head (5), all (22)")
+    add_labels_option(parser)
     parser.add_argument("--split", type=Path, default=None, help="split file (default: DATA.split.csv beside the data)")
-    train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (cosine schedule)")
-    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    train.add_argument("--patience", type=int, default=defaults.patience,
-                       help="stop after this many epochs without validation improvement")
-    train.add_argument("--seed", type=int, default=defaults.seed, help="seeds the split, batches, init and dropout")
-    train.add_argument("--augment", action="store_true", help="add the paper's augmentations to the training split")
-    train.add_argument("--resume", action="store_true", help="continue from NAME.last.pt")
-    add_device_arg(train)
-    size = parser.add_argument_group("model size (defaults: the paper's)")
-    size.add_argument("--embed-dim", type=int, default=model_defaults.embed_dim)
-    size.add_argument("--lstm-hidden", type=int, default=model_defaults.lstm_hidden)
-    size.add_argument("--attn-dim", type=int, default=model_defaults.attn_dim)
-    size.add_argument("--attn-hops", type=int, default=model_defaults.attn_hops)
-    size.add_argument("--conv-channels", type=int, nargs=4, default=list(model_defaults.conv_channels),
-                      metavar="C", help="output channels of the four conv layers")
-    size.add_argument("--dropout", type=float, default=model_defaults.dropout)
-    add_reading_args(parser)
+    parser.add_argument("--resume", action="store_true", help="continue the same run from NAME.last.pt")
+    add_device_option(parser)
+    add_options(parser.add_argument_group("training"), TrainOptions, skip=("freeze",))
+    model = parser.add_argument_group("model (a flag overrides --preset)")
+    model.add_argument("--preset", choices=list(PRESETS), default="default", help="model sizes to start from")
+    add_options(model, ModelConfig, unset=True, default_note=preset_note)
+    add_options(parser.add_argument_group("input"), ReadOptions)
     return parser
 
 
-def model_config(args: argparse.Namespace, n_features: int) -> ModelConfig:
-    if args.model == "paper":
-        return ModelConfig(kind="paper", n_features=n_features, dropout=args.dropout)
-    return ModelConfig(kind=args.model, n_features=n_features, embed_dim=args.embed_dim, lstm_hidden=args.lstm_hidden,
-                       attn_dim=args.attn_dim, attn_hops=args.attn_hops, conv_channels=tuple(args.conv_channels),
-                       dropout=args.dropout)
+def preset_note(name: str) -> str:
+    values = {preset: getattr(cfg, name) for preset, cfg in PRESETS.items()}
+    shown = {k: " ".join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in values.items()}
+    return " (default from the preset: " + "; ".join(f"{k} {v}" for k, v in shown.items()) + ")"
 
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with distributed_session(args.device) as (device, world):
-        features = feature_columns(args.features)
-        clips, summary = load_labelled_clips(args.data, args.labels, features, reading_options(args))
-        split = split_data(clips, args.split or default_split_path(args.data[0]), args.seed)
+    features = feature_columns(args.features)
+    outputs = RunOutputs.beside(args.output)
+    split_path = args.split or default_split_path(args.data[0])
+    read_paths = [f.path for f in input_files(args.data)] + [Path(p) for p in args.labels or []]
+    check_outputs(outputs.all() + ([] if split_path.exists() else [split_path]),
+                  read_paths + ([split_path] if split_path.exists() else []))
+    config = options_from(args, ModelConfig, base=PRESETS[args.preset], n_features=len(features))
+    options = options_from(args, TrainOptions)
+    with distributed_session(args.device) as (device, world), output_locks([outputs.best] if world.is_main else []):
+        clips, summary = load_labelled_clips(args.data, args.labels, features, options_from(args, ReadOptions))
+        split = split_data(clips, split_path, options.seed)
         if world.is_main:
             print(summary.render())
             print(split.describe())
-        torch.manual_seed(args.seed)
-        cfg = model_config(args, len(features))
-        model = build_model(cfg).to(device)
-        scaler = Scaler.fit(split.parts["train"])
-        opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                            patience=args.patience, seed=args.seed, augment=args.augment)
-        meta = {"features": list(features), "model_kind": cfg.kind}
-        best = fit(model, split, scaler, opts, args.output, meta, device, world, resume=args.resume)
+            if not args.resume or not outputs.last.exists():
+                for stale in outputs.all():  # an earlier run's files must not sit beside this run's
+                    stale.unlink(missing_ok=True)
+        world.barrier()
+        torch.manual_seed(options.seed)
+        run = Run(build_model(config).to(device), config, tuple(features), split,
+                  Normalization.fit("standard", split.parts["train"], features), options, outputs, device, world,
+                  resume=args.resume, report=progress_printer(world))
+        best = fit(run)
         if world.is_main:
             print(f"best epoch {best['epoch']}: validation MSE {best['val_loss']:.5f}, mean R2 {best['val_r2_mean']:+.3f}")
-            print(f"wrote {args.output} (best), {output_paths(args.output)['last']}, log and learning curve; "
-                  f"evaluate with: python attn_test.py {' '.join(args.data)} --weights {args.output}")
+            print(f"wrote {outputs.best} (best), {outputs.last}, {outputs.log.name} and {outputs.curve.name}; "
+                  f"evaluate with: python attn_test.py {' '.join(args.data)} --weights {outputs.best}")
     return 0
 
 

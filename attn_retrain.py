@@ -6,62 +6,71 @@
         --freeze attention -o weights/au_retrained.pt
 
 New labels override the old ones for the clips they name; clips left without any label are reported and not
-used. The features, normalisation and (when recorded) the split come from the checkpoint. Metrics on the
-held-out test split, on the new labels, are printed before and after and saved to NAME.retrain.json.
+used. The features and normalisation come from the checkpoint; the paper's raw 22-input weights, which min-max
+scale gaze and head pose over the data at hand, get that scaling fitted once on the training split and stored.
+The split is --split, else the one recorded in the checkpoint (used as recorded, never written anywhere), else
+DATA.split.csv beside the data. Held-out metrics on the new labels are printed before and after retraining and
+saved to NAME.retrain.json and into the checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from cli import add_device_arg, add_reading_args, distributed_session, reading_options, report_user_errors
-from dataset import Scaler, default_split_path, save_split
-from model import load_checkpoint, save_checkpoint
-from openface import DataError, attach_labels, read_clips, read_labels
-from training import SplitData, TrainOptions, fit, held_out_report, split_data
+from cli import (Parser, add_device_option, add_labels_option, add_options, check_outputs, options_from, output_locks,
+                 report_user_errors)
+from dataset import default_split_path
+from errors import DataError
+from model import Checkpoint, input_scaler, load_checkpoint, save_checkpoint
+from openface import ReadOptions, attach_labels, input_files, read_clips, read_labels
+from tables import write_text_atomic
+from training import (progress_printer, RETRAIN_DEFAULTS, Run, RunOutputs, SplitData, TrainOptions, distributed_session, fit,
+                      held_out_report, split_data, split_from_record)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> Parser:
+    parser = Parser(__doc__)
     parser.add_argument("data", nargs="+", help="combined frame table(s) and/or OpenFace CSV files or folders")
     parser.add_argument("--weights", type=Path, required=True, help="checkpoint to start from")
     parser.add_argument("-o", "--output", type=Path, required=True, help="retrained best checkpoint to write")
     parser.add_argument("--split", type=Path, default=None,
-                        help="split file, used when the checkpoint records none (default: DATA.split.csv)")
-    parser.add_argument("--freeze", choices=("conv", "attention"), default=None, help="keep one branch fixed")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4, lower than training)")
-    parser.add_argument("--weight-decay", type=float, default=1e-2)
-    parser.add_argument("--patience", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--augment", action="store_true")
-    add_device_arg(parser)
-    add_reading_args(parser)
+                        help="split file (default: the checkpoint's recorded split, else DATA.split.csv)")
+    add_labels_option(parser)
+    add_device_option(parser)
+    add_options(parser.add_argument_group("training (defaults for retraining)"), TrainOptions, defaults=RETRAIN_DEFAULTS)
+    add_options(parser.add_argument_group("input"), ReadOptions)
     return parser
 
 
-def retrain_split(ckpt_meta: dict, clips: list, args: argparse.Namespace) -> SplitData:
-    """The checkpoint's recorded split when it has one (so held-out clips stay held out), else a split file."""
-    recorded = ckpt_meta.get("split")
-    if recorded is None:
-        return split_data(clips, args.split or default_split_path(args.data[0]), args.seed)
-    path = args.split or Path(recorded["path"])
-    if not path.exists():
-        save_split(path, recorded["assignment"])
-    return split_data(clips, path, args.seed)
+def report_path(output: Path) -> Path:
+    return output.with_name(output.with_suffix("").name + ".retrain.json")
+
+
+def retrain_split(ckpt: Checkpoint, clips: list, split_path: Path | None, data: str, seed: int) -> SplitData:
+    """--split, else the checkpoint's recorded split (so held-out clips stay held out), else the file beside data."""
+    if split_path is None and ckpt.split is not None:
+        return split_from_record(clips, ckpt.split, f"the split recorded in {ckpt.split.path}")
+    return split_data(clips, split_path or default_split_path(data), seed)
 
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with distributed_session(args.device) as (device, world):
-        ckpt = load_checkpoint(args.weights, device)
-        features = ckpt.features
+    outputs = RunOutputs.beside(args.output)
+    ckpt = load_checkpoint(args.weights)
+    split_path = args.split or (None if ckpt.split is not None else default_split_path(args.data[0]))
+    new_split = split_path is not None and not split_path.exists()
+    read_paths = [f.path for f in input_files(args.data)] + [Path(p) for p in args.labels or []] + [args.weights]
+    check_outputs(outputs.all() + [report_path(args.output)] + ([split_path] if new_split else []),
+                  read_paths + ([split_path] if split_path is not None and not new_split else []))
+    options = options_from(args, TrainOptions)
+    with distributed_session(args.device) as (device, world), \
+            output_locks([args.output] if world.is_main else []):
+        ckpt.model.to(device)
+        features = list(ckpt.features)
         try:
-            clips, summary = read_clips(args.data, features, **reading_options(args))
+            clips, summary = read_clips(args.data, features, options_from(args, ReadOptions))
         except DataError as err:
             raise DataError(err.path, f"{err.reason} -- checkpoint {args.weights} needs {len(features)} features: "
                                       f"{', '.join(features)}") from None
@@ -71,34 +80,36 @@ def main(argv: list[str] | None = None) -> int:
         clips = [c for c in clips if c.label is not None]
         if not clips:
             raise DataError(", ".join(args.data), "no clip has a label; pass --labels")
-        split = retrain_split(ckpt.meta, clips, args)
-        scaler = Scaler.from_dict(ckpt.meta.get("normalization", {}), len(features))
-        model = ckpt.model
+        split = retrain_split(ckpt, clips, split_path, args.data[0], options.seed)
+        normalization = ckpt.normalization.fixed_on(split.parts["train"], features)
+        run = Run(ckpt.model, ckpt.config, tuple(features), split, normalization, options, outputs, device, world,
+                  retrained_from=str(args.weights), report=progress_printer(world))
         test = split.parts["test"] or split.parts["val"]
         test_name = "test" if split.parts["test"] else "validation"
-        before_loss, before, before_text = held_out_report(model, test, scaler, device, f"before retraining ({test_name})")
+        scaler = run.scaler
+        before_loss, before, before_text = held_out_report(ckpt.model, test, scaler, device,
+                                                           f"before retraining ({test_name})")
         if world.is_main:
             print(summary.render())
             if unlabelled:
                 print(f"{len(unlabelled)} clip(s) have no label and are not used, e.g. {', '.join(unlabelled[:5])}")
             print(split.describe())
             print(before_text)
-        opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
-                            augment=args.augment, freeze=args.freeze)
-        meta = {**{k: v for k, v in ckpt.meta.items() if k not in ("metrics", "split", "source")},
-                "features": features, "model_kind": ckpt.config.kind, "retrained_from": str(args.weights)}
-        fit(model, split, scaler, opts, args.output, meta, device, world)
-        best = load_checkpoint(args.output, device)
-        after_loss, after, after_text = held_out_report(best.model, test, scaler, device, f"after retraining ({test_name})")
+            for stale in outputs.all() + [report_path(args.output)]:
+                stale.unlink(missing_ok=True)
+        world.barrier()
+        fit(run)
         if world.is_main:
+            best = load_checkpoint(outputs.best, device)
+            after_loss, after, after_text = held_out_report(best.model, test, input_scaler(best, test), device,
+                                                            f"after retraining ({test_name})")
             print(after_text)
-            change = {"split": test_name, "clips": len(test), "mse_before": before_loss, "mse_after": after_loss,
-                      "before": before.to_dict(orient="index"), "after": after.to_dict(orient="index")}
-            save_checkpoint(args.output, best.model, {**best.meta, "retrain": change})
-            report = args.output.with_suffix("").with_name(args.output.stem + ".retrain.json")
-            report.write_text(json.dumps(change, indent=2) + "\n")
-            print(f"held-out MSE on the new labels: {before_loss:.5f} -> {after_loss:.5f}; wrote {args.output} and {report}")
+            best.retrain = {"split": test_name, "clips": len(test), "mse_before": before_loss, "mse_after": after_loss,
+                            "before": before.to_dict(orient="index"), "after": after.to_dict(orient="index")}
+            save_checkpoint(outputs.best, best)
+            write_text_atomic(report_path(args.output), json.dumps(best.retrain, indent=2) + "\n")
+            print(f"held-out MSE on the new labels: {before_loss:.5f} -> {after_loss:.5f}; wrote {outputs.best} and "
+                  f"{report_path(args.output)}")
     return 0
 
 

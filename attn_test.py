@@ -4,13 +4,13 @@
     python attn_test.py data/synthetic/frames.csv --weights weights/hybrid.pt weights/conv.pt weights/attention.pt -o results/
 
 The test set is the test split of --split, else the split recorded in the first checkpoint, else the split file
-beside the data; --whole evaluates every clip of DATA instead. Baselines, always shown: the training-mean
-predictor and ridge regression on per-clip mean and std of the features (alpha chosen by cross-validation on
-the training split). Writes comparison.csv, metrics.csv, results.json, predictions_<model>.csv and plots.
+beside the data; --whole evaluates every clip of DATA instead. Each checkpoint gets the input transform it is
+deployed with (model.input_scaler). Baselines, always shown, fitted on the training split: the training-mean
+predictor, ridge regression on per-clip mean and std of the features, and MiniRocket + RidgeCV (see
+baselines.py). Writes comparison.csv, metrics.csv, results.json, predictions_<model>.csv and plots.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass, field
@@ -20,18 +20,23 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cli import add_device_arg, add_reading_args, reading_options, report_user_errors, resolve_device, use_all_cores
-from dataset import Scaler, held_out_clips, predict
+from baselines import baseline_predictions
+from cli import (Parser, add_device_option, add_labels_option, add_options, check_outputs, check_writable_folder,
+                 options_from, report_user_errors)
+from dataset import held_out_clips, predict
+from errors import DataError
 from metrics import METRICS, bootstrap_intervals, regression_table
-from model import Checkpoint, check_features, load_checkpoint
-from openface import TRAIT_LETTERS, TRAITS, Clip
-from training import load_labelled_clips
+from model import Checkpoint, check_features, input_scaler, load_checkpoint
+from openface import TRAIT_LETTERS, TRAITS, Clip, ReadOptions, input_files
+from plots import pyplot, save_figure
+from tables import write_table, write_text_atomic
+from training import load_labelled_clips, resolve_device, use_all_cores
 
 
 @dataclass
 class Evaluation:
     name: str
-    pred: np.ndarray  # (N, 5)
+    pred: np.ndarray | None  # (N, 5); None for a baseline that could not run here
     table: pd.DataFrame  # traits + mean x METRICS
     low: pd.DataFrame
     high: pd.DataFrame
@@ -40,10 +45,9 @@ class Evaluation:
 
 def leakage_note(ckpt: Checkpoint, test: Sequence[Clip]) -> str | None:
     """A warning when test clips' source videos were in the checkpoint's training or validation data."""
-    assignment = ckpt.meta.get("split", {}).get("assignment")
-    if assignment is None:
+    if ckpt.split is None:
         return None
-    seen = [c for c in test if assignment.get(c.group) in ("train", "val")]
+    seen = [c for c in test if ckpt.split.assignment.get(c.group) in ("train", "val")]
     if not seen:
         return None
     videos = len({c.group for c in seen})
@@ -51,27 +55,12 @@ def leakage_note(ckpt: Checkpoint, test: Sequence[Clip]) -> str | None:
             f"training/validation data: its scores on them are not held-out")
 
 
-def clip_statistics(clips: Sequence[Clip]) -> np.ndarray:
-    """(N, 2F): per-clip mean and std of every feature."""
-    return np.stack([np.r_[c.frames.mean(axis=0), c.frames.std(axis=0)] for c in clips])
-
-
-def baseline_predictions(train: Sequence[Clip], test: Sequence[Clip], seed: int) -> dict[str, np.ndarray]:
-    """The training-mean predictor and cross-validated ridge on clip statistics."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    y_train = np.stack([c.label for c in train])
-    mean = np.repeat(y_train.mean(axis=0, keepdims=True), len(test), axis=0)
-    folds = min(5, len(train))
-    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15), cv=folds if folds >= 2 else None))
-    ridge.fit(clip_statistics(train), y_train)
-    return {"train-mean": mean, "ridge": np.clip(ridge.predict(clip_statistics(test)), 0, 1)}
-
-
-def evaluate(name: str, pred: np.ndarray, test: Sequence[Clip], n_boot: int, seed: int) -> Evaluation:
+def evaluate(name: str, pred: np.ndarray | None, test: Sequence[Clip], n_boot: int, seed: int) -> Evaluation:
+    """Metrics with group-bootstrap intervals; an all-NaN row, noted, for a baseline that could not run."""
     truth = np.stack([c.label for c in test])
+    if pred is None:
+        empty = regression_table(truth, truth) * np.nan
+        return Evaluation(name, None, empty, empty, empty, ["not installed (pip install aeon)"])
     ci = bootstrap_intervals(truth, pred, [c.group for c in test], n_boot=n_boot, seed=seed)
     return Evaluation(name, pred, regression_table(truth, pred), ci["low"], ci["high"])
 
@@ -107,6 +96,9 @@ def markdown_table(frame: pd.DataFrame, reference: float | None) -> str:
              [f"R² {TRAIT_LETTERS[t]}" for t in TRAITS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in frame.iterrows():
+        if not np.isfinite(row["r2"]) and not np.isfinite(row["mae"]):
+            lines.append(f"| {row['model']} | not installed (pip install aeon) |" + " |" * (len(header) - 2))
+            continue
         gain = "" if reference is None else f"{row['acc'] - reference:+.4f}"
         cells = [row["model"], f"{number(row['r2'], '+.3f')} [{number(row['r2_low'], '+.3f')}, "
                  f"{number(row['r2_high'], '+.3f')}]", number(row["acc"], ".4f"), gain, number(row["mae"], ".4f"),
@@ -127,11 +119,7 @@ def long_metrics(evals: Sequence[Evaluation]) -> pd.DataFrame:
 
 
 def plot_predictions(ev: Evaluation, truth: np.ndarray, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(TRAITS), figsize=(4 * len(TRAITS), 4))
     for ax, (j, trait) in zip(axes, enumerate(TRAITS)):
         ax.scatter(truth[:, j], ev.pred[:, j], s=10, alpha=0.6)
@@ -140,9 +128,7 @@ def plot_predictions(ev: Evaluation, truth: np.ndarray, out: Path) -> list[Path]
                title=f"{trait}\nR² {ev.table.loc[trait, 'r2']:+.3f}")
     fig.suptitle(f"{ev.name}: predicted vs true")
     fig.tight_layout()
-    scatter = out / f"pred_vs_true_{ev.name}.png"
-    fig.savefig(scatter, dpi=100)
-    plt.close(fig)
+    scatter = save_figure(fig, [out / f"pred_vs_true_{ev.name}.png"], dpi=100)[0]
     fig, axes = plt.subplots(1, len(TRAITS), figsize=(4 * len(TRAITS), 3.5), sharey=True)
     for ax, (j, trait) in zip(axes, enumerate(TRAITS)):
         ax.hist(ev.pred[:, j] - truth[:, j], bins=25, color="tab:gray")
@@ -150,18 +136,12 @@ def plot_predictions(ev: Evaluation, truth: np.ndarray, out: Path) -> list[Path]
         ax.set(xlabel="predicted − true", title=trait)
     fig.suptitle(f"{ev.name}: residuals")
     fig.tight_layout()
-    residuals = out / f"residuals_{ev.name}.png"
-    fig.savefig(residuals, dpi=100)
-    plt.close(fig)
-    return [scatter, residuals]
+    return [scatter] + save_figure(fig, [out / f"residuals_{ev.name}.png"], dpi=100)
 
 
 def plot_r2_bars(evals: Sequence[Evaluation], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    evals = [ev for ev in evals if ev.pred is not None]
     labels = list(TRAITS) + ["mean"]
     width = 0.8 / len(evals)
     fig, ax = plt.subplots(figsize=(1.3 * len(labels) + 0.5 * len(evals), 4.5))
@@ -175,47 +155,66 @@ def plot_r2_bars(evals: Sequence[Evaluation], out: Path) -> Path:
     ax.set(ylabel="R² (95% bootstrap CI)", title="Held-out R² per trait")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "r2_by_trait.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, [out / "r2_by_trait.png"], dpi=110)[0]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> Parser:
+    parser = Parser(__doc__)
     parser.add_argument("data", nargs="+", help="combined frame table(s) and/or OpenFace CSV files or folders")
     parser.add_argument("--weights", nargs="+", type=Path, required=True, help="one or more checkpoints to compare")
     parser.add_argument("-o", "--output", type=Path, default=Path("results"), help="folder for tables and plots")
     parser.add_argument("--split", type=Path, default=None, help="split file whose test split to use")
     parser.add_argument("--whole", action="store_true", help="evaluate on every clip of DATA (a separate test set)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the bootstrap")
-    add_device_arg(parser)
-    add_reading_args(parser)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the bootstrap and MiniRocket")
+    add_labels_option(parser)
+    add_device_option(parser)
+    add_options(parser.add_argument_group("input"), ReadOptions)
     return parser
+
+
+def written_files(out: Path, names: Sequence[str]) -> list[Path]:
+    """The tables and plots this script writes into the output folder."""
+    fixed = ["comparison.csv", "metrics.csv", "results.json", "r2_by_trait.png"]
+    per_model = [f"{kind}_{name}.{ext}" for name in names
+                 for kind, ext in (("predictions", "csv"), ("pred_vs_true", "png"), ("residuals", "png"))]
+    return [out / name for name in fixed + per_model]
+
+
+def predictions_table(test: Sequence[Clip], truth: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
+    table = pd.DataFrame({"clip_id": [c.clip_id for c in test], "File": [c.file for c in test],
+                          "group": [c.group for c in test]})
+    for j, trait in enumerate(TRAITS):
+        table[f"true_{trait}"], table[f"pred_{trait}"] = truth[:, j], pred[:, j]
+    return table
 
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    names = unique_names(args.weights) + ["train-mean", "ridge", "minirocket"]
+    read_paths = [f.path for f in input_files(args.data)] + [Path(p) for p in args.labels or []] + list(args.weights)
+    read_paths += [args.split] if args.split else []
+    check_writable_folder(args.output)
+    check_outputs(written_files(args.output, names), read_paths)
     use_all_cores()
     device = resolve_device(args.device)
     ckpts = [load_checkpoint(w, device) for w in args.weights]
-    features = ckpts[0].features
+    features = list(ckpts[0].features)
     for path, ckpt in zip(args.weights, ckpts):
-        if ckpt.features != features:
+        if list(ckpt.features) != features:
             check_features(ckpt, features, f"{path} (compared with {args.weights[0]})")
-    clips, summary = load_labelled_clips(args.data, args.labels, features, reading_options(args))
+    clips, summary = load_labelled_clips(args.data, args.labels, features, options_from(args, ReadOptions))
     print(summary.render())
-    recorded = next((c.meta["split"] for c in ckpts if "split" in c.meta), None)
+    recorded = next((c.split for c in ckpts if c.split is not None), None)
     chosen = held_out_clips(clips, recorded, args.split, args.whole, args.data[0])
     print(f"test set: {len(chosen.test)} clips from {len({c.group for c in chosen.test})} source videos, "
           f"from {chosen.source}")
     truth = np.stack([c.label for c in chosen.test])
     evals = []
     for name, ckpt in zip(unique_names(args.weights), ckpts):
-        scaler = Scaler.from_dict(ckpt.meta.get("normalization", {}), len(features))
-        ev = evaluate(name, predict(ckpt.model, chosen.test, scaler, 64, device), chosen.test, args.bootstrap, args.seed)
+        pred = predict(ckpt.model, chosen.test, input_scaler(ckpt, chosen.test), 64, device)
+        ev = evaluate(name, pred, chosen.test, args.bootstrap, args.seed)
         note = leakage_note(ckpt, chosen.test)
         if note:
             ev.notes.append(note)
@@ -223,30 +222,27 @@ def main(argv: list[str] | None = None) -> int:
         evals.append(ev)
     reference = None
     if chosen.train:
-        for name, pred in baseline_predictions(chosen.train, chosen.test, args.seed).items():
+        for name, pred in baseline_predictions(chosen.train, chosen.test, features, args.seed).items():
             evals.append(evaluate(name, pred, chosen.test, args.bootstrap, args.seed))
         reference = float(next(ev for ev in evals if ev.name == "train-mean").table.loc["mean", "acc"])
     else:
         print("no training split: baselines skipped (they are fitted on training clips)")
-    args.output.mkdir(parents=True, exist_ok=True)
     frame = comparison_frame(evals)
     print("\n" + markdown_table(frame, reference))
-    frame.to_csv(args.output / "comparison.csv", index=False)
-    long_metrics(evals).to_csv(args.output / "metrics.csv", index=False)
+    write_table(frame, args.output / "comparison.csv")
+    write_table(long_metrics(evals), args.output / "metrics.csv")
     plots = [plot_r2_bars(evals, args.output)]
     for ev in evals:
-        table = pd.DataFrame({"clip_id": [c.clip_id for c in chosen.test], "File": [c.file for c in chosen.test],
-                              "group": [c.group for c in chosen.test]})
-        for j, trait in enumerate(TRAITS):
-            table[f"true_{trait}"], table[f"pred_{trait}"] = truth[:, j], ev.pred[:, j]
-        table.to_csv(args.output / f"predictions_{ev.name}.csv", index=False)
+        if ev.pred is None:
+            continue
+        write_table(predictions_table(chosen.test, truth, ev.pred), args.output / f"predictions_{ev.name}.csv")
         plots += plot_predictions(ev, truth, args.output)
     results = {"test_set": {"source": chosen.source, "clips": len(chosen.test),
                             "groups": len({c.group for c in chosen.test})},
                "models": {ev.name: {"metrics": ev.table.to_dict(orient="index"), "low": ev.low.to_dict(orient="index"),
                                     "high": ev.high.to_dict(orient="index"), "notes": ev.notes} for ev in evals},
                "weights": {name: str(p) for name, p in zip(unique_names(args.weights), args.weights)}}
-    (args.output / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    write_text_atomic(args.output / "results.json", json.dumps(results, indent=2, default=float) + "\n")
     print(f"\nwrote {args.output}/comparison.csv, metrics.csv, results.json, predictions_*.csv and {len(plots)} plots")
     return 0
 

@@ -12,7 +12,6 @@ the Benjamini-Hochberg adjusted p-value over all tests in the figure (--raw-p: t
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -21,13 +20,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cli import add_device_arg, add_reading_args, reading_options, report_user_errors, resolve_device, use_all_cores
+from cli import (Parser, add_device_option, add_labels_option, add_options, check_outputs, check_writable_folder,
+                 options_from, report_user_errors)
 from dataset import Scaler, held_out_clips, predict
+from errors import DataError
 from metrics import metric_arrays
-from model import load_checkpoint
-from openface import (FEATURE_COLUMNS, FEATURE_GROUPS, TRAIT_FIGURE_LABELS, TRAITS, Clip, DataError, display_name,
-                      read_header, spaced_csv, trait_columns_in)
-from training import load_labelled_clips
+from openface import (FEATURE_COLUMNS, FEATURE_GROUPS, TRAIT_FIGURE_LABELS, TRAITS, Clip, ReadOptions, ReadSummary,
+                      Status, checked_header, display_name, features_present, input_files, iter_frame_table,
+                      trait_columns_in)
+from plots import pyplot, save_figure
+from tables import write_table
 
 FIGURE_TRAIT_ORDER: tuple[str, ...] = ("openness", "conscientiousness", "extroversion", "agreeableness", "neuroticism")
 STATS: tuple[str, ...] = ("mean", "std")
@@ -37,47 +39,42 @@ STATS: tuple[str, ...] = ("mean", "std")
 # Per-clip statistics
 
 
-def clip_statistics_table(path: Path, group_by: str | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
-    """Per-clip mean and std of each feature present, and per-clip traits; plus notes on what was left out.
-
-    Returns (stats with columns (stat, feature), traits with TRAITS columns, features, notes).
-    """
-    header = read_header(path)
-    if not header:
-        raise DataError(path, "empty file")
-    key = group_by or ("File" if "File" in header else "ID" if "ID" in header else None)
-    if key is None or key not in header:
-        raise DataError(path, "no File or ID column to group frames into clips; pass --group-by COLUMN")
-    trait_cols = trait_columns_in(header)
-    missing = [t for t in TRAITS if t not in trait_cols]
+def labelled_clips(path: Path, group_by: str | None, reading: ReadOptions) -> tuple[list[Clip], list[str], list[str]]:
+    """The labelled, usable clips of a frame table (read and checked like every other input), the features
+    present, and notes on what was left out."""
+    header = checked_header(path)
+    missing = [t for t in TRAITS if t not in trait_columns_in(header)]
     if missing:
         raise DataError(path, f"missing trait columns {', '.join(missing)} (label the clips with attn_deploy.py "
                               "--frames-output first)")
-    features = [c for c in FEATURE_COLUMNS if c in header]
+    features = features_present(header)
     if not features:
-        raise DataError(path, "none of the 22 feature columns is present")
-    usecols = [key] + features + [trait_cols[t] for t in TRAITS] + (["success"] if "success" in header else [])
-    table = pd.read_csv(path, usecols=usecols, skipinitialspace=spaced_csv(path), low_memory=False)
-    table = table.rename(columns={v: k for k, v in trait_cols.items()})
-    notes = []
-    if "success" in table:
-        failed = table["success"] == 0
-        if failed.any():
-            notes.append(f"left out {int(failed.sum())} frame rows with success == 0")
-        table = table[~failed]
-    unlabelled = table[list(TRAITS)].isna().any(axis=1)
-    if unlabelled.any():
-        notes.append(f"left out {table.loc[unlabelled, key].nunique()} clip(s) without trait values "
-                     f"({int(unlabelled.sum())} frame rows)")
-        table = table[~unlabelled]
-    grouped = table.groupby(key, sort=False)
-    stats_table = grouped[features].agg(list(STATS))  # columns (feature, stat)
-    stats_table.columns = stats_table.columns.swaplevel(0, 1)
-    stats_table = stats_table.reindex(columns=pd.MultiIndex.from_product([STATS, features]))
-    traits = grouped[list(TRAITS)].first()
-    if len(traits) < 3:
-        raise DataError(path, f"only {len(traits)} labelled clip(s); correlations need at least 3")
-    return stats_table, traits, features, notes
+        raise DataError(path, f"none of the {len(FEATURE_COLUMNS)} feature columns is present")
+    summary = ReadSummary(files=1)
+    clips = []
+    for clip in iter_frame_table(path, features, reading, id_column=group_by):
+        summary.add(clip)
+        if clip.status is Status.OK:
+            clips.append(clip)
+    labelled = [c for c in clips if c.label is not None]
+    notes = summary.render().splitlines()[1:]
+    if len(labelled) < len(clips):
+        notes.append(f"left out {len(clips) - len(labelled)} usable clip(s) without trait values")
+    if len(labelled) < 3:
+        raise DataError(path, f"only {len(labelled)} labelled usable clip(s); correlations need at least 3")
+    return labelled, features, notes
+
+
+def clip_statistics_table(clips: Sequence[Clip], features: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-clip mean and std (n - 1) of every feature, columns (stat, feature); and the traits of each clip."""
+    means = np.stack([c.frames.mean(axis=0, dtype=np.float64) for c in clips])
+    stds = np.stack([c.frames.std(axis=0, ddof=1, dtype=np.float64) if c.n_frames > 1 else
+                     np.full(len(features), np.nan) for c in clips])
+    index = pd.Index([c.clip_id for c in clips], name="clip")
+    columns = pd.MultiIndex.from_product([STATS, features])
+    table = pd.DataFrame(np.concatenate([means, stds], axis=1), index=index, columns=columns)
+    traits = pd.DataFrame(np.stack([c.label for c in clips]).astype(np.float64), index=index, columns=list(TRAITS))
+    return table, traits
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -147,11 +144,7 @@ def stars(value: float) -> str:
 
 
 def plot_heatmap(results: pd.DataFrame, stat: str, method: str, use_raw_p: bool, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     part = results[results["stat"] == stat]
     r = part.pivot(index="feature", columns="trait", values="r")
     sig = part.pivot(index="feature", columns="trait", values="p" if use_raw_p else "q")
@@ -171,11 +164,7 @@ def plot_heatmap(results: pd.DataFrame, stat: str, method: str, use_raw_p: bool,
                  f"* / ** / *** : {basis} < .05 / .01 / .001", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
-    paths = [out / f"{method}_{stat}.png", out / f"{method}_{stat}.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, [out / f"{method}_{stat}.png", out / f"{method}_{stat}.pdf"], dpi=130)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -217,11 +206,7 @@ def permutation_importance(model, clips: Sequence[Clip], scaler: Scaler, feature
 
 
 def plot_importance(table: pd.DataFrame, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups = table[table["kind"] == "group"]
     feats = table[table["kind"] == "feature"]
     names = list(dict.fromkeys(feats["unit"]))
@@ -248,32 +233,38 @@ def plot_importance(table: pd.DataFrame, out: Path) -> list[Path]:
     ax2.set_title("single features shuffled: drop in R²")
     fig.colorbar(image, ax=ax2, fraction=0.04)
     fig.tight_layout()
-    paths = [out / "permutation_importance.png", out / "permutation_importance.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, [out / "permutation_importance.png", out / "permutation_importance.pdf"], dpi=120)
 
 
 # ----------------------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("labelled", type=Path, help="frame table with features and the five trait columns")
+def build_parser() -> Parser:
+    parser = Parser(__doc__)
+    parser.add_argument("labelled", type=Path, help="frame table (CSV or Parquet) with features and the five traits")
     parser.add_argument("-o", "--output", type=Path, default=Path("figures"), help="folder for figures and tables")
-    parser.add_argument("--method", choices=("spearman", "pearson", "both"), default="spearman")
+    parser.add_argument("--method", choices=("spearman", "pearson", "both"), default="spearman",
+                        help="correlation coefficient")
     parser.add_argument("--raw-p", action="store_true", help="stars from uncorrected p-values, as the paper did")
-    parser.add_argument("--group-by", default=None, help="clip column (default: File, else ID)")
+    parser.add_argument("--group-by", default=None, help="clip column (default: ID, else clip_id)")
     model = parser.add_argument_group("permutation importance (optional)")
     model.add_argument("--weights", type=Path, default=None, help="a trained checkpoint")
     model.add_argument("--data", nargs="+", default=None, help="labelled data the checkpoint can read")
     model.add_argument("--split", type=Path, default=None, help="split file (default: the checkpoint's)")
-    model.add_argument("--repeats", type=int, default=5, help="shuffles per feature (default 5)")
-    model.add_argument("--seed", type=int, default=0)
-    add_device_arg(model)
-    add_reading_args(parser)
+    model.add_argument("--repeats", type=int, default=5, help="shuffles per feature")
+    model.add_argument("--seed", type=int, default=0, help="seeds the shuffles")
+    add_labels_option(model)
+    add_device_option(model)
+    add_options(parser.add_argument_group("input"), ReadOptions)
     return parser
+
+
+def written_files(out: Path, methods: Sequence[str], importance: bool) -> list[Path]:
+    names = [f"correlations_{m}.csv" for m in methods]
+    names += [f"{m}_{stat}.{ext}" for m in methods for stat in STATS for ext in ("png", "pdf")]
+    names += ["permutation_importance.csv", "permutation_importance.png", "permutation_importance.pdf"] if importance \
+        else []
+    return [out / name for name in names]
 
 
 @report_user_errors
@@ -283,12 +274,19 @@ def main(argv: list[str] | None = None) -> int:
         raise DataError(None, "--weights and --data go together")
     if not args.labelled.is_file():
         raise DataError(args.labelled, "no such file")
-    args.output.mkdir(parents=True, exist_ok=True)
-    stats_table, traits, features, notes = clip_statistics_table(args.labelled, args.group_by)
-    print(f"{len(traits)} clips, {len(features)} features from {args.labelled}")
+    if args.repeats < 1:
+        raise DataError(None, "--repeats must be at least 1")
+    methods = ("spearman", "pearson") if args.method == "both" else (args.method,)
+    read_paths = [args.labelled] + ([f.path for f in input_files(args.data)] + [args.weights] if args.data else [])
+    read_paths += [Path(p) for p in args.labels or []] + ([args.split] if args.split else [])
+    check_writable_folder(args.output)
+    check_outputs(written_files(args.output, methods, args.weights is not None), read_paths)
+    reading = options_from(args, ReadOptions)
+    clips, features, notes = labelled_clips(args.labelled, args.group_by, reading)
+    stats_table, traits = clip_statistics_table(clips, features)
+    print(f"{len(traits)} labelled clips, {len(features)} features from {args.labelled}")
     for note in notes:
         print(f"  {note}")
-    methods = ("spearman", "pearson") if args.method == "both" else (args.method,)
     written = []
     for method in methods:
         results = correlate(stats_table, traits, method)
@@ -296,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if constant:
             print(f"  {method}: r is undefined (constant over clips) for {', '.join(constant)}")
         path = args.output / f"correlations_{method}.csv"
-        results.to_csv(path, index=False)
+        write_table(results, path)
         written.append(path)
         for stat in STATS:
             written += plot_heatmap(results, stat, method, args.raw_p, args.output)
@@ -307,21 +305,30 @@ def main(argv: list[str] | None = None) -> int:
               f"{basis} < .05; strongest:\n" + (top.to_string(index=False, float_format=lambda v: f"{v:.3g}")
                                                 if len(top) else "  none"))
     if args.weights is not None:
-        use_all_cores()
-        device = resolve_device(args.device)
-        ckpt = load_checkpoint(args.weights, device)
-        clips, _ = load_labelled_clips(args.data, args.labels, ckpt.features, reading_options(args))
-        held = held_out_clips(clips, ckpt.meta.get("split"), args.split, False, args.data[0])
-        scaler = Scaler.from_dict(ckpt.meta.get("normalization", {}), len(ckpt.features))
-        table = permutation_importance(ckpt.model, held.test, scaler, ckpt.features, args.repeats, args.seed, device)
-        path = args.output / "permutation_importance.csv"
-        table.to_csv(path, index=False)
-        written += [path] + plot_importance(table, args.output)
-        groups = table[table["kind"] == "group"].pivot(index="unit", columns="trait", values="drop_mean")
-        print(f"permutation importance on {len(held.test)} held-out clips (drop in R², mean of {args.repeats}):\n"
-              + groups[list(TRAITS)].to_string(float_format=lambda v: f"{v:+.3f}"))
+        written += importance_outputs(args, reading)
     print(f"wrote {len(written)} files to {args.output}")
     return 0
+
+
+def importance_outputs(args, reading: ReadOptions) -> list[Path]:
+    """Permutation importance of the checkpoint on its held-out clips, with the input transform it is deployed
+    with (model.input_scaler)."""
+    from model import input_scaler, load_checkpoint
+    from training import load_labelled_clips, resolve_device, use_all_cores
+
+    use_all_cores()
+    device = resolve_device(args.device)
+    ckpt = load_checkpoint(args.weights, device)
+    clips, _ = load_labelled_clips(args.data, args.labels, ckpt.features, reading)
+    held = held_out_clips(clips, ckpt.split, args.split, False, args.data[0])
+    scaler = input_scaler(ckpt, held.test)
+    table = permutation_importance(ckpt.model, held.test, scaler, list(ckpt.features), args.repeats, args.seed, device)
+    path = args.output / "permutation_importance.csv"
+    write_table(table, path)
+    groups = table[table["kind"] == "group"].pivot(index="unit", columns="trait", values="drop_mean")
+    print(f"permutation importance on {len(held.test)} held-out clips (drop in R², mean of {args.repeats}):\n"
+          + groups[list(TRAITS)].to_string(float_format=lambda v: f"{v:+.3f}"))
+    return [path] + plot_importance(table, args.output)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,30 @@
-"""Command-line plumbing shared by the scripts: input options, device choice, and user-error reporting."""
+"""Command-line plumbing shared by the scripts: the parser, options generated from dataclasses, output guards
+and locks, and user-error reporting. No torch here, so scripts that do not need it start fast."""
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import errno
+import fcntl
 import functools
 import os
 import sys
-from dataclasses import dataclass
-from typing import Iterator
+import time
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-import torch
-import torch.distributed as dist
-
-from openface import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_FRAMES, FEATURE_SETS, DataError
+from errors import DataError
 
 
-def report_user_errors(main):
-    """Decorator for a script's main(): a DataError becomes one line on stderr and exit code 1."""
+# ----------------------------------------------------------------------------------------------------------
+# Errors and the parser
+
+
+def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorator for a script's main(): a DataError becomes one line on stderr and exit status 1."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
@@ -29,86 +37,229 @@ def report_user_errors(main):
     return wrapper
 
 
-def add_reading_args(parser: argparse.ArgumentParser, labels: bool = True) -> None:
-    group = parser.add_argument_group("input")
-    if labels:
-        group.add_argument("--labels", nargs="+", default=None, metavar="FILE",
-                           help="labels: CSV (File/clip_id + trait columns) or ChaLearn annotation .pkl; "
-                                "they override trait columns of a combined table")
-    group.add_argument("--face-id", type=int, default=0, help="face to use in multi-face OpenFace files (default 0)")
-    group.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
-                       help=f"drop frames with lower OpenFace confidence (default {DEFAULT_MIN_CONFIDENCE})")
-    group.add_argument("--min-frames", type=int, default=DEFAULT_MIN_FRAMES,
-                       help=f"skip clips with fewer usable frames (default {DEFAULT_MIN_FRAMES})")
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default in its help (unless the help names it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        return f"{text} (default: {_shown(action.default)})"
 
 
-def reading_options(args: argparse.Namespace) -> dict:
-    return {"face_id": args.face_id, "min_confidence": args.min_confidence, "min_frames": args.min_frames}
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and exit status 1, like every other refusal."""
+
+    def __init__(self, description: str | None = None, **kwargs):
+        super().__init__(description=description, formatter_class=HelpFormatter, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(1)
 
 
-def add_features_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--features", choices=list(FEATURE_SETS), default="all",
-                        help="feature set: au (17), au_gaze (19), au_head (20), gaze_head (5), all (22)")
+def at_least(minimum: float, kind: type = int) -> Callable[[str], Any]:
+    """An argparse type that refuses values below `minimum`."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
 
 
-def add_device_arg(parser: argparse.ArgumentParser) -> None:
+# ----------------------------------------------------------------------------------------------------------
+# Options declared once, as dataclass fields
+
+
+def option(default: Any, help: str, *, minimum: float | None = None, choices: Sequence | None = None,
+           flag: str | None = None, metavar: str | None = None) -> Any:
+    """A dataclass field that is also a command-line option: its flag, type, default and help come from here."""
+    metadata = {"help": help, "minimum": minimum, "choices": choices, "flag": flag, "metavar": metavar}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple for a sequence default")
+    return dataclasses.field(default=default, metadata={"option": metadata})
+
+
+def _base_type(hint: Any) -> tuple[type, bool, bool]:
+    """(element type, is a tuple, may be None) of a field's type hint."""
+    optional = False
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional, hint = True, args[0]
+    if typing.get_origin(hint) is tuple:
+        return typing.get_args(hint)[0], True, optional
+    return hint, False, optional
+
+
+def option_fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if "option" in f.metadata]
+
+
+def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
+                defaults: Mapping[str, Any] | None = None, skip: Iterable[str] = (),
+                default_note: Callable[[str], str] | None = None, unset: bool = False) -> None:
+    """One flag per option field of `cls` (`--field-name`), with its type, choices, limits and help.
+
+    defaults: values that replace the dataclass defaults (e.g. retraining's); unset: every default is None, so
+    options_from() can tell which flags were given (for presets); default_note: extra text for a field's help."""
+    hints = typing.get_type_hints(cls)
+    defaults = dict(defaults or {})
+    for f in option_fields(cls):
+        if f.name in skip:
+            continue
+        meta = f.metadata["option"]
+        kind, is_tuple, _ = _base_type(hints[f.name])
+        default = defaults.get(f.name, f.default)
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        help_text = meta["help"] + (default_note(f.name) if default_note else "")
+        kwargs: dict[str, Any] = {"dest": f.name, "help": help_text,
+                                  "default": None if unset else (list(default) if is_tuple else default)}
+        if unset and not default_note:
+            kwargs["help"] += f" (default: {_shown(default)})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        kwargs["type"] = at_least(meta["minimum"], kind) if meta["minimum"] is not None else kind
+        if meta["choices"] is not None:
+            kwargs["choices"] = list(meta["choices"])
+        if is_tuple:
+            kwargs["nargs"] = "+"
+        if meta["metavar"]:
+            kwargs["metavar"] = meta["metavar"]
+        parser.add_argument(flag, **kwargs)
+
+
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def options_from(args: argparse.Namespace, cls: type, base: Any | None = None, **fixed) -> Any:
+    """An instance of `cls` from parsed flags: a flag left unset (None, with add_options(unset=True)) keeps the
+    value of `base` (a preset), else the dataclass default; `fixed` sets fields that have no flag."""
+    hints = typing.get_type_hints(cls)
+    values = dict(fixed)
+    for f in option_fields(cls):
+        if f.name in values or not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        if value is None and base is not None:
+            continue
+        if value is not None and _base_type(hints[f.name])[1]:
+            value = tuple(value)
+        values[f.name] = value
+    return dataclasses.replace(base, **values) if base is not None else cls(**values)
+
+
+def add_labels_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--labels", nargs="+", default=None, metavar="FILE",
+                        help="labels: CSV (File/clip_id + trait columns) or ChaLearn annotation .pkl; they override "
+                             "trait columns of a combined table")
+
+
+def add_device_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto picks CUDA when available (default auto)")
+                        help="auto picks CUDA when it is available")
 
 
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise DataError(None, "--device cuda asked for, but no CUDA device is available")
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
+# ----------------------------------------------------------------------------------------------------------
+# Outputs: checked before any work, never an input, one run at a time
 
 
-def use_all_cores(processes: int = 1) -> int:
-    """Share this machine's cores among `processes` local processes; returns the threads of this one."""
-    threads = max(1, (os.cpu_count() or 1) // max(1, processes))
-    torch.set_num_threads(threads)
-    return threads
+def same_path(a: Path, b: Path) -> bool:
+    """True when two paths name one file: the same resolved path, or the same inode (hard links)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+def check_writable_file(path: Path) -> None:
+    """Refuse, before any work, an output file that could not be written: an existing folder, a parent that is
+    a file, or a place where no file can be created. Creates the output's folder when missing."""
+    if path.is_dir():
+        raise DataError(path, "is a folder; name a file to write")
+    check_writable_folder(path.parent)
 
 
-def init_distributed(device: torch.device) -> Distributed:
-    """Join the torchrun process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return Distributed()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+def check_writable_folder(folder: Path) -> None:
+    """Refuse an output folder that is a file or cannot be written; create it when missing."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise DataError(folder, f"cannot be created: {parent} is a file")
+        if parent.exists():
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe.{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise DataError(folder, f"cannot write here: {err.strerror or err}") from None
 
 
-def local_processes() -> int:
-    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+def check_outputs(outputs: Sequence[Path], inputs: Iterable[Path]) -> None:
+    """Every output must be writable, distinct from the others and from every input file of the run."""
+    inputs = [Path(p) for p in inputs]
+    for k, out in enumerate(outputs):
+        for other in outputs[:k]:
+            if same_path(out, other):
+                raise DataError(out, f"is named for two outputs ({other}); give each its own name")
+        for source in inputs:
+            if same_path(out, source):
+                raise DataError(out, f"is an input of this run ({source}); refusing to overwrite it, choose "
+                                     "another output")
+        check_writable_file(out)
 
 
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def lock_path(output: Path) -> Path:
+    return output.with_name(output.name + ".lock")
 
 
 @contextlib.contextmanager
-def distributed_session(device_choice: str) -> Iterator[tuple[torch.device, Distributed]]:
-    """The device and process group of a script run alone or under torchrun; local ranks share the cores."""
-    device = resolve_device(device_choice)
-    world = init_distributed(device)
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `output` for the run (OUTPUT.lock, released by the system even on kill -9).
+    A second run on the same output refuses with one line naming the holder."""
+    lock = lock_path(output)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise DataError(output, f"another run is writing it ({holder}); wait for it to finish or "
+                                        "choose another output") from None
+            raise DataError(output, f"cannot lock {lock}: {err.strerror}") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break  # the lock file we hold is still the one on disk
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the previous holder removed it while we opened it: try again
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
     try:
-        if device.type == "cuda":
-            device = resolve_device(device_choice, world.local_rank)
-        use_all_cores(local_processes())
-        yield device, world
+        yield
     finally:
-        shutdown_distributed()
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def output_locks(outputs: Sequence[Path]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for out in outputs:
+            stack.enter_context(output_lock(out))
+        yield

@@ -1,22 +1,24 @@
 """Clips as model inputs: normalisation, padded batches, length-bucketed batch order, and the group split."""
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 import torch
 
-from openface import GAZE_COLUMNS, HEAD_COLUMNS, TRAITS, Clip, DataError
+from errors import DataError
+from openface import GAZE_COLUMNS, HEAD_COLUMNS, TRAITS, Clip
+from tables import read_columns, read_header, write_text_atomic
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
-PAPER_MINMAX_COLUMNS: tuple[str, ...] = GAZE_COLUMNS + HEAD_COLUMNS
+MINMAX_COLUMNS: tuple[str, ...] = GAZE_COLUMNS + HEAD_COLUMNS  # the columns the paper min-max scales
 PAD_MULTIPLE = 32
 
 
@@ -26,53 +28,82 @@ PAD_MULTIPLE = 32
 
 @dataclass
 class Scaler:
-    """Per-feature affine scaling x -> (x - offset) / scale: standardisation fitted on training frames, the
-    paper's deploy min-max, or none."""
+    """Per-feature affine scaling x -> (x - offset) / scale, as applied to a batch."""
 
     offset: np.ndarray  # (F,)
     scale: np.ndarray  # (F,)
 
     @classmethod
-    def fit(cls, clips: Sequence[Clip]) -> "Scaler":
-        """Mean and std over every frame of the given (training) clips."""
-        total = sum(c.n_frames for c in clips)
-        if total == 0:
-            raise DataError(None, "cannot fit normalisation: the training split has no frames")
-        sums = sum(c.frames.sum(axis=0, dtype=np.float64) for c in clips)
-        mean = sums / total
-        sq = sum(((c.frames - mean) ** 2).sum(axis=0, dtype=np.float64) for c in clips)
-        std = np.sqrt(sq / total)
-        return cls(mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32))
-
-    @classmethod
     def identity(cls, n_features: int) -> "Scaler":
         return cls(np.zeros(n_features, np.float32), np.ones(n_features, np.float32))
-
-    @classmethod
-    def paper_minmax(cls, clips: Iterable[Clip], features: Sequence[str]) -> "Scaler":
-        """The original deploy preprocessing: min-max scaling of the gaze/pose columns over every frame of the
-        input being labelled; AU columns stay as they are."""
-        low = np.full(len(features), np.inf)
-        high = np.full(len(features), -np.inf)
-        for clip in clips:
-            if clip.n_frames:
-                low = np.minimum(low, clip.frames.min(axis=0))
-                high = np.maximum(high, clip.frames.max(axis=0))
-        scaled = np.array([f in PAPER_MINMAX_COLUMNS and np.isfinite(low[j]) for j, f in enumerate(features)])
-        span = np.where(scaled & (high > low), high - low, 1.0)
-        return cls(np.where(scaled, low, 0.0).astype(np.float32), span.astype(np.float32))
 
     def transform(self, frames: np.ndarray) -> np.ndarray:
         return (frames - self.offset) / self.scale
 
-    def to_dict(self) -> dict:
-        return {"kind": "standard", "mean": self.offset.tolist(), "std": self.scale.tolist()}
+
+def standard_statistics(clips: Sequence[Clip]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (floored at 1e-6) over every frame of the clips."""
+    total = sum(c.n_frames for c in clips)
+    if total == 0:
+        raise DataError(None, "cannot fit normalisation: the training split has no frames")
+    mean = sum(c.frames.sum(axis=0, dtype=np.float64) for c in clips) / total
+    sq = sum(((c.frames - mean) ** 2).sum(axis=0, dtype=np.float64) for c in clips)
+    return mean, np.maximum(np.sqrt(sq / total), 1e-6)
+
+
+def minmax_statistics(clips: Iterable[Clip], features: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's preprocessing: the gaze/pose columns' minimum and span over every frame of the clips; AU
+    columns stay as they are (offset 0, scale 1), as does a column that is constant."""
+    low = np.full(len(features), np.inf)
+    high = np.full(len(features), -np.inf)
+    for clip in clips:
+        if clip.n_frames:
+            low = np.minimum(low, clip.frames.min(axis=0))
+            high = np.maximum(high, clip.frames.max(axis=0))
+    scaled = np.array([f in MINMAX_COLUMNS for f in features]) & np.isfinite(low) & (high > low)
+    return np.where(scaled, low, 0.0), np.where(scaled, high - low, 1.0)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How a checkpoint's inputs are scaled, x -> (x - offset) / scale per feature. Kinds:
+
+    standard  mean and std of the training frames (our networks);
+    minmax    the paper's gaze/pose min-max with statistics fixed when the checkpoint was trained or retrained;
+    paper     the paper's gaze/pose min-max over the data being scored, as the original test and deploy scripts
+              do (the published raw weights, which carry no statistics);
+    none      inputs as read."""
+
+    kind: str
+    offset: tuple[float, ...] = ()
+    scale: tuple[float, ...] = ()
+
+    KINDS = ("standard", "minmax", "paper", "none")
 
     @classmethod
-    def from_dict(cls, data: dict, n_features: int) -> "Scaler":
-        if data.get("kind") == "standard":
-            return cls(np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32))
-        return cls.identity(n_features)
+    def fit(cls, kind: str, clips: Sequence[Clip], features: Sequence[str]) -> "Normalization":
+        """Statistics of `kind` from training clips; 'paper' becomes 'minmax' fixed on these clips."""
+        if kind == "standard":
+            offset, scale = standard_statistics(clips)
+        elif kind in ("minmax", "paper"):
+            kind, (offset, scale) = "minmax", minmax_statistics(clips, features)
+        else:
+            return cls("none")
+        return cls(kind, tuple(float(v) for v in offset), tuple(float(v) for v in scale))
+
+    def scaler(self, features: Sequence[str], clips: Iterable[Clip]) -> Scaler:
+        """The transform for these clips; only kind 'paper' looks at (and consumes) `clips`."""
+        if self.kind == "paper":
+            offset, scale = minmax_statistics(clips, features)
+            return Scaler(offset.astype(np.float32), scale.astype(np.float32))
+        if self.kind == "none":
+            return Scaler.identity(len(features))
+        return Scaler(np.asarray(self.offset, np.float32), np.asarray(self.scale, np.float32))
+
+    def fixed_on(self, clips: Sequence[Clip], features: Sequence[str]) -> "Normalization":
+        """This normalisation with statistics that no longer depend on the data scored: 'paper' is fitted on
+        `clips` (a training split), the other kinds are already fixed."""
+        return Normalization.fit("paper", clips, features) if self.kind == "paper" else self
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -163,33 +194,38 @@ def assign_splits(groups: Sequence[str], seed: int, fractions: Sequence[float] =
 
 
 def split_to_csv(assignment: dict[str, str]) -> str:
-    table = pd.DataFrame({"group": list(assignment), "split": list(assignment.values())}).sort_values("group")
-    return table.to_csv(index=False, lineterminator="\n")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["group", "split"])
+    writer.writerows((group, assignment[group]) for group in sorted(assignment))
+    return out.getvalue()
 
 
 def save_split(path: Path, assignment: dict[str, str]) -> str:
     """Write the split file atomically; return its content hash."""
     text = split_to_csv(assignment)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # torchrun ranks may write it at once
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, text)
     return sha256_text(text)
 
 
 def load_split(path: Path) -> tuple[dict[str, str], str]:
     """A split file as group -> split, and its content hash."""
-    text = Path(path).read_text()
-    try:
-        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as err:
-        raise DataError(path, f"not a split file: {err}") from None
-    if list(table.columns) != ["group", "split"]:
-        raise DataError(path, "not a split file (expected columns group,split)")
-    bad = table[~table["split"].isin(SPLITS)]
-    if len(bad):
-        raise DataError(path, f"line {bad.index[0] + 2}: unknown split {bad['split'].iloc[0]!r}")
-    return dict(zip(table["group"], table["split"])), sha256_text(text)
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such split file")
+    if read_header(path) != ["group", "split"]:
+        raise DataError(path, "not a split file (expected the columns group,split)")
+    table = read_columns(path, ["group", "split"], {"group": pa.string(), "split": pa.string()})
+    if table.num_rows == 0:
+        raise DataError(path, "an empty split file (no groups); delete it to make a new split")
+    groups, names = table.column("group").to_pylist(), table.column("split").to_pylist()
+    for line, name in enumerate(names, start=2):
+        if name not in SPLITS:
+            raise DataError(path, f"line {line}: unknown split {name!r} (expected one of {', '.join(SPLITS)})")
+    assignment = dict(zip(groups, names))
+    if len(assignment) != len(groups):
+        raise DataError(path, "names a group twice")
+    return assignment, sha256_text(path.read_text(encoding="utf-8", errors="replace"))
 
 
 def default_split_path(data: str | Path) -> Path:
@@ -210,13 +246,24 @@ def split_clips(clips: Sequence[Clip], assignment: dict[str, str], source: str |
     return out
 
 
-def prepare_split(clips: Sequence[Clip], split_path: Path, seed: int) -> tuple[dict[str, str], str, bool]:
-    """Load the split file, or create it from the clips' groups; returns (assignment, hash, created)."""
+@dataclass(frozen=True)
+class SplitRecord:
+    """A group split as a checkpoint records it: the file it was read from or written to, its SHA-256, and the
+    assignment itself. The path is provenance only: nothing is ever read from or written to it on the
+    checkpoint's say-so."""
+
+    path: str
+    sha256: str
+    assignment: dict[str, str]
+
+
+def prepare_split(clips: Sequence[Clip], split_path: Path, seed: int) -> tuple[SplitRecord, bool]:
+    """Load the split file, or create it from the clips' groups; returns the split and whether it was created."""
     if split_path.exists():
         assignment, digest = load_split(split_path)
-        return assignment, digest, False
+        return SplitRecord(str(split_path), digest, assignment), False
     assignment = assign_splits([c.group for c in clips], seed)
-    return assignment, save_split(split_path, assignment), True
+    return SplitRecord(str(split_path), save_split(split_path, assignment), assignment), True
 
 
 @dataclass
@@ -226,20 +273,19 @@ class HeldOut:
     source: str  # where the split came from, for the report
 
 
-def held_out_clips(clips: list[Clip], recorded: dict | None, split_path: Path | None, whole: bool,
+def held_out_clips(clips: list[Clip], recorded: SplitRecord | None, split_path: Path | None, whole: bool,
                    data: str | Path) -> HeldOut:
     """The test clips (and training clips, for baselines): every clip with `whole`; else the test split of
     `split_path`, else of the split recorded in a checkpoint, else of the split file beside the data."""
     if whole:
         return HeldOut([], clips, f"all {len(clips)} clips of the data (--whole)")
+    if split_path is None and recorded is None and default_split_path(data).exists():
+        split_path = default_split_path(data)
     if split_path is not None:
         assignment, digest = load_split(split_path)
         source = f"split file {split_path} (sha256 {digest[:12]})"
     elif recorded is not None:
-        assignment, source = recorded["assignment"], f"the split recorded in the checkpoint ({recorded['path']})"
-    elif default_split_path(data).exists():
-        assignment, digest = load_split(default_split_path(data))
-        source = f"split file {default_split_path(data)} (sha256 {digest[:12]})"
+        assignment, source = recorded.assignment, f"the split recorded in the checkpoint ({recorded.path})"
     else:
         raise DataError(data, "no split to evaluate on: pass --split FILE, or --whole to use every clip")
     parts = split_clips(clips, assignment, split_path or data)

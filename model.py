@@ -11,51 +11,83 @@ Two networks share their building blocks:
 """
 from __future__ import annotations
 
+import hashlib
 import math
-import os
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from openface import FEATURE_SETS, TRAITS, DataError, feature_set_name
+from cli import option
+from dataset import SPLITS, Normalization, Scaler, SplitRecord
+from errors import DataError
+from openface import FEATURE_COLUMNS, FEATURE_SETS, TRAITS, Clip, feature_set_name
+from tables import atomic_output
 
-__version__ = "1.0.0"
-CHECKPOINT_FORMAT = "openface-bigfive/1"
+__version__ = "2.0.0"
+CHECKPOINT_FORMAT = "openface-bigfive/2"
+CHECKPOINT_FORMAT_V1 = "openface-bigfive/1"  # metadata in an untyped dict; still loads
 KINDS = ("hybrid", "conv", "attention", "paper")
 PAPER_FRAMES = 700  # the original pads every clip to exactly this many frames
 PAPER_WINDOW = 699  # longer clips are cut into windows of at most this many frames and averaged
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "hybrid"  # hybrid | conv | attention | paper
+    """A network's kind and sizes; attn_regression.py gets a flag for every field with an option()."""
+
+    kind: str = option("hybrid", "network: hybrid, the conv or attention branch alone, or the paper's published one",
+                       choices=KINDS, flag="--model")
     n_features: int = 22
     n_traits: int = 5
-    embed_dim: int = 512  # per-frame embedding and time encoding width
-    lstm_hidden: int = 256
-    attn_dim: int = 700  # d_a of the structured self-attention (paper: 700)
-    attn_hops: int = 256  # r, attention hops (paper: 256)
-    conv_channels: tuple[int, ...] = (128, 256, 256, 256)
-    conv_kernels: tuple[int, ...] = (8, 5, 3, 3)
-    se_reduction: int = 16
-    head_hidden: tuple[int, ...] = (256, 128)
-    dropout: float = 0.2
+    embed_dim: int = option(512, "per-frame embedding and time-encoding width", minimum=1)
+    lstm_hidden: int = option(256, "LSTM width of the attention branch", minimum=1)
+    attn_dim: int = option(700, "d_a of the structured self-attention", minimum=1)
+    attn_hops: int = option(256, "r, attention hops", minimum=1)
+    conv_channels: tuple[int, ...] = option((128, 256, 256, 256), "output channels of the conv layers",
+                                            minimum=1, metavar="C")
+    conv_kernels: tuple[int, ...] = option((8, 5, 3, 3), "kernel widths of the conv layers", minimum=1, metavar="K")
+    se_reduction: int = option(16, "squeeze-excite reduction (each conv width must be at least this)", minimum=1)
+    head_hidden: tuple[int, ...] = option((256, 128), "widths of the head's hidden layers", minimum=1, metavar="W")
+    dropout: float = option(0.2, "dropout probability", minimum=0.0)
     frame_time_scale: float = 100 / 30  # tau_t = t * scale in the time encoding (the paper's value)
 
     def __post_init__(self) -> None:
+        for name in ("conv_channels", "conv_kernels", "head_hidden"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if self.kind not in KINDS:
-            raise ValueError(f"unknown model kind {self.kind!r}; choose one of {', '.join(KINDS)}")
-        self.conv_channels = tuple(self.conv_channels)
-        self.conv_kernels = tuple(self.conv_kernels)
-        self.head_hidden = tuple(self.head_hidden)
+            raise DataError(None, f"unknown model kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if len(self.conv_channels) != len(self.conv_kernels) or not self.conv_channels:
+            raise DataError(None, f"{len(self.conv_channels)} conv widths but {len(self.conv_kernels)} kernel widths; "
+                                  "give one of each per conv layer")
+        if min(self.conv_channels) < self.se_reduction:
+            raise DataError(None, f"conv width {min(self.conv_channels)} is below the squeeze-excite reduction "
+                                  f"{self.se_reduction}; use wider layers or a smaller --se-reduction")
+        if not 0 <= self.dropout < 1:
+            raise DataError(None, f"dropout must be in [0, 1), got {self.dropout}")
+        if self.kind == "paper":
+            differs = [name for name, value in PAPER_SIZES.items() if getattr(self, name) != value]
+            if differs:
+                raise DataError(None, f"the paper's network has fixed sizes; drop the flags for {', '.join(differs)}")
 
 
-def paper_config(n_features: int) -> ModelConfig:
-    return ModelConfig(kind="paper", n_features=n_features)
+PAPER_SIZES: dict[str, object] = {  # the published network (PAPER.md section 5)
+    "embed_dim": 512, "lstm_hidden": 256, "attn_dim": 700, "attn_hops": 256, "conv_channels": (128, 256, 256, 256),
+    "conv_kernels": (8, 5, 3, 3), "se_reduction": 16, "head_hidden": (256, 128), "frame_time_scale": 100 / 30}
+
+
+def paper_config(n_features: int, dropout: float = 0.2) -> ModelConfig:
+    return ModelConfig(kind="paper", n_features=n_features, dropout=dropout, **PAPER_SIZES)
+
+
+PRESETS: dict[str, ModelConfig] = {  # attn_regression.py --preset: sizes to start from
+    "default": ModelConfig(),
+    "paper": ModelConfig(**PAPER_SIZES),
+}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -291,6 +323,9 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 # ----------------------------------------------------------------------------------------------------------
 # Checkpoints
 
+PAPER_FEATURE_SETS: dict[int, str] = {17: "au", 22: "all"}  # au_180.pt and 3iternorm_180.pt, by input width
+TORCH_FILE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x04", b"\x80\x05")  # zip archive, or legacy pickle
+
 
 class CheckpointError(DataError):
     """A checkpoint file that cannot be used."""
@@ -298,18 +333,36 @@ class CheckpointError(DataError):
 
 @dataclass
 class Checkpoint:
+    """A network with everything needed to use it and to say where it came from. Its fields are written and read
+    only by save_checkpoint/load_checkpoint; `source` is 'ours' or 'paper' (a published raw state_dict)."""
+
     model: nn.Module
     config: ModelConfig
-    meta: dict  # features, traits, normalization, seed, split, data_fingerprint, code_version, metrics, ...
-    training_state: dict | None = field(default=None, repr=False)
-
-    @property
-    def features(self) -> list[str]:
-        return list(self.meta["features"])
+    features: tuple[str, ...]
+    traits: tuple[str, ...] = TRAITS
+    normalization: Normalization = Normalization("none")
+    source: str = "ours"
+    split: SplitRecord | None = None
+    seed: int | None = None
+    data_fingerprint: str | None = None
+    train_options: dict = field(default_factory=dict)  # the training run's options, as training.py records them
+    code_version: str = ""
+    retrained_from: str | None = None
+    metrics: dict = field(default_factory=dict)  # validation metrics of the saved epoch
+    retrain: dict | None = None  # held-out metrics before and after retraining
+    training_state: dict | None = field(default=None, repr=False)  # optimiser, scheduler and loop state
 
     @property
     def is_paper_release(self) -> bool:
-        return self.meta.get("source") == "paper"
+        return self.source == "paper"
+
+
+def input_scaler(ckpt: Checkpoint, clips: Iterable[Clip]) -> Scaler:
+    """The input transform of a checkpoint for the clips it is about to score: the one place every script gets it.
+
+    Our checkpoints and retrained paper weights use the statistics stored in them; the published raw weights
+    use the paper's min-max of the gaze/pose columns over `clips` (only then is `clips` read)."""
+    return ckpt.normalization.scaler(ckpt.features, clips)
 
 
 def code_version() -> str:
@@ -322,42 +375,57 @@ def code_version() -> str:
     return f"{__version__}+{commit}" if commit else __version__
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, meta: dict, training_state: dict | None = None) -> None:
-    """Write weights + config + metadata to one file, atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cfg = asdict(model.cfg)
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "meta": {"code_version": code_version(), **meta},
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
+    """Write weights, config and every field to one file, atomically."""
+    fields = {
+        "features": list(ckpt.features), "traits": list(ckpt.traits), "normalization": asdict(ckpt.normalization),
+        "source": ckpt.source, "split": asdict(ckpt.split) if ckpt.split is not None else None, "seed": ckpt.seed,
+        "data_fingerprint": ckpt.data_fingerprint, "train_options": ckpt.train_options,
+        "code_version": ckpt.code_version or code_version(), "retrained_from": ckpt.retrained_from,
+        "metrics": ckpt.metrics, "retrain": ckpt.retrain,
     }
-    if training_state is not None:
-        payload["training_state"] = training_state
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    payload = {"format": CHECKPOINT_FORMAT, "config": config_record(ckpt.config),
+               "state_dict": {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()}, "fields": fields}
+    if ckpt.training_state is not None:
+        payload["training_state"] = ckpt.training_state
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def config_record(cfg: ModelConfig) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Our checkpoints or the paper's raw state_dicts, loaded without executing code; model in eval mode."""
+    """Our checkpoints (this format or the first) or the paper's raw state_dicts, loaded without executing
+    code (weights_only=True); model in eval mode. Anything inconsistent is refused with one line."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "no such checkpoint file")
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if not start.startswith(TORCH_FILE_MAGIC):
+        raise CheckpointError(path, "not a PyTorch checkpoint file (another kind of file, or empty)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
-        text = str(err)
-        if "Weights only load failed" in text:
+        if "Weights only load failed" in str(err):
             raise CheckpointError(path, "refused: the file holds Python objects, not just weights "
                                         "(checkpoints are loaded with weights_only=True)") from None
-        raise CheckpointError(path, "not a readable PyTorch checkpoint (truncated or another kind of file)") from None
+        raise CheckpointError(path, "not a readable PyTorch checkpoint (truncated or damaged)") from None
     if not isinstance(payload, dict):
         raise CheckpointError(path, f"not a checkpoint: it holds a {type(payload).__name__}")
-    if payload.get("format") == CHECKPOINT_FORMAT:
+    if payload.get("format") in (CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_V1):
         ckpt = _load_ours(path, payload)
-    elif all(isinstance(v, torch.Tensor) for v in payload.values()):
+    elif payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
         ckpt = _load_paper(path, payload)
     else:
         raise CheckpointError(path, "not a known checkpoint: neither this project's format nor a raw state_dict")
@@ -368,28 +436,96 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
 def _load_ours(path: Path, payload: dict) -> Checkpoint:
     try:
         cfg = ModelConfig(**payload["config"])
-    except (TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(path, f"bad model config: {err}") from None
-    model = build_model(cfg)
+    try:
+        fields = payload["fields"] if payload["format"] == CHECKPOINT_FORMAT else _fields_from_v1(payload["meta"])
+        model = build_model(cfg)
+        ckpt = Checkpoint(
+            model=model, config=cfg, features=tuple(_strings(fields["features"])),
+            traits=tuple(_strings(fields.get("traits", list(TRAITS)))),
+            normalization=_normalization(fields["normalization"]), source=str(fields.get("source", "ours")),
+            split=_split_record(fields.get("split")), seed=_optional(fields.get("seed"), int),
+            data_fingerprint=_optional(fields.get("data_fingerprint"), str),
+            train_options=dict(fields.get("train_options") or {}), code_version=str(fields.get("code_version", "")),
+            retrained_from=_optional(fields.get("retrained_from"), str), metrics=dict(fields.get("metrics") or {}),
+            retrain=fields.get("retrain"), training_state=payload.get("training_state"))
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(path, f"bad checkpoint field: {type(err).__name__} {err}") from None
+    _check_consistent(path, ckpt)
     _load_state(path, model, payload["state_dict"])
-    return Checkpoint(model, cfg, dict(payload["meta"]), payload.get("training_state"))
+    return ckpt
+
+
+def _fields_from_v1(meta: dict) -> dict:
+    """The fields of a first-format checkpoint, whose metadata was an untyped dict."""
+    fields = dict(meta)
+    fields["source"] = "ours"
+    return fields
+
+
+def _strings(values) -> list[str]:
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise TypeError(f"expected a list of names, found {values!r:.80}")
+    return list(values)
+
+
+def _optional(value, kind):
+    return None if value is None else kind(value)
+
+
+def _normalization(record: dict) -> Normalization:
+    kind = record.get("kind")
+    if kind == "standard" and "mean" in record:  # the first format's spelling
+        return Normalization("standard", tuple(map(float, record["mean"])), tuple(map(float, record["std"])))
+    if kind not in Normalization.KINDS:
+        raise ValueError(f"unknown normalization kind {kind!r}")
+    return Normalization(kind, tuple(map(float, record.get("offset", ()))), tuple(map(float, record.get("scale", ()))))
+
+
+def _split_record(record: dict | None) -> SplitRecord | None:
+    if record is None:
+        return None
+    assignment = record["assignment"]
+    if not isinstance(assignment, dict) or not all(isinstance(k, str) and v in SPLITS for k, v in assignment.items()):
+        raise ValueError("the split assignment must map source videos to train, val or test")
+    return SplitRecord(str(record["path"]), str(record["sha256"]), dict(assignment))
+
+
+def _check_consistent(path: Path, ckpt: Checkpoint) -> None:
+    """Refuse a checkpoint whose fields disagree with its network or with the feature schema."""
+    n = ckpt.config.n_features
+    if len(ckpt.features) != n:
+        raise CheckpointError(path, f"lists {len(ckpt.features)} features for a network with {n} inputs")
+    unknown = [f for f in ckpt.features if f not in FEATURE_COLUMNS]
+    if unknown or len(set(ckpt.features)) != n:
+        raise CheckpointError(path, f"feature list is not a set of OpenFace feature columns "
+                                    f"({', '.join(unknown) or 'a name repeats'})")
+    if tuple(ckpt.traits) != TRAITS or ckpt.config.n_traits != len(TRAITS):
+        raise CheckpointError(path, f"traits {list(ckpt.traits)} with {ckpt.config.n_traits} outputs are not the "
+                                    f"five traits {', '.join(TRAITS)}")
+    norm = ckpt.normalization
+    if norm.kind in ("standard", "minmax"):
+        if len(norm.offset) != n or len(norm.scale) != n:
+            raise CheckpointError(path, f"normalisation has {len(norm.offset)} offsets and {len(norm.scale)} scales "
+                                        f"for {n} features")
+        if not all(math.isfinite(v) for v in norm.offset + norm.scale) or min(norm.scale) <= 0:
+            raise CheckpointError(path, "normalisation holds non-finite values or a scale that is not positive")
 
 
 def _load_paper(path: Path, state: dict) -> Checkpoint:
     if "conv1d_y1.weight" not in state:
         raise CheckpointError(path, "not a known checkpoint: a state_dict without conv1d_y1.weight "
                                     f"(keys start {', '.join(list(state)[:4])})")
-    n_features = int(state["conv1d_y1.weight"].shape[1])
+    n_features = int(state["conv1d_y1.weight"].shape[1]) if state["conv1d_y1.weight"].dim() == 3 else -1
+    if n_features not in PAPER_FEATURE_SETS:
+        raise CheckpointError(path, f"{n_features} input features: the published networks have "
+                                    f"{' or '.join(map(str, PAPER_FEATURE_SETS))}")
     cfg = paper_config(n_features)
     model = build_model(cfg)
     _load_state(path, model, state)
-    feature_set = next((name for name, cols in FEATURE_SETS.items() if len(cols) == n_features), None)
-    if feature_set is None:
-        raise CheckpointError(path, f"{n_features} input features match no feature set "
-                                    f"({', '.join(f'{k}: {len(v)}' for k, v in FEATURE_SETS.items())})")
-    meta = {"source": "paper", "features": list(FEATURE_SETS[feature_set]), "traits": list(TRAITS),
-            "normalization": {"kind": "paper"}}
-    return Checkpoint(model, cfg, meta)
+    return Checkpoint(model, cfg, features=FEATURE_SETS[PAPER_FEATURE_SETS[n_features]],
+                      normalization=Normalization("paper"), source="paper")
 
 
 def _load_state(path: Path, model: nn.Module, state: dict) -> None:
@@ -404,15 +540,18 @@ def _load_state(path: Path, model: nn.Module, state: dict) -> None:
             parts.append(f"unknown keys {', '.join(unknown[:5])}" + (" ..." if len(unknown) > 5 else ""))
         raise CheckpointError(path, "; ".join(parts))
     for key, value in expected.items():
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise CheckpointError(path, f"shapes match no known network: {key} is {tuple(state[key].shape)}, "
-                                        f"expected {tuple(value.shape)}")
+        if not isinstance(state[key], torch.Tensor) or tuple(state[key].shape) != tuple(value.shape):
+            found = tuple(state[key].shape) if isinstance(state[key], torch.Tensor) else type(state[key]).__name__
+            raise CheckpointError(path, f"shapes match no known network: {key} is {found}, expected "
+                                        f"{tuple(value.shape)}")
+        if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
+            raise CheckpointError(path, f"{key} holds NaN or infinite weights")
     model.load_state_dict(state, strict=True)
 
 
-def check_features(ckpt: Checkpoint, features: list[str], source: str | Path) -> None:
+def check_features(ckpt: Checkpoint, features: Sequence[str], source: str | Path) -> None:
     """Refuse data whose feature columns differ from the model's, naming the columns."""
-    expected = ckpt.features
+    expected = list(ckpt.features)
     if list(features) == expected:
         return
     lacking = [c for c in expected if c not in features]

@@ -1,15 +1,20 @@
 """OpenFace 2.x inputs: the feature/trait schema, the readers for the three input layouts, and frame hygiene.
 
 Layouts (see README "Data layouts"):
-  A. the paper's combined frame table: one row per frame, `ID`, `File`, features, optional trait columns;
+  A. a combined frame table (CSV or Parquet): one row per frame, a clip column (`ID`, or `clip_id` as
+     attn_deploy.py writes it), optional `File`, features, optional trait columns;
   B. raw OpenFace `FeatureExtraction` CSVs, one clip per file (folders are searched recursively);
   C. labels: a CSV with a clip key column and trait columns, or a ChaLearn annotation pickle.
 
-Every column is selected by its exact name. Readers yield `Clip`s whose `status` says whether they are usable;
-nothing is dropped without being counted in `ReadSummary`.
+Every column is selected by its exact name. A clip is one file of layout B, or one run of rows sharing a clip
+id in layout A (`clip_runs`, the only place that says so). Readers yield `Clip`s whose `status` says whether
+they are usable; nothing is dropped without being counted in `ReadSummary`.
 """
 from __future__ import annotations
 
+import enum
+import math
+import os
 import pickle
 import re
 from collections import Counter
@@ -19,6 +24,13 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cli import option
+from errors import DataError
+from tables import (CellError, check_unique_columns, column_array, first_line, is_parquet, iter_column_batches,
+                    read_columns, read_header)
 
 # ----------------------------------------------------------------------------------------------------------
 # Schema: the one place that names features, feature sets and traits.
@@ -38,6 +50,10 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "gaze_head": GAZE_COLUMNS + HEAD_COLUMNS,
     "all": FEATURE_COLUMNS,
 }
+# Physically possible values: OpenFace clamps AU intensities to 0..5; gaze and head angles are radians.
+RANGE_TOLERANCE = 0.01
+FEATURE_RANGES: dict[str, tuple[float, float]] = {
+    **{c: (0.0, 5.0) for c in AU_COLUMNS}, **{c: (-math.pi, math.pi) for c in GAZE_COLUMNS + HEAD_COLUMNS}}
 TRAITS: tuple[str, ...] = ("extroversion", "neuroticism", "agreeableness", "conscientiousness", "openness")
 TRAIT_ALIASES: dict[str, str] = {"extraversion": "extroversion"}
 TRAIT_LETTERS: dict[str, str] = {"extroversion": "E", "neuroticism": "N", "agreeableness": "A",
@@ -55,34 +71,29 @@ FACS_NAMES: dict[str, str] = {
 SHORT_NAMES: dict[str, str] = {"gaze_angle_x": "GazeX", "gaze_angle_y": "GazeY", "pose_Rx": "HeadX",
                                "pose_Ry": "HeadY", "pose_Rz": "HeadZ"}
 
+OPENFACE_META_COLUMNS: tuple[str, ...] = ("frame", "face_id", "timestamp", "confidence", "success")
+CLIP_COLUMNS: tuple[str, ...] = ("ID", "clip_id")  # the clip column of a combined table, in order of preference
+LABEL_KEY_COLUMNS: tuple[str, ...] = ("File", "clip_id", "video_name", "ID")
+TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".parquet")
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".csv", ".parquet")
+FIRST_IMPRESSIONS_NAME = re.compile(r"^(?P<video>.+)\.\d{3}$")
+
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How OpenFace frames become clips; the same options for every script (their flags come from here)."""
+
+    face_id: int = option(0, "face to use in multi-face OpenFace files", minimum=0)
+    min_confidence: float = option(0.75, "drop frames with lower OpenFace confidence", minimum=0.0)
+    min_frames: int = option(41, "skip clips with fewer usable frames", minimum=1)
+
 
 def display_name(column: str) -> str:
     """A readable feature name: 'Lip Corner Puller (AU12)', 'GazeX', 'HeadY'."""
     if column in FACS_NAMES:
         return f"{FACS_NAMES[column]} ({column[:4]})"
     return SHORT_NAMES.get(column, column)
-
-OPENFACE_META_COLUMNS: tuple[str, ...] = ("frame", "face_id", "timestamp", "confidence", "success")
-LABEL_KEY_COLUMNS: tuple[str, ...] = ("File", "clip_id", "video_name", "ID")
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".csv", ".parquet")
-FIRST_IMPRESSIONS_NAME = re.compile(r"^(?P<video>.+)\.\d{3}$")
-
-DEFAULT_MIN_CONFIDENCE = 0.75
-DEFAULT_MIN_FRAMES = 41
-
-STATUS_OK = "ok"
-STATUS_TOO_SHORT = "too_short"
-STATUS_NO_FACE = "no_face"
-STATUS_UNREADABLE = "unreadable"
-
-
-class DataError(ValueError):
-    """A problem with the user's input. `str()` is one line naming the file."""
-
-    def __init__(self, path: str | Path | None, reason: str):
-        self.path = None if path is None else str(path)
-        self.reason = reason
-        super().__init__(reason if path is None else f"{path}: {reason}")
 
 
 def feature_columns(feature_set: str) -> tuple[str, ...]:
@@ -100,6 +111,12 @@ def feature_set_name(columns: Sequence[str]) -> str | None:
     return None
 
 
+def features_present(header: Iterable[str]) -> list[str]:
+    """The feature columns a file holds, in canonical order."""
+    present = set(header)
+    return [c for c in FEATURE_COLUMNS if c in present]
+
+
 def servable_feature_sets(columns: Iterable[str]) -> list[str]:
     """The feature sets whose every column is among `columns`."""
     present = set(columns)
@@ -115,6 +132,16 @@ def missing_columns_reason(missing: Sequence[str], present: Iterable[str]) -> st
 
 def canonical_trait(name: str) -> str:
     return TRAIT_ALIASES.get(name, name)
+
+
+def trait_columns_in(header: Iterable[str]) -> dict[str, str]:
+    """Map of canonical trait name -> column name for the trait columns present."""
+    found = {}
+    for col in header:
+        trait = canonical_trait(col)
+        if trait in TRAITS:
+            found[trait] = col
+    return found
 
 
 def clip_key(name: str) -> str:
@@ -136,20 +163,33 @@ def source_group(key: str) -> str:
 # Clips
 
 
+class Status(str, enum.Enum):
+    """Whether a clip can be scored; the reason, when there is one, is kept beside it in `Clip.reason`."""
+
+    OK = "ok"
+    TOO_SHORT = "too_short"
+    NO_FACE = "no_face"
+    UNREADABLE = "unreadable"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class Clip:
     """One clip: its usable frames (T, F) float32 and, when known, its label (5,) in TRAITS order."""
 
     clip_id: str
-    file: str
+    file: str  # as written in outputs: the File value, or the path relative to the input folder given
     group: str
     frames: np.ndarray  # (T, F) float32
     label: np.ndarray | None = None  # (5,) float32
-    status: str = STATUS_OK
+    status: Status = Status.OK
+    reason: str = ""
     drops: Counter = field(default_factory=Counter)  # reason -> frames removed by hygiene
     augmentation: str = "original"
     source_id: str | None = None
-    rows: pd.DataFrame | None = None  # the input rows of this clip, only when asked for
+    rows: pa.Table | None = None  # the input rows of this clip, only when asked for
 
     @property
     def key(self) -> str:
@@ -166,6 +206,12 @@ class Clip:
         return int(self.frames.shape[0])
 
 
+def unreadable_clip(clip_id: str, file: str, n_features: int, reason: str, rows: pa.Table | None = None) -> Clip:
+    """The record of a clip that could not be read: no frames, status unreadable, the reason kept."""
+    return Clip(clip_id=clip_id, file=file, group=source_group(clip_key(file) if file else clip_id),
+                frames=np.zeros((0, n_features), np.float32), status=Status.UNREADABLE, reason=reason, rows=rows)
+
+
 @dataclass
 class ReadSummary:
     """Counts of everything a read kept or dropped, for the one-screen report."""
@@ -177,278 +223,498 @@ class ReadSummary:
     examples: dict = field(default_factory=dict)  # status -> first few clip ids
 
     def add(self, clip: Clip) -> None:
-        status = clip.status.split(":")[0]
-        self.clips[status] += 1
-        self.examples.setdefault(status, [])
-        if len(self.examples[status]) < 3:
-            self.examples[status].append(clip.clip_id)
-        if clip.status == STATUS_OK:
+        self.clips[clip.status] += 1
+        shown = self.examples.setdefault(clip.status, [])
+        if len(shown) < 3:
+            shown.append(clip.clip_id)
+        if clip.status is Status.OK:
             self.frames_kept += clip.n_frames
         self.frames_dropped.update(clip.drops)
 
     def render(self) -> str:
         total = sum(self.clips.values())
-        lines = [f"read {total} clips from {self.files} file(s): {self.clips.get(STATUS_OK, 0)} usable, "
+        lines = [f"read {total} clips from {self.files} file(s): {self.clips.get(Status.OK, 0)} usable, "
                  f"{self.frames_kept} frames kept"]
-        for status, n in sorted(self.clips.items()):
-            if status != STATUS_OK:
+        for status, n in sorted(self.clips.items(), key=lambda item: item[0].value):
+            if status is not Status.OK:
                 lines.append(f"  skipped {n} clip(s) [{status}], e.g. {', '.join(self.examples[status])}")
         for reason, n in sorted(self.frames_dropped.items()):
             lines.append(f"  dropped {n} frame(s): {reason}")
         return "\n".join(lines)
 
 
-def frame_hygiene(frame_table: pd.DataFrame, min_confidence: float) -> tuple[np.ndarray, Counter]:
-    """Mask of usable rows (face found, confidence high enough) and per-reason drop counts."""
-    keep = np.ones(len(frame_table), dtype=bool)
-    drops: Counter = Counter()
-    if "success" in frame_table:
-        failed = frame_table["success"].to_numpy() == 0
-        drops["no face found (success == 0)"] += int(failed.sum())
-        keep &= ~failed
-    if "confidence" in frame_table:
-        low = keep & (frame_table["confidence"].to_numpy() < min_confidence)
-        drops[f"confidence < {min_confidence:g}"] += int(low.sum())
-        keep &= ~low
-    return keep, +drops
+def clip_status(n_usable: int, n_rows: int, min_frames: int) -> Status:
+    if n_usable >= min_frames and n_usable > 0:
+        return Status.OK
+    return Status.NO_FACE if n_usable == 0 and n_rows > 0 else Status.TOO_SHORT
 
 
-def clip_status(n_usable: int, n_rows: int, min_frames: int) -> str:
-    if n_usable >= min_frames:
-        return STATUS_OK
-    return STATUS_NO_FACE if n_usable == 0 and n_rows > 0 else STATUS_TOO_SHORT
+# ----------------------------------------------------------------------------------------------------------
+# Input files
 
 
-def check_finite(path: Path | str, table: pd.DataFrame, columns: Sequence[str], line_of_row: np.ndarray) -> None:
-    """Raise naming the first row/column holding NaN or inf among `columns`."""
-    values = table[list(columns)].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise DataError(path, f"line {line_of_row[row]}, column {columns[col]}: value is {values[row, col]} "
-                              "(NaN or inf); fix or remove the frame")
+@dataclass(frozen=True)
+class InputFile:
+    path: Path
+    name: str  # relative to the folder given on the command line; the file name for a file given directly
 
 
-def coerce_numeric(path: Path | str, table: pd.DataFrame, columns: Sequence[str], line_of_row: np.ndarray) -> None:
-    """Convert `columns` to float in place; raise naming the first non-numeric cell."""
-    for col in columns:
-        if pd.api.types.is_numeric_dtype(table[col]):
+def input_files(inputs: Sequence[str | Path], exclude: Iterable[str | Path] = ()) -> list[InputFile]:
+    """CSV and Parquet files named directly or found recursively in folders, in a stable order.
+
+    Found in a folder, `exclude` (a run's own outputs) and everything inside `*.parts` folders are no inputs; a
+    file named directly always is. A file reached twice is listed once; two different files that would be
+    written under one name are refused."""
+    skip = {os.path.realpath(p) for p in exclude}
+    found: list[InputFile] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for folder, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.endswith(".parts"))
+                for name in sorted(files):
+                    file = Path(folder) / name
+                    if name.lower().endswith(TABLE_SUFFIXES) and not name.startswith(".") and \
+                            os.path.realpath(file) not in skip:
+                        found.append(InputFile(file, file.relative_to(path).as_posix()))
+        elif path.is_file():
+            found.append(InputFile(path, path.name))
+        else:
+            raise DataError(path, "no such file or folder")
+    unique, seen, names = [], set(), {}
+    for item in found:
+        real = os.path.realpath(item.path)
+        if real in seen:
             continue
-        converted = pd.to_numeric(table[col], errors="coerce")
-        bad = converted.isna().to_numpy() & table[col].notna().to_numpy()
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(path, f"line {line_of_row[row]}, column {col}: {table[col].iloc[row]!r} is not a number")
-        table[col] = converted
+        seen.add(real)
+        if item.name in names:
+            raise DataError(item.path, f"has the same name {item.name!r} as {names[item.name]}; outputs could not "
+                                       "tell them apart: label them in separate runs or rename one")
+        names[item.name] = item.path
+        unique.append(item)
+    return unique
+
+
+def is_frame_table(path: Path) -> bool:
+    """True for a combined frame table (a clip column `ID`/`clip_id`), False for a raw OpenFace CSV."""
+    return is_parquet(path) or any(c in CLIP_COLUMNS for c in read_header(path))
+
+
+def checked_header(path: Path) -> list[str]:
+    header = read_header(path)
+    if not header:
+        raise DataError(path, "empty file")
+    check_unique_columns(path, header)
+    return header
+
+
+def require_features(path: Path, header: Sequence[str], features: Sequence[str]) -> None:
+    missing = [c for c in features if c not in header]
+    if missing:
+        raise DataError(path, missing_columns_reason(missing, header))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Frame checks, vectorised over many rows
+
+
+@dataclass
+class FrameBlock:
+    """Rows of one input read into arrays: features (N, F) float32, the hygiene mask, each row's first bad cell."""
+
+    features: np.ndarray  # (N, F) float32
+    keep: np.ndarray  # (N,) bool: face found and confident enough
+    drop_reason: np.ndarray  # (N,) int8: 0 kept, 1 no face, 2 low confidence
+    bad: np.ndarray  # (N,) int: -1, or the index into `columns` of the first impossible value on the row
+    columns: list[str]  # the columns `bad` indexes: features, then meta columns
+
+
+DROP_REASONS = ("", "no face found (success == 0)", "confidence < {:g}")
+
+
+def frame_block(table: pa.Table, features: Sequence[str], min_confidence: float) -> FrameBlock:
+    """Features as float32, the hygiene of every row, and the first impossible value of each kept row.
+
+    Impossible: empty or NaN cells, values that overflow float32, values outside FEATURE_RANGES (with
+    RANGE_TOLERANCE); in `success` or `confidence`, empty cells or values outside 0..1."""
+    n = table.num_rows
+    values = column_array(table, features)  # (N, F) float64
+    with np.errstate(over="ignore", invalid="ignore"):
+        frames = values.astype(np.float32)  # (N, F)
+    low = np.array([FEATURE_RANGES[c][0] - RANGE_TOLERANCE for c in features])
+    high = np.array([FEATURE_RANGES[c][1] + RANGE_TOLERANCE for c in features])
+    with np.errstate(invalid="ignore"):
+        impossible = ~np.isfinite(frames) | (frames < low) | (frames > high)  # (N, F)
+    meta = [c for c in ("success", "confidence") if c in table.column_names]
+    meta_values = column_array(table, meta) if meta else np.zeros((n, 0))
+    with np.errstate(invalid="ignore"):
+        meta_bad = ~np.isfinite(meta_values) | (meta_values < 0) | (meta_values > 1)
+    reason = np.zeros(n, np.int8)
+    if "success" in meta:
+        reason[meta_values[:, meta.index("success")] == 0] = 1
+    if "confidence" in meta:
+        with np.errstate(invalid="ignore"):
+            reason[(reason == 0) & (meta_values[:, meta.index("confidence")] < min_confidence)] = 2
+    keep = reason == 0
+    cells = np.concatenate([impossible & keep[:, None], meta_bad], axis=1)
+    bad = np.where(cells.any(axis=1), cells.argmax(axis=1), -1)
+    return FrameBlock(frames, keep, reason, bad, list(features) + meta)
+
+
+def impossible_value_reason(block: FrameBlock, row: int, where: str) -> str:
+    """Why the first impossible value of `row` cannot be used; `where` names the row ('line 12')."""
+    column = block.columns[block.bad[row]]
+    if column in FEATURE_RANGES:
+        value = float(block.features[row, block.columns.index(column)])
+        low, high = FEATURE_RANGES[column]
+        if not np.isfinite(value):
+            what = "is empty or NaN" if np.isnan(value) else "overflows 32-bit floats"
+            return f"{where}, column {column}: value {what}; fix or remove the frame"
+        return (f"{where}, column {column}: value {value:g} is outside the possible range {low:g}..{high:.4g}; "
+                "is this an OpenFace output?")
+    return f"{where}, column {column}: must be a number from 0 to 1"
+
+
+def drop_counts(reason: np.ndarray, min_confidence: float) -> Counter:
+    counts = np.bincount(reason, minlength=len(DROP_REASONS))
+    return Counter({DROP_REASONS[k].format(min_confidence): int(counts[k]) for k in (1, 2) if counts[k]})
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Layout B: raw OpenFace CSVs
 
 
-def read_header(path: Path) -> list[str]:
-    with open(path, "r", encoding="utf-8", errors="replace") as handle:
-        first = handle.readline()
-    return [name.strip() for name in first.strip().split(",")] if first.strip() else []
+OPENFACE_OUTPUT_COLUMNS: tuple[str, ...] = OPENFACE_META_COLUMNS + FEATURE_COLUMNS  # kept for --frames-output
 
 
-def spaced_csv(path: Path) -> bool:
-    """True when the CSV separates with ", " (OpenFace's Windows builds); parsing then skips the spaces,
-    which costs time, so files written with plain "," are read without that step."""
-    with open(path, "r", encoding="utf-8", errors="replace") as handle:
-        return ", " in handle.readline()
-
-
-def header_with(path: Path, features: Sequence[str]) -> list[str]:
-    """The header of a CSV that holds every feature column; raises naming the missing ones."""
-    header = read_header(path)
-    if not header:
-        raise DataError(path, "empty file")
-    missing = [c for c in features if c not in header]
-    if missing:
-        raise DataError(path, missing_columns_reason(missing, header))
-    return header
-
-
-def is_frame_table(path: Path) -> bool:
-    """True when a CSV is in the paper's combined layout (has an `ID` column) rather than raw OpenFace."""
-    return "ID" in read_header(path)
-
-
-def openface_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """All CSV files named directly or found recursively in folders, in a stable order."""
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".csv"))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise DataError(path, "no such file or folder")
-    return files
-
-
-def read_openface_csv(path: Path, features: Sequence[str], face_id: int | None = 0,
-                      min_confidence: float = DEFAULT_MIN_CONFIDENCE, min_frames: int = DEFAULT_MIN_FRAMES,
+def read_openface_csv(item: InputFile, features: Sequence[str], reading: ReadOptions = ReadOptions(),
                       keep_rows: bool = False) -> Clip:
     """One raw OpenFace CSV as one clip. Raises DataError for input that cannot be used."""
-    header = header_with(path, features)
-    wanted = [c for c in OPENFACE_META_COLUMNS if c in header] + [c for c in FEATURE_COLUMNS if c in header]
-    try:
-        table = pd.read_csv(path, usecols=wanted, skipinitialspace=spaced_csv(path), header=0, names=None,
-                            engine="c", low_memory=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(path, f"cannot parse CSV: {str(err).splitlines()[0]}") from None
-    table.columns = [c.strip() for c in table.columns]
-    if len(table) == 0:
+    path, face_id = item.path, reading.face_id
+    header = checked_header(path)
+    require_features(path, header, features)
+    wanted = [c for c in OPENFACE_OUTPUT_COLUMNS if c in header]
+    table = read_columns(path, wanted, {c: pa.float64() for c in wanted}, header)
+    if table.num_rows == 0:
         raise DataError(path, "no frames (header only)")
-    line_of_row = np.arange(len(table)) + 2
-    coerce_numeric(path, table, [c for c in wanted if c in table], line_of_row)
-    drops: Counter = Counter()
-    if face_id is not None and "face_id" in table:
-        this_face = table["face_id"].to_numpy() == face_id
+    lines = np.arange(table.num_rows) + 2
+    if face_id is not None and "face_id" in table.column_names:
+        faces = table.column("face_id").to_numpy(zero_copy_only=False)
+        this_face = faces == face_id
         if not this_face.any():
-            faces = sorted(set(int(v) for v in table["face_id"].unique()))
-            raise DataError(path, f"no rows with face_id {face_id} (faces present: {faces}); use --face-id")
-        table, line_of_row = table[this_face].reset_index(drop=True), line_of_row[this_face]
-    keep, drops = frame_hygiene(table, min_confidence)
-    check_finite(path, table[keep], list(features), line_of_row[keep])
-    frames = table.loc[keep, list(features)].to_numpy(dtype=np.float32)
-    key = clip_key(path.name)
-    return Clip(clip_id=key, file=str(path), group=source_group(key), frames=frames,
-                status=clip_status(len(frames), len(table), min_frames),
-                drops=drops, rows=table if keep_rows else None)
+            present = sorted({int(v) for v in faces if np.isfinite(v)})
+            raise DataError(path, f"no rows with face_id {face_id} (faces present: {present}); use --face-id")
+        table, lines = table.filter(pa.array(this_face)), lines[this_face]
+    block = frame_block(table, features, reading.min_confidence)
+    if (block.bad >= 0).any():
+        row = int(np.argmax(block.bad >= 0))
+        raise DataError(path, impossible_value_reason(block, row, f"line {lines[row]}"))
+    frames = block.features[block.keep]
+    key = clip_key(item.name)
+    return Clip(clip_id=key, file=item.name, group=source_group(key), frames=frames,
+                status=clip_status(len(frames), table.num_rows, reading.min_frames),
+                drops=drop_counts(block.drop_reason, reading.min_confidence), rows=table if keep_rows else None)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Layout A: the paper's combined frame table
+# Layout A: combined frame tables
 
 
-def trait_columns_in(header: Iterable[str]) -> dict[str, str]:
-    """Map of canonical trait name -> column name for the trait columns present."""
-    found = {}
-    for col in header:
-        trait = canonical_trait(col)
-        if trait in TRAITS:
-            found[trait] = col
+def clip_column(header: Sequence[str]) -> str:
+    return next(c for c in CLIP_COLUMNS if c in header)
+
+
+def clip_runs(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Start row and length of each clip: a clip is a run of consecutive rows with one clip id."""
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    n = len(ids)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    changes = pc.not_equal(ids.slice(1), ids.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, changes])
+    return starts, np.diff(np.r_[starts, n])
+
+
+def first_repeated_run(run_ids: Sequence[str], seen: set[str]) -> int | None:
+    """The index of the first run whose clip id already had a run (here or in `seen`), or None."""
+    if len(set(run_ids)) == len(run_ids) and seen.isdisjoint(run_ids):
+        return None
+    earlier = set(seen)
+    for k, value in enumerate(run_ids):
+        if value in earlier:
+            return k
+        earlier.add(value)
+    return None
+
+
+def first_in_each(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """For sorted row numbers `rows`, the first one in each [start, end) range, or -1 where there is none."""
+    at = np.searchsorted(rows, starts)
+    found = np.full(len(starts), -1, np.int64)
+    inside = at < len(rows)
+    found[inside] = rows[at[inside]]
+    found[found >= ends] = -1
     return found
 
 
-def iter_frame_table(path: Path, features: Sequence[str], min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                     min_frames: int = DEFAULT_MIN_FRAMES, keep_rows: bool = False,
-                     chunk_rows: int = 200_000) -> Iterator[Clip]:
-    """Clips of a combined frame table, streamed in chunks; the rows of one `ID` must be contiguous."""
-    header = header_with(path, features)
-    traits = trait_columns_in(header)
-    has_labels = len(traits) == len(TRAITS)
-    if traits and not has_labels:
+@dataclass
+class TablePlan:
+    """What to read from a combined table and how to type it."""
+
+    header: list[str]
+    id_column: str
+    features: list[str]
+    traits: dict[str, str]  # canonical trait -> column; empty when unlabelled or labels are not wanted
+    types: dict[str, pa.DataType]
+    columns: list[str]
+    numeric: list[str]
+    position: str  # how a row is named in messages: 'line' (CSV, counting the header) or 'row' (Parquet)
+    first: int  # the position of the first data row
+
+
+def plan_table(path: Path, features: Sequence[str], labels: bool, keep_rows: bool,
+               id_column: str | None = None) -> TablePlan:
+    header = checked_header(path)
+    require_features(path, header, features)
+    if id_column is not None and id_column not in header:
+        raise DataError(path, f"no column {id_column!r} to group frames into clips")
+    if id_column is None and not any(c in header for c in CLIP_COLUMNS):
+        raise DataError(path, f"no clip column ({' or '.join(CLIP_COLUMNS)}) to group frames into clips")
+    id_column = id_column or clip_column(header)
+    traits = trait_columns_in(header) if labels else {}
+    if traits and len(traits) != len(TRAITS):
         raise DataError(path, f"has trait columns {', '.join(traits.values())} but lacks "
                               f"{', '.join(t for t in TRAITS if t not in traits)}")
-    numeric = ["ID"] + [c for c in ("success", "confidence") if c in header] + list(features)
-    numeric += [traits[t] for t in TRAITS] if has_labels else []
-    usecols = None if keep_rows else list(dict.fromkeys(numeric + [c for c in ("File",) if c in header]))
-    seen: set = set()
-    pending: pd.DataFrame | None = None
-    first_line = 2
+    numeric = [c for c in ("success", "confidence") if c in header] + list(features) + list(traits.values())
+    text = [id_column] + [c for c in ("File", "source_id", "augmentation") if c in header]
+    types = {**{c: pa.float64() for c in numeric}, **{c: pa.string() for c in text}}
+    if keep_rows:  # every other column travels to --frames-output as it was written (trait columns are replaced)
+        for name in header:
+            if name not in types and canonical_trait(name) not in TRAITS:
+                types[name] = pa.string()
+    columns = [c for c in header if c in types]
+    parquet = is_parquet(path)
+    return TablePlan(header, id_column, list(features), traits, types, columns, numeric,
+                     "row" if parquet else "line", 1 if parquet else 2)
+
+
+class _Progress:
+    """How far a table has been turned into clips, so a second, lenient pass can continue where the first stopped."""
+
+    def __init__(self) -> None:
+        self.rows_done = 0
+        self.seen: set[str] = set()
+
+
+def iter_frame_table(path: Path, features: Sequence[str], reading: ReadOptions = ReadOptions(),
+                     keep_rows: bool = False, labels: bool = True, strict: bool = True,
+                     id_column: str | None = None) -> Iterator[Clip]:
+    """Clips of a combined frame table, streamed in blocks; the rows of one clip id must be contiguous.
+
+    strict: a clip with an impossible or non-numeric value or a bad label raises DataError; otherwise that clip
+    is yielded as unreadable and the others are read. Labels are read only with `labels`, so a bad trait column
+    cannot stop a run that does not use it. id_column: the clip column (default ID, else clip_id)."""
+    plan = plan_table(path, features, labels, keep_rows, id_column)
+    progress = _Progress()
     try:
-        reader = pd.read_csv(path, usecols=usecols, skipinitialspace=spaced_csv(path), chunksize=chunk_rows,
-                             low_memory=False)
-        for chunk in reader:
-            chunk.columns = [c.strip() for c in chunk.columns]
-            chunk["_line"] = np.arange(len(chunk)) + first_line
-            first_line += len(chunk)
-            coerce_numeric(path, chunk, numeric, chunk["_line"].to_numpy())
-            if pending is not None:
-                chunk = pd.concat([pending, chunk], ignore_index=True)
-            ids = chunk["ID"].to_numpy()
-            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-            last_start = starts[-1]
-            pending = chunk.iloc[last_start:]
-            for start, stop in zip(starts[:-1], starts[1:]):
-                yield _frame_table_clip(path, chunk.iloc[start:stop], features, traits if has_labels else None,
-                                        min_confidence, min_frames, keep_rows, seen)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataError(path, f"cannot parse CSV: {str(err).splitlines()[0]}") from None
-    if pending is None or len(pending) == 0:
+        yield from _stream_table(path, plan, reading, keep_rows, strict, progress, lenient=False)
+    except CellError:
+        if strict:
+            raise
+        yield from _stream_table(path, plan, reading, keep_rows, strict, progress, lenient=True)
+
+
+def _stream_table(path: Path, plan: TablePlan, reading: ReadOptions, keep_rows: bool, strict: bool,
+                  progress: _Progress, lenient: bool) -> Iterator[Clip]:
+    """Clips of the table from row `progress.rows_done` on. Lenient: numbers are parsed here, not by Arrow, so a
+    cell that is not a number marks its clip unreadable instead of stopping the read."""
+    types = {c: (pa.string() if lenient and c in plan.numeric else t) for c, t in plan.types.items()}
+    pending: pa.Table | None = None
+    row = 0
+    for batch in iter_column_batches(path, plan.columns, types, plan.header):
+        skip = min(batch.num_rows, max(0, progress.rows_done - row))
+        batch_rows = np.arange(row + skip, row + batch.num_rows, dtype=np.int64)
+        row += batch.num_rows
+        batch = batch.slice(skip)
+        text_errors: dict[int, str] = {}
+        if lenient:
+            batch, text_errors = _parse_numbers(batch, plan, batch_rows)
+        batch = batch.append_column("_row", pa.array(batch_rows))
+        if text_errors:
+            batch = batch.append_column("_text_error", pa.array([text_errors.get(int(r)) for r in batch_rows],
+                                                                pa.string()))
+        elif lenient:
+            batch = batch.append_column("_text_error", pa.nulls(batch.num_rows, pa.string()))
+        if pending is not None:
+            batch = pa.concat_tables([pending, batch])
+        if batch.num_rows == 0:
+            continue
+        starts, _ = clip_runs(batch.column(plan.id_column))
+        pending = batch.slice(int(starts[-1]))
+        yield from _table_clips(path, batch.slice(0, int(starts[-1])), plan, reading, keep_rows, strict, progress)
+    if pending is None or pending.num_rows == 0:
+        if progress.rows_done == 0:
+            raise DataError(path, "no frames (header only)")
+        return
+    yield from _table_clips(path, pending, plan, reading, keep_rows, strict, progress)
+
+
+def _parse_numbers(batch: pa.Table, plan: TablePlan, rows: np.ndarray) -> tuple[pa.Table, dict[int, str]]:
+    """Numeric columns read as text, converted here; returns the table and row -> 'not a number' reason."""
+    errors: dict[int, str] = {}
+    for name in plan.numeric:
+        j = batch.column_names.index(name)
+        text = np.asarray(batch.column(j).to_pylist(), dtype=object)
+        values = pd.to_numeric(pd.Series(text), errors="coerce").to_numpy(np.float64)
+        blank = pd.Series(text).fillna("").str.strip().str.lower().isin(["", "nan"]).to_numpy()
+        for k in np.flatnonzero(np.isnan(values) & ~blank):
+            row = int(rows[k])
+            errors.setdefault(row, f"{plan.position} {row + plan.first}, column {name}: {str(text[k]).strip()!r} is "
+                                   "not a number")
+        batch = batch.set_column(j, name, pa.array(values, pa.float64()))
+    return batch, errors
+
+
+def _table_clips(path: Path, table: pa.Table, plan: TablePlan, reading: ReadOptions, keep_rows: bool, strict: bool,
+                 progress: _Progress) -> Iterator[Clip]:
+    """The clips of complete runs in `table`: checked in bulk, then built one by one."""
+    if table.num_rows == 0:
+        return
+    ids = table.column(plan.id_column).combine_chunks()
+    starts, lengths = clip_runs(ids)
+    ends = starts + lengths
+    rows = table.column("_row").to_numpy()
+    where = [f"{plan.position} {r + plan.first}" for r in rows[starts]]  # only the first row of each clip
+    run_ids = pc.take(ids, pa.array(starts)).to_pylist()
+    repeated = first_repeated_run(run_ids, progress.seen)
+    if repeated is not None:
+        raise DataError(path, f"{where[repeated]}: rows of clip {plan.id_column} {run_ids[repeated]} are not "
+                              "contiguous; sort the table by clip")
+    block = frame_block(table, plan.features, reading.min_confidence)
+    first_bad = first_in_each(np.flatnonzero(block.bad >= 0), starts, ends)
+    text_errors = table.column("_text_error").to_pylist() if "_text_error" in table.column_names else None
+    first_text = first_in_each(np.flatnonzero([e is not None for e in text_errors]), starts, ends) \
+        if text_errors is not None else np.full(len(starts), -1)
+    labels = column_array(table, [plan.traits[t] for t in TRAITS]) if plan.traits else None
+    label_problem = _label_problems(labels, plan, run_ids, starts, lengths, rows) if labels is not None else {}
+    files = _first_values(table, "File", starts)
+    sources = _first_values(table, "source_id", starts)
+    kinds = _first_values(table, "augmentation", starts)
+    kept_before = np.r_[0, np.cumsum(block.keep)]
+    kept_frames = block.features[block.keep]  # (kept rows, F)
+    for k, (start, end) in enumerate(zip(starts, ends)):
+        clip_id, file = run_ids[k], files[k] if files is not None else ""
+        clip_rows = table.slice(start, end - start).drop_columns(
+            [c for c in ("_row", "_text_error") if c in table.column_names]) if keep_rows else None
+        reason = None
+        if first_text[k] >= 0:
+            reason = text_errors[first_text[k]]
+        elif first_bad[k] >= 0:
+            bad = int(first_bad[k])
+            reason = impossible_value_reason(block, bad, f"{plan.position} {rows[bad] + plan.first}")
+        elif k in label_problem:
+            reason = label_problem[k]
+        progress.rows_done = int(rows[end - 1]) + 1
+        progress.seen.add(clip_id)
+        if reason is not None:
+            if strict:
+                raise DataError(path, reason)
+            yield unreadable_clip(clip_id, file, len(plan.features), reason, clip_rows)
+            continue
+        frames = kept_frames[kept_before[start]: kept_before[end]]
+        label = labels[start].astype(np.float32) if labels is not None and np.isfinite(labels[start]).all() else None
+        key = clip_key(file) if file else clip_id
+        yield Clip(clip_id=clip_id, file=file, group=source_group(key), frames=frames, label=label,
+                   status=clip_status(len(frames), int(end - start), reading.min_frames),
+                   drops=drop_counts(block.drop_reason[start:end], reading.min_confidence),
+                   augmentation=kinds[k] if kinds is not None else "original",
+                   source_id=sources[k] if sources is not None else None, rows=clip_rows)
+
+
+def _first_values(table: pa.Table, column: str, starts: np.ndarray) -> list[str] | None:
+    if column not in table.column_names:
+        return None
+    return pc.take(table.column(column), pa.array(starts)).to_pylist()
+
+
+def _label_problems(values: np.ndarray, plan: TablePlan, run_ids: Sequence[str], starts: np.ndarray,
+                    lengths: np.ndarray, rows: np.ndarray) -> dict[int, str]:
+    """Clip index -> the first problem with its trait values (N, 5): outside [0, 1], partly empty, or not
+    constant within the clip. A clip whose trait cells are all empty is unlabelled, which is no problem here."""
+    columns = [plan.traits[t] for t in TRAITS]
+    empty = np.isnan(values)
+    with np.errstate(invalid="ignore"):
+        outside = ~empty & ((values < 0) | (values > 1) | ~np.isfinite(values))
+    first = np.repeat(values[starts], lengths, axis=0)  # (N, 5): each row's clip's first row
+    same = (values == first) | (empty & np.isnan(first))
+    partly_empty = empty.any(axis=1) & ~empty.all(axis=1)
+    owner = np.repeat(np.arange(len(starts)), lengths)
+    problems: dict[int, str] = {}
+    for row in np.flatnonzero(outside.any(axis=1) | ~same.all(axis=1) | partly_empty):
+        clip = int(owner[row])
+        if clip in problems:
+            continue
+        where = f"{plan.position} {rows[row] + plan.first}"
+        if outside[row].any():
+            col = int(np.argmax(outside[row]))
+            problems[clip] = f"{where}, column {columns[col]}: trait value {values[row, col]:g} is outside [0, 1]"
+        elif partly_empty[row]:
+            col = int(np.argmax(empty[row]))
+            problems[clip] = f"{where}, column {columns[col]}: trait value is empty while others are not"
+        else:
+            problems[clip] = (f"clip {plan.id_column} {run_ids[clip]} has two different labels ({plan.position}s "
+                              f"{rows[starts[clip]] + plan.first} and {rows[row] + plan.first}); a clip's trait "
+                              "values must be constant")
+    return problems
+
+
+def count_table_clips(path: Path) -> int:
+    """The number of clips in a combined table, reading only its clip column."""
+    header = checked_header(path)
+    id_column = clip_column(header)
+    total, previous = 0, None
+    for batch in iter_column_batches(path, [id_column], {id_column: pa.string()}, header):
+        ids = batch.column(id_column).combine_chunks()
+        if len(ids) == 0:
+            continue
+        starts, _ = clip_runs(ids)
+        total += len(starts) - (1 if ids[0].as_py() == previous else 0)
+        previous = ids[len(ids) - 1].as_py()
+    if total == 0:
         raise DataError(path, "no frames (header only)")
-    yield _frame_table_clip(path, pending, features, traits if has_labels else None, min_confidence,
-                            min_frames, keep_rows, seen)
-
-
-def _frame_table_clip(path: Path, rows: pd.DataFrame, features: Sequence[str], traits: dict[str, str] | None,
-                      min_confidence: float, min_frames: int, keep_rows: bool, seen: set) -> Clip:
-    raw_id = rows["ID"].iloc[0]
-    clip_id = str(int(raw_id)) if float(raw_id).is_integer() else str(raw_id)
-    lines = rows["_line"].to_numpy()
-    if clip_id in seen:
-        raise DataError(path, f"line {lines[0]}: rows of clip ID {clip_id} are not contiguous; sort the table by ID")
-    seen.add(clip_id)
-    label = None
-    if traits is not None:
-        values = rows[[traits[t] for t in TRAITS]].to_numpy(dtype=np.float64)
-        label = check_label_values(path, values, lines, [traits[t] for t in TRAITS])
-        differs = np.flatnonzero(np.any(values != values[0], axis=1))
-        if differs.size:
-            raise DataError(path, f"clip ID {clip_id} has two different labels (lines {lines[0]} and "
-                                  f"{lines[differs[0]]}); a clip's trait values must be constant")
-    keep, drops = frame_hygiene(rows, min_confidence)
-    check_finite(path, rows[keep], list(features), lines[keep])
-    frames = rows.loc[keep, list(features)].to_numpy(dtype=np.float32)
-    file = str(rows["File"].iloc[0]) if "File" in rows else ""
-    key = clip_key(file) if file else clip_id
-    source_id = None
-    if "source_id" in rows:
-        source_id = str(rows["source_id"].iloc[0])
-    return Clip(clip_id=clip_id, file=file, group=source_group(key), frames=frames, label=label,
-                status=clip_status(len(frames), len(rows), min_frames),
-                drops=drops, augmentation=str(rows["augmentation"].iloc[0]) if "augmentation" in rows else "original",
-                source_id=source_id, rows=rows.drop(columns="_line") if keep_rows else None)
-
-
-def check_label_values(path: Path | str, values: np.ndarray, lines: Sequence, columns: Sequence[str]) -> np.ndarray:
-    """Validate trait values (rows, 5) are finite and in [0, 1]; return the first row as float32."""
-    bad = ~np.isfinite(values) | (values < 0) | (values > 1)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise DataError(path, f"line {lines[row]}, column {columns[col]}: trait value {values[row, col]} "
-                              "is outside [0, 1]")
-    return values[0].astype(np.float32)
+    return total
 
 
 # ----------------------------------------------------------------------------------------------------------
 # All layouts
 
 
-def iter_clips(inputs: Sequence[str | Path], features: Sequence[str], *, face_id: int | None = 0,
-               min_confidence: float = DEFAULT_MIN_CONFIDENCE, min_frames: int = DEFAULT_MIN_FRAMES,
-               keep_rows: bool = False, strict: bool = True) -> Iterator[Clip]:
-    """Clips from combined tables and/or raw OpenFace CSVs (files or folders), in a stable order.
+def iter_clips(inputs: Sequence[InputFile], features: Sequence[str], reading: ReadOptions = ReadOptions(), *,
+               keep_rows: bool = False, strict: bool = True, labels: bool = True) -> Iterator[Clip]:
+    """Clips from combined tables and/or raw OpenFace CSVs, in input order.
 
-    strict: raise DataError on an unusable file; otherwise yield a clip with status 'unreadable: <reason>'.
-    """
-    for path in openface_files(inputs):
-        if is_frame_table(path):
-            yield from iter_frame_table(path, features, min_confidence, min_frames, keep_rows)
+    strict: raise DataError on an unusable file or clip; otherwise yield a clip with status unreadable."""
+    for item in inputs:
+        if is_frame_table(item.path):
+            yield from iter_frame_table(item.path, features, reading, keep_rows, labels, strict)
             continue
         try:
-            yield read_openface_csv(path, features, face_id, min_confidence, min_frames, keep_rows)
+            yield read_openface_csv(item, features, reading, keep_rows)
         except DataError as err:
             if strict:
                 raise
-            key = clip_key(path.name)
-            yield Clip(clip_id=key, file=str(path), group=source_group(key),
-                       frames=np.zeros((0, len(features)), np.float32), status=f"{STATUS_UNREADABLE}: {err.reason}")
+            yield unreadable_clip(clip_key(item.name), item.name, len(features), err.reason)
 
 
-def read_clips(inputs: Sequence[str | Path], features: Sequence[str], **options) -> tuple[list[Clip], ReadSummary]:
+def read_clips(inputs: Sequence[str | Path], features: Sequence[str], reading: ReadOptions = ReadOptions(),
+               **options) -> tuple[list[Clip], ReadSummary]:
     """All usable clips and the summary of what was read and skipped (strict about unreadable files)."""
-    files = openface_files(inputs)
+    files = input_files(inputs)
     summary = ReadSummary(files=len(files))
     clips = []
-    for clip in iter_clips(files, features, **options):
+    for clip in iter_clips(files, features, reading, **options):
         summary.add(clip)
-        if clip.status == STATUS_OK:
+        if clip.status is Status.OK:
             clips.append(clip)
     if not clips:
         raise DataError(", ".join(map(str, inputs)), "no usable clips\n" + summary.render())
@@ -488,20 +754,27 @@ def read_annotation_pickle(path: Path) -> pd.DataFrame:
     try:
         with open(path, "rb") as handle:
             data = _AnnotationUnpickler(handle, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as err:
-        raise DataError(path, f"unreadable annotation pickle: {err}") from None
+    except Exception as err:  # a hostile or broken pickle can raise nearly anything; none of it is code we run
+        raise DataError(path, f"unreadable annotation pickle: {first_line(err)}") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise DataError(path, "annotation pickle is not a dict of trait -> {clip -> score}")
     by_trait = {canonical_trait(str(k)): v for k, v in data.items()}
     missing = [t for t in TRAITS if t not in by_trait]
     if missing:
         raise DataError(path, f"annotation pickle lacks traits {', '.join(missing)}")
-    table = pd.DataFrame({t: pd.Series({str(k): float(v) for k, v in by_trait[t].items()}) for t in TRAITS})
-    return table
+    columns = {}
+    for trait in TRAITS:
+        scores = {}
+        for clip, value in by_trait[trait].items():
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+                raise DataError(path, f"trait {trait}, clip {clip!r}: score {value!r} is not a number")
+            scores[str(clip)] = float(value)
+        columns[trait] = pd.Series(scores, dtype=np.float64)
+    return pd.DataFrame(columns)
 
 
 def read_label_csv(path: Path) -> pd.DataFrame:
-    header = read_header(path)
+    header = checked_header(path)
     key_col = next((c for c in LABEL_KEY_COLUMNS if c in header), None)
     if key_col is None:
         raise DataError(path, f"no clip key column; name one of {', '.join(LABEL_KEY_COLUMNS)}")
@@ -509,13 +782,27 @@ def read_label_csv(path: Path) -> pd.DataFrame:
     missing = [t for t in TRAITS if t not in traits]
     if missing:
         raise DataError(path, f"missing trait columns {', '.join(missing)}")
-    table = pd.read_csv(path, usecols=[key_col] + list(traits.values()), skipinitialspace=spaced_csv(path),
-                        dtype={key_col: str})
-    lines = np.arange(len(table)) + 2
-    coerce_numeric(path, table, list(traits.values()), lines)
-    table = table.rename(columns={v: k for k, v in traits.items()})
-    per_frame = table.drop_duplicates()
-    return per_frame.set_index(per_frame[key_col].astype(str)).drop(columns=key_col)[list(TRAITS)]
+    types = {key_col: pa.string(), **{traits[t]: pa.float64() for t in TRAITS}}
+    table = read_columns(path, [key_col] + [traits[t] for t in TRAITS], types, header)
+    if table.num_rows == 0:
+        raise DataError(path, "no labels (header only)")
+    values = column_array(table, [traits[t] for t in TRAITS])
+    keys = table.column(key_col).to_pylist()
+    check_label_values(path, values, [f"line {i + 2}" for i in range(len(keys))], [traits[t] for t in TRAITS])
+    frame = pd.DataFrame(values, columns=list(TRAITS))
+    frame.insert(0, "key", keys)
+    return frame.drop_duplicates().set_index("key")  # a per-frame label file repeats each clip's row
+
+
+def check_label_values(path: Path | str, values: np.ndarray, where: Sequence[str], columns: Sequence[str]) -> None:
+    """Refuse trait values (rows, 5) that are empty, not finite or outside [0, 1], naming the first."""
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values < 0) | (values > 1)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        value = values[row, col]
+        what = "is empty" if np.isnan(value) else f"{value:g} is outside [0, 1]"
+        raise DataError(path, f"{where[row]}, column {columns[col]}: trait value {what}")
 
 
 def read_labels(paths: Sequence[str | Path]) -> pd.DataFrame:
@@ -555,5 +842,3 @@ def attach_labels(clips: list[Clip], labels: pd.DataFrame | None, source: str, r
         shown = ", ".join(unlabelled[:10]) + (f" and {len(unlabelled) - 10} more" if len(unlabelled) > 10 else "")
         raise DataError(source, f"{len(unlabelled)} clip(s) have no label: {shown}")
     return clips
-
-

@@ -1,15 +1,17 @@
-"""The training loop shared by attn_regression.py and attn_retrain.py: data with its group split, batched
-training with early stopping, best/last checkpoints, resume, logs and a learning curve, alone or under torchrun."""
+"""The training loop shared by attn_regression.py and attn_retrain.py: devices and torchrun, data with its group
+split, batched training with early stopping, best/last checkpoints, resume, logs and a learning curve."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,26 +20,101 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import Distributed
+from cli import option
 from data_augmentation import augment_clips
-from dataset import (SPLITS, Scaler, bucketed_batches, collate, data_fingerprint, predict, prepare_split,
-                     split_clips)
+from dataset import SPLITS, Normalization, Scaler, SplitRecord, bucketed_batches, collate, data_fingerprint, predict, \
+    prepare_split, split_clips
+from errors import DataError
 from metrics import regression_table
-from model import Checkpoint, branch_parameters, load_checkpoint, save_checkpoint
-from openface import TRAIT_LETTERS, TRAITS, Clip, DataError, ReadSummary, attach_labels, read_clips, read_labels
+from model import Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint, save_checkpoint
+from openface import TRAIT_LETTERS, TRAITS, Clip, ReadOptions, ReadSummary, attach_labels, read_clips, read_labels
+from plots import pyplot, save_figure
+from tables import write_text_atomic
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a network is trained; attn_regression.py and attn_retrain.py get their flags from these fields."""
+
+    epochs: int = option(60, "maximum number of epochs", minimum=1)
+    batch_size: int = option(16, "clips per optimisation step", minimum=1)
+    lr: float = option(1e-3, "AdamW learning rate (cosine schedule)", minimum=0.0)
+    weight_decay: float = option(1e-2, "AdamW weight decay", minimum=0.0)
+    patience: int = option(10, "stop after this many epochs without validation improvement", minimum=1)
+    grad_clip: float = option(1.0, "clip the gradient norm at this value (0: no clipping)", minimum=0.0)
+    seed: int = option(0, "seeds the split, the initialisation, the batch order and dropout")
+    augment: bool = option(False, "add the paper's three augmentations to the training split")
+    freeze: str | None = option(None, "keep one branch fixed (retraining)", choices=("conv", "attention"))
+
+
+RETRAIN_DEFAULTS = {"epochs": 30, "lr": 1e-4, "patience": 8}  # retraining starts from a trained network
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Devices and torchrun
+
+
+def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise DataError(None, "--device cuda asked for, but no CUDA device is available")
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def use_all_cores(processes: int = 1) -> int:
+    """Share this machine's cores among `processes` local processes; returns the threads of this one."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, processes))
+    torch.set_num_threads(threads)
+    return threads
 
 
 @dataclass
-class TrainOptions:
-    epochs: int = 60
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    patience: int = 10
-    seed: int = 0
-    augment: bool = False
-    grad_clip: float = 1.0
-    freeze: str | None = None  # 'conv' or 'attention'
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def agree(self, ok: bool) -> bool:
+        """True on every rank when `ok` is true on every rank (so all ranks stop together)."""
+        if self.world_size == 1:
+            return ok
+        flag = torch.tensor([1 if ok else 0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+
+def progress_printer(world: Distributed) -> Callable[[str], None]:
+    """print (flushed) on rank 0, nothing on the other ranks."""
+    return (lambda line: print(line, flush=True)) if world.is_main else (lambda line: None)
+
+
+@contextlib.contextmanager
+def distributed_session(device_choice: str) -> Iterator[tuple[torch.device, Distributed]]:
+    """The device and process group of a script run alone or under torchrun (gloo on CPU, nccl on CUDA);
+    local processes share the cores."""
+    device = resolve_device(device_choice)
+    world = Distributed()
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        world = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        if device.type == "cuda":
+            device = resolve_device(device_choice, world.local_rank)
+        use_all_cores(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        yield device, world
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -45,12 +122,11 @@ class TrainOptions:
 
 
 def load_labelled_clips(data: Sequence[str], labels: Sequence[str] | None, features: Sequence[str],
-                        reading: dict) -> tuple[list[Clip], ReadSummary]:
+                        reading: ReadOptions) -> tuple[list[Clip], ReadSummary]:
     """Usable clips with labels (label files override a table's trait columns); unlabelled clips are an error.
 
-    Clips are ordered by their key (file name), so both input layouts of one corpus train identically.
-    """
-    clips, summary = read_clips(data, features, **reading)
+    Clips are ordered by their key (file name), so both input layouts of one corpus train identically."""
+    clips, summary = read_clips(data, features, reading)
     clips.sort(key=lambda c: c.key)
     table = read_labels(labels) if labels else None
     attach_labels(clips, table, ", ".join(labels) if labels else ", ".join(map(str, data)))
@@ -60,38 +136,112 @@ def load_labelled_clips(data: Sequence[str], labels: Sequence[str] | None, featu
 @dataclass
 class SplitData:
     parts: dict[str, list[Clip]]
-    path: Path
-    sha256: str
-    assignment: dict[str, str]
+    record: SplitRecord
     created: bool
-
-    def record(self) -> dict:
-        return {"path": str(self.path), "sha256": self.sha256, "assignment": self.assignment}
 
     def describe(self) -> str:
         counts = ", ".join(f"{name} {len(self.parts[name])}" for name in SPLITS)
         verb = "created" if self.created else "using"
-        return f"{verb} split {self.path} (sha256 {self.sha256[:12]}): {counts} clips"
+        return f"{verb} split {self.record.path} (sha256 {self.record.sha256[:12]}): {counts} clips"
+
+
+def split_from_record(clips: Sequence[Clip], record: SplitRecord, source: str | Path) -> SplitData:
+    parts = split_clips(clips, record.assignment, source)
+    for name in ("train", "val"):
+        if not parts[name]:
+            raise DataError(source, f"the {name} split is empty; use more source videos or a new split")
+    return SplitData(parts, record, False)
 
 
 def split_data(clips: Sequence[Clip], split_path: Path, seed: int) -> SplitData:
-    assignment, digest, created = prepare_split(clips, split_path, seed)
-    parts = split_clips(clips, assignment, split_path)
-    for name in ("train", "val"):
-        if not parts[name]:
-            raise DataError(split_path, f"the {name} split is empty; use more source videos or a new split")
-    return SplitData(parts, split_path, digest, assignment, created)
+    """The split file's split of the clips, the file written first when it does not exist."""
+    record, created = prepare_split(clips, split_path, seed)
+    data = split_from_record(clips, record, split_path)
+    data.created = created
+    return data
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Training
+# A training run
 
 
-def output_paths(out: Path) -> dict[str, Path]:
+@dataclass(frozen=True)
+class RunOutputs:
     """Best checkpoint at OUT; last checkpoint, epoch log and learning curve beside it."""
-    stem = out.with_suffix("")
-    return {"best": out, "last": Path(f"{stem}.last.pt"), "log": Path(f"{stem}.log.jsonl"),
-            "curve": Path(f"{stem}.curve.png")}
+
+    best: Path
+    last: Path
+    log: Path
+    curve: Path
+
+    @classmethod
+    def beside(cls, out: Path) -> "RunOutputs":
+        stem = out.with_suffix("")
+        return cls(out, Path(f"{stem}.last.pt"), Path(f"{stem}.log.jsonl"), Path(f"{stem}.curve.png"))
+
+    def all(self) -> list[Path]:
+        return [self.best, self.last, self.log, self.curve]
+
+
+@dataclass
+class Run:
+    """Everything one training run needs, prepared by the script."""
+
+    model: torch.nn.Module
+    config: ModelConfig
+    features: tuple[str, ...]
+    split: SplitData
+    normalization: Normalization
+    options: TrainOptions
+    outputs: RunOutputs
+    device: torch.device
+    world: Distributed
+    resume: bool = False
+    retrained_from: str | None = None
+    report: Callable[[str], None] = lambda line: None  # where progress lines go (the script passes print on rank 0)
+
+    @property
+    def scaler(self) -> Scaler:
+        """The fixed input transform of training (kind 'paper' is fixed on the training split beforehand)."""
+        return self.normalization.scaler(self.features, ())
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    best_val: float = math.inf
+    bad_epochs: int = 0
+    history: list[dict] = dataclasses.field(default_factory=list)
+
+    @property
+    def best(self) -> dict | None:
+        return next((h for h in reversed(self.history) if h["best"]), None)
+
+
+def run_checkpoint(run: Run, metrics: dict, training_state: dict | None = None) -> Checkpoint:
+    """The checkpoint of this run's model as it is now."""
+    clips = [c for name in SPLITS for c in run.split.parts[name]]
+    return Checkpoint(run.model, run.config, run.features, TRAITS, run.normalization, "ours", run.split.record,
+                      run.options.seed, data_fingerprint(clips), dataclasses.asdict(run.options),
+                      retrained_from=run.retrained_from, metrics=metrics, training_state=training_state)
+
+
+def make_optimizer(run: Run) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    if run.options.freeze:
+        for p in branch_parameters(run.model, run.options.freeze):
+            p.requires_grad_(False)
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=run.options.lr, weight_decay=run.options.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=run.options.epochs)
+    return optimizer, scheduler
+
+
+def wrap_distributed(run: Run) -> torch.nn.Module:
+    if run.world.world_size == 1:
+        return run.model
+    return torch.nn.parallel.DistributedDataParallel(
+        run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None,
+        find_unused_parameters=run.config.kind == "paper" or run.options.freeze is not None)
 
 
 def evaluate(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, batch_size: int,
@@ -102,19 +252,143 @@ def evaluate(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, batc
     return float(((pred - truth) ** 2).mean()), regression_table(truth, pred)
 
 
-def epoch_line(record: dict, epochs: int) -> str:
-    r2 = " ".join(f"{TRAIT_LETTERS[t]} {record['val_r2'][t]:+.3f}" for t in TRAITS)
-    return (f"epoch {record['epoch']:>3}/{epochs}  train {record['train_loss']:.5f}  val {record['val_loss']:.5f}  "
-            f"val R2 {r2} (mean {record['val_r2_mean']:+.3f})  {record['seconds']:.1f} s  "
-            f"{record['clips_per_s']:.0f} clips/s{'  *' if record['best'] else ''}")
+def fit(run: Run) -> dict:
+    """Train with early stopping on validation loss; rank 0 writes the best and last checkpoints, the log and the
+    curve after every epoch. Batch order and dropout are seeded from (seed, epoch), so a run resumed from its last
+    checkpoint ends exactly as an uninterrupted one. Returns the best epoch's record."""
+    opts = run.options
+    train_clips = augment_clips(run.split.parts["train"]) if opts.augment else list(run.split.parts["train"])
+    optimizer, scheduler = make_optimizer(run)
+    state = restore_training_state(run, optimizer, scheduler) if run.resume else LoopState()
+    if state.history and run.world.is_main:  # a kill may have come between the last checkpoint and the log
+        write_text_atomic(run.outputs.log, "".join(json.dumps(h) + "\n" for h in state.history))
+    net = wrap_distributed(run)
+    scaler = run.scaler
+    lengths = [c.n_frames for c in train_clips]
+    for epoch in range(state.epoch + 1, opts.epochs + 1):
+        if state.bad_epochs >= opts.patience:
+            break
+        torch.manual_seed(opts.seed * 100_003 + epoch)
+        batches = bucketed_batches(lengths, opts.batch_size, opts.seed, epoch, rank=run.world.rank,
+                                   world_size=run.world.world_size)
+        started = time.perf_counter()
+        train_loss = train_epoch(net, train_clips, batches, scaler, optimizer, run, epoch)
+        scheduler.step()
+        val_loss, table = evaluate(run.model, run.split.parts["val"], scaler, opts.batch_size * 2, run.device)
+        if not math.isfinite(train_loss) or not math.isfinite(val_loss):
+            raise DataError(run.outputs.best, f"training diverged at epoch {epoch} (loss is {train_loss}); "
+                                              "lower --lr or check the inputs")
+        record = epoch_record(epoch, train_loss, val_loss, table, optimizer, time.perf_counter() - started,
+                              len(train_clips), val_loss < state.best_val)
+        advance(state, record)
+        if run.world.is_main:
+            save_epoch(run, state, table, optimizer, scheduler)
+        run.report(epoch_line(record, opts.epochs))
+    if state.bad_epochs >= opts.patience:
+        run.report(f"early stop: no validation improvement for {opts.patience} epochs")
+    return state.best or state.history[-1]
+
+
+def epoch_record(epoch: int, train_loss: float, val_loss: float, table: pd.DataFrame,
+                 optimizer: torch.optim.Optimizer, seconds: float, n_clips: int, improved: bool) -> dict:
+    return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+            "val_mae": table.loc[list(TRAITS), "mae"].to_dict(), "val_r2": table.loc[list(TRAITS), "r2"].to_dict(),
+            "val_r2_mean": float(table.loc["mean", "r2"]), "lr": optimizer.param_groups[0]["lr"],
+            "seconds": seconds, "clips_per_s": n_clips / seconds, "best": improved}
+
+
+def advance(state: LoopState, record: dict) -> None:
+    state.history.append(record)
+    state.epoch = record["epoch"]
+    if record["best"]:
+        state.best_val, state.bad_epochs = record["val_loss"], 0
+    else:
+        state.bad_epochs += 1
+
+
+def save_epoch(run: Run, state: LoopState, table: pd.DataFrame, optimizer: torch.optim.Optimizer,
+               scheduler) -> None:
+    """The best checkpoint when this epoch improved, then the last checkpoint, the log and the curve."""
+    record = state.history[-1]
+    metrics = {"epoch": record["epoch"], "val_loss": record["val_loss"], "val": table.to_dict(orient="index")}
+    if record["best"]:
+        save_checkpoint(run.outputs.best, run_checkpoint(run, metrics))
+    loop = {"epoch": state.epoch, "best_val": state.best_val, "bad_epochs": state.bad_epochs,
+            "history_json": json.dumps(state.history)}
+    save_checkpoint(run.outputs.last, run_checkpoint(run, metrics, {"optimizer": optimizer.state_dict(),
+                                                                      "scheduler": scheduler.state_dict(), **loop}))
+    write_text_atomic(run.outputs.log, "".join(json.dumps(h) + "\n" for h in state.history))
+    plot_learning_curve(state.history, run.outputs.curve)
+
+
+def train_epoch(net: torch.nn.Module, clips: Sequence[Clip], batches: list[list[int]], scaler: Scaler,
+                optimizer: torch.optim.Optimizer, run: Run, epoch: int) -> float:
+    """One pass over this rank's batches; returns the mean training loss over all ranks' clips."""
+    net.train()
+    world, opts = run.world, run.options
+    total = torch.zeros(2, dtype=torch.float64)  # (loss * clips, clips)
+    bar = tqdm(total=sum(len(b) for b in batches) * world.world_size, unit="clip", leave=False,
+               desc=f"epoch {epoch}", disable=not world.is_main or not sys.stderr.isatty())
+    params = [p for p in net.parameters() if p.requires_grad]
+    for index in batches:
+        batch = collate(clips, index, scaler)
+        x, lengths, y = batch.x.to(run.device), batch.lengths.to(run.device), batch.y.to(run.device)
+        loss = F.mse_loss(net(x, lengths), y)  # (B, T, F) -> (B, 5)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if opts.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, opts.grad_clip)
+        optimizer.step()
+        total += torch.tensor([loss.item() * len(index), len(index)], dtype=torch.float64)
+        bar.update(len(index) * world.world_size)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    bar.close()
+    if world.world_size > 1:
+        dist.all_reduce(total)
+    return float(total[0] / total[1])
+
+
+def resume_mismatch(last: Checkpoint, run: Run) -> str | None:
+    """What makes the last checkpoint another run than this one, or None when it is the same run."""
+    clips = [c for name in SPLITS for c in run.split.parts[name]]
+    mine = {"model": config_record(run.config), "features": list(run.features),
+            "normalization": run.normalization, "split": run.split.record.sha256,
+            "data": data_fingerprint(clips), "options": dataclasses.asdict(run.options)}
+    theirs = {"model": config_record(last.config), "features": list(last.features),
+              "normalization": last.normalization, "split": last.split.sha256 if last.split else None,
+              "data": last.data_fingerprint, "options": last.train_options}
+    for key in mine:
+        if mine[key] != theirs[key]:
+            if isinstance(mine[key], dict) and isinstance(theirs[key], dict):
+                fields = [k for k in mine[key] if mine[key].get(k) != theirs[key].get(k)]
+                return f"{key} differs ({', '.join(f'{k}: {theirs[key].get(k)} -> {mine[key].get(k)}' for k in fields)})"
+            return f"the {key} differs"
+    return None
+
+
+def restore_training_state(run: Run, optimizer: torch.optim.Optimizer, scheduler) -> LoopState:
+    """Weights, optimiser, scheduler and loop state from the last checkpoint of the same run; anything else is
+    refused, naming what differs."""
+    path = run.outputs.last
+    if not path.exists():
+        run.report(f"nothing to resume in {path}: starting the run from the beginning")
+        return LoopState()
+    last = load_checkpoint(path)
+    if last.training_state is None:
+        raise DataError(path, "has no training state to resume from")
+    mismatch = resume_mismatch(last, run)
+    if mismatch:
+        raise DataError(path, f"cannot resume: it is another run ({mismatch}); start a new run without --resume "
+                              "or use another -o")
+    run.model.load_state_dict(last.model.state_dict())
+    ts = last.training_state
+    optimizer.load_state_dict(ts["optimizer"])
+    scheduler.load_state_dict(ts["scheduler"])
+    return LoopState(int(ts["epoch"]), float(ts["best_val"]), int(ts["bad_epochs"]), json.loads(ts["history_json"]))
 
 
 def plot_learning_curve(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.plot(epochs, [h["train_loss"] for h in history], label="train")
@@ -126,127 +400,14 @@ def plot_learning_curve(history: list[dict], path: Path) -> None:
     ax2.plot(epochs, [h["val_r2_mean"] for h in history], label="mean", color="black", linewidth=2)
     ax2.set(xlabel="epoch", ylabel="R$^2$", title="validation R$^2$", ylim=(-0.5, 1))
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, [path], dpi=110)
 
 
-def write_log(history: list[dict], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-    os.replace(tmp, path)
-
-
-def fit(model: torch.nn.Module, split: SplitData, scaler: Scaler, opts: TrainOptions, out: Path, meta: dict,
-        device: torch.device, world: Distributed, resume: bool = False) -> dict:
-    """Train with early stopping on validation loss; writes best/last checkpoints, log and curve (rank 0).
-
-    Every epoch's batch order and dropout draws are seeded from (seed, epoch), so a run resumed from the
-    last checkpoint ends exactly as an uninterrupted one. Returns the best epoch's record.
-    """
-    paths = output_paths(out)
-    train_clips = augment_clips(split.parts["train"]) if opts.augment else list(split.parts["train"])
-    val_clips = split.parts["val"]
-    meta = {**meta, "normalization": scaler.to_dict(), "seed": opts.seed, "split": split.record(),
-            "data_fingerprint": data_fingerprint([c for name in SPLITS for c in split.parts[name]]),
-            "train_options": asdict(opts), "features": list(meta["features"]), "traits": list(TRAITS)}
-    for p in branch_parameters(model, opts.freeze) if opts.freeze else []:
-        p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, opts.epochs))
-    state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": []}
-    if resume:
-        state = restore_training_state(paths["last"], model, optimizer, scheduler, meta)
-    net = model
-    if world.world_size > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=meta.get("model_kind") == "paper" or opts.freeze is not None)
-    lengths = [c.n_frames for c in train_clips]
-    best = next((h for h in state["history"] if h["best"] and h["val_loss"] == state["best_val"]), None)
-    for epoch in range(state["epoch"] + 1, opts.epochs + 1):
-        if state["bad_epochs"] >= opts.patience:
-            break
-        torch.manual_seed(opts.seed * 100_003 + epoch)
-        batches = bucketed_batches(lengths, opts.batch_size, opts.seed, epoch, rank=world.rank,
-                                   world_size=world.world_size)
-        started = time.perf_counter()
-        train_loss = train_epoch(net, train_clips, batches, scaler, optimizer, opts, device, world, epoch)
-        scheduler.step()
-        val_loss, table = evaluate(model, val_clips, scaler, opts.batch_size * 2, device)
-        seconds = time.perf_counter() - started
-        improved = val_loss < state["best_val"]
-        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                  "val_mae": table.loc[list(TRAITS), "mae"].to_dict(), "val_r2": table.loc[list(TRAITS), "r2"].to_dict(),
-                  "val_r2_mean": float(table.loc["mean", "r2"]), "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": seconds, "clips_per_s": len(train_clips) / seconds, "best": improved}
-        state["history"].append(record)
-        state["epoch"] = epoch
-        if improved:
-            state["best_val"], state["bad_epochs"], best = val_loss, 0, record
-        else:
-            state["bad_epochs"] += 1
-        if world.is_main:
-            metrics = {"epoch": epoch, "val_loss": val_loss, "val": table.to_dict(orient="index")}
-            if improved:
-                save_checkpoint(paths["best"], model, {**meta, "metrics": metrics})
-            save_checkpoint(paths["last"], model, {**meta, "metrics": metrics},
-                            training_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                            **{k: v for k, v in state.items() if k != "history"},
-                                            "history_json": json.dumps(state["history"])})
-            write_log(state["history"], paths["log"])
-            plot_learning_curve(state["history"], paths["curve"])
-            print(epoch_line(record, opts.epochs), flush=True)
-    if world.is_main and state["bad_epochs"] >= opts.patience:
-        print(f"early stop: no validation improvement for {opts.patience} epochs", flush=True)
-    return best or state["history"][-1]
-
-
-def train_epoch(net: torch.nn.Module, clips: Sequence[Clip], batches: list[list[int]], scaler: Scaler,
-                optimizer: torch.optim.Optimizer, opts: TrainOptions, device: torch.device, world: Distributed,
-                epoch: int) -> float:
-    """One pass over this rank's batches; returns the mean training loss over all ranks' clips."""
-    net.train()
-    total = torch.zeros(2, dtype=torch.float64)  # (loss * clips, clips)
-    bar = tqdm(total=sum(len(b) for b in batches) * world.world_size, unit="clip", leave=False,
-               desc=f"epoch {epoch}", disable=not world.is_main or not sys.stderr.isatty())
-    for index in batches:
-        batch = collate(clips, index, scaler)
-        x, lengths, y = batch.x.to(device), batch.lengths.to(device), batch.y.to(device)
-        loss = F.mse_loss(net(x, lengths), y)  # (B, T, F) -> (B, 5)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if opts.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], opts.grad_clip)
-        optimizer.step()
-        total += torch.tensor([loss.item() * len(index), len(index)], dtype=torch.float64)
-        bar.update(len(index) * world.world_size)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    bar.close()
-    if world.world_size > 1:
-        dist.all_reduce(total)
-    return float(total[0] / total[1])
-
-
-def restore_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                           scheduler, meta: dict) -> dict:
-    """Weights, optimiser, scheduler and loop state from the last checkpoint of the same run."""
-    ckpt: Checkpoint = load_checkpoint(path)
-    if ckpt.training_state is None:
-        raise DataError(path, "has no training state to resume from")
-    for key in ("data_fingerprint", "seed"):
-        if ckpt.meta.get(key) != meta.get(key):
-            raise DataError(path, f"cannot resume: the {key.replace('_', ' ')} differs from this run's; "
-                                  "start a new run without --resume")
-    model.load_state_dict(ckpt.model.state_dict())
-    ts = ckpt.training_state
-    optimizer.load_state_dict(ts["optimizer"])
-    scheduler.load_state_dict(ts["scheduler"])
-    return {"epoch": int(ts["epoch"]), "best_val": float(ts["best_val"]), "bad_epochs": int(ts["bad_epochs"]),
-            "history": json.loads(ts["history_json"])}
+def epoch_line(record: dict, epochs: int) -> str:
+    r2 = " ".join(f"{TRAIT_LETTERS[t]} {record['val_r2'][t]:+.3f}" for t in TRAITS)
+    return (f"epoch {record['epoch']:>3}/{epochs}  train {record['train_loss']:.5f}  val {record['val_loss']:.5f}  "
+            f"val R2 {r2} (mean {record['val_r2_mean']:+.3f})  {record['seconds']:.1f} s  "
+            f"{record['clips_per_s']:.0f} clips/s{'  *' if record['best'] else ''}")
 
 
 def held_out_report(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, device: torch.device,

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from au_analysis import (benjamini_hochberg, correlation_matrix, correlation_pvalues, rank_columns)
-from conftest import load_prepare, run_script
+from conftest import TINY_MODEL, load_prepare, one_line_error, our_checkpoint, run_script, set_cell
 
 
 def test_correlations_and_pvalues_match_scipy():
@@ -75,8 +75,6 @@ def test_planted_relationships_are_found(tmp_path):
 
 
 def test_permutation_importance_and_bad_inputs(tiny_corpus, tmp_path):
-    from test_evaluation import TINY_MODEL
-
     out = tmp_path / "m.pt"
     assert run_script("attn_regression.py", tiny_corpus / "frames.csv", "-o", out, "--split", tmp_path / "s.csv",
                       "--epochs", "1", *TINY_MODEL).returncode == 0
@@ -89,11 +87,39 @@ def test_permutation_importance_and_bad_inputs(tiny_corpus, tmp_path):
     assert (tmp_path / "fig" / "permutation_importance.png").stat().st_size > 10_000
     frames = pd.read_csv(tiny_corpus / "frames.csv")
     frames[frames["ID"] <= 2].to_csv(tmp_path / "two.csv", index=False)
-    result = run_script("au_analysis.py", tmp_path / "two.csv", "-o", tmp_path / "f2")
-    assert result.returncode == 1 and "only 2 labelled clip(s); correlations need at least 3" in result.stderr
+    one_line_error(run_script("au_analysis.py", tmp_path / "two.csv", "-o", tmp_path / "f2"),
+                   "only 2 labelled usable clip(s); correlations need at least 3")
     frames.drop(columns=["openness"]).to_csv(tmp_path / "notrait.csv", index=False)
-    result = run_script("au_analysis.py", tmp_path / "notrait.csv", "-o", tmp_path / "f3")
-    assert result.returncode == 1 and "missing trait columns openness" in result.stderr
+    one_line_error(run_script("au_analysis.py", tmp_path / "notrait.csv", "-o", tmp_path / "f3"),
+                   "missing trait columns openness")
     frames.assign(AU09_r=1.0).to_csv(tmp_path / "const.csv", index=False)
     result = run_script("au_analysis.py", tmp_path / "const.csv", "-o", tmp_path / "f4")
     assert result.returncode == 0 and "r is undefined (constant over clips) for AU09_r" in result.stdout
+    (tmp_path / "a_file").write_text("x")
+    one_line_error(run_script("au_analysis.py", tiny_corpus / "frames.csv", "-o", tmp_path / "a_file"),
+                   "a_file: cannot be created: ", "is a file")
+
+
+@pytest.mark.parametrize("column, line, text, message", [
+    ("openness", 2, "1.7", "line 2, column openness: trait value 1.7 is outside [0, 1]"),
+    ("openness", 30, "0.01", "clip ID 1 has two different labels (lines 2 and 30)"),
+    ("AU12_r", 30, "nan", "line 30, column AU12_r: value is empty or NaN"),
+    ("AU12_r", 30, "inf", "line 30, column AU12_r: value overflows 32-bit floats"),
+    ("AU12_r", 30, "abc", "line 30, column AU12_r: 'abc' is not a number"),
+])
+def test_analysis_checks_its_input_like_every_script(tiny_corpus, tmp_path, column, line, text, message):
+    table = tmp_path / "frames.csv"
+    table.write_bytes((tiny_corpus / "frames.csv").read_bytes())
+    set_cell(table, line, column, text)
+    one_line_error(run_script("au_analysis.py", table, "-o", tmp_path / "fig"), "frames.csv", message)
+
+
+def test_analysis_reads_deploys_frame_output_with_the_same_hygiene(tiny_corpus, tmp_path):
+    weights = our_checkpoint(tmp_path / "w.pt", tiny_corpus)
+    assert run_script("attn_deploy.py", tiny_corpus / "openface", "--weights", weights, "-o", tmp_path / "clips.csv",
+                      "--frames-output", tmp_path / "frames.parquet").returncode == 0
+    result = run_script("au_analysis.py", tmp_path / "frames.parquet", "-o", tmp_path / "fig")
+    assert result.returncode == 0, result.stderr
+    assert "24 labelled clips, 22 features" in result.stdout and "no face found (success == 0)" in result.stdout
+    corr = pd.read_csv(tmp_path / "fig" / "correlations_spearman.csv")
+    assert (corr["n"] == 24).all()

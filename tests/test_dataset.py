@@ -7,11 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REAL, load_prepare, needs_real, run_script
+import pyarrow as pa
+
+from conftest import REAL, load_prepare, needs_real, one_line_error, run_script
 from data_augmentation import augment_clips, augment_table
-from dataset import (Scaler, assign_splits, bucketed_batches, collate, load_split, prepare_split, save_split,
-                     split_clips)
-from openface import FEATURE_COLUMNS, Clip, DataError, read_clips, source_group
+from dataset import (Normalization, Scaler, assign_splits, bucketed_batches, collate, load_split, prepare_split,
+                     save_split, split_clips)
+from errors import DataError
+from openface import FEATURE_COLUMNS, Clip, read_clips, source_group
 
 
 def make_clip(clip_id: str, n: int, group: str | None = None, value: float = 0.0) -> Clip:
@@ -26,12 +29,12 @@ def test_split_is_deterministic_by_group_and_reused(tmp_path):
     assert sorted(pd.Series(a).value_counts().to_dict().items()) == [("test", 6), ("train", 28), ("val", 6)]
     clips = [make_clip(f"v{i}.{k:03d}", 50, f"v{i}") for i in range(40) for k in range(3)]
     path = tmp_path / "split.csv"
-    assignment, digest, created = prepare_split(clips, path, seed=1)
-    assert created and assignment == a
-    again, digest2, created2 = prepare_split(clips, path, seed=99)
-    assert not created2 and again == a and digest2 == digest
-    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
-    parts = split_clips(clips, again, path)
+    record, created = prepare_split(clips, path, seed=1)
+    assert created and record.assignment == a
+    again, created2 = prepare_split(clips, path, seed=99)
+    assert not created2 and again.assignment == a and again.sha256 == record.sha256
+    assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    parts = split_clips(clips, again.assignment, path)
     for one, other in (("train", "val"), ("train", "test"), ("val", "test")):
         assert not {c.group for c in parts[one]} & {c.group for c in parts[other]}
 
@@ -45,6 +48,15 @@ def test_split_errors(tmp_path):
         split_clips([make_clip("zz", 50)], load_split(path)[0], path)
     path.write_text("group,split\na,holdout\n")
     with pytest.raises(DataError, match="line 2: unknown split 'holdout'"):
+        load_split(path)
+    path.write_text("")
+    with pytest.raises(DataError, match="s.csv: not a split file"):
+        load_split(path)
+    path.write_text("group,split\n")
+    with pytest.raises(DataError, match="s.csv: an empty split file"):
+        load_split(path)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
+    with pytest.raises(DataError, match="s.csv: not a CSV text file"):
         load_split(path)
 
 
@@ -82,23 +94,29 @@ def test_collate_pads_to_the_longest_clip_in_the_batch():
     assert (batch.x[1, 7:] == 0).all() and batch.y.shape == (2, 5)
 
 
-def test_scaler_fits_training_frames():
+def test_standard_normalisation_fits_training_frames():
     clips = [make_clip("a", 10, value=0.0), make_clip("b", 30, value=2.0)]
-    scaler = Scaler.fit(clips)
+    norm = Normalization.fit("standard", clips, FEATURE_COLUMNS)
+    scaler = norm.scaler(FEATURE_COLUMNS, ())
     all_frames = np.concatenate([c.frames for c in clips])
     np.testing.assert_allclose(scaler.offset, all_frames.mean(axis=0), rtol=1e-6)
     z = np.concatenate([scaler.transform(c.frames) for c in clips])
     np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
-    restored = Scaler.from_dict(scaler.to_dict(), 22)
-    np.testing.assert_array_equal(restored.scale, scaler.scale)
 
 
-def test_paper_minmax_scales_only_gaze_and_pose():
+def test_paper_minmax_scales_only_gaze_and_pose_over_the_clips_scored():
     clips = [make_clip("a", 10), make_clip("b", 30, value=3.0)]
-    scaler = Scaler.paper_minmax(clips, FEATURE_COLUMNS)
+    paper = Normalization("paper")
+    scaler = paper.scaler(FEATURE_COLUMNS, iter(clips))
     scaled = np.concatenate([scaler.transform(c.frames) for c in clips])
     assert scaled[:, 17:].min() == 0 and scaled[:, 17:].max() == 1
     np.testing.assert_array_equal(scaled[:, :17], np.concatenate([c.frames for c in clips])[:, :17])
+    other = paper.scaler(FEATURE_COLUMNS, [clips[0]])  # other data, other statistics
+    assert not np.array_equal(other.scale, scaler.scale)
+    fixed = paper.fixed_on(clips, FEATURE_COLUMNS)  # retraining stores the training split's statistics
+    assert fixed.kind == "minmax"
+    np.testing.assert_allclose(fixed.scaler(FEATURE_COLUMNS, [clips[0]]).scale, scaler.scale)
+    assert Normalization("none").scaler(FEATURE_COLUMNS, ()).scale.tolist() == [1.0] * 22
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -106,8 +124,11 @@ def test_paper_minmax_scales_only_gaze_and_pose():
 
 
 def test_augmentation_counts_on_a_small_example():
-    table = pd.DataFrame({"ID": np.repeat([1, 2], [250, 99]), "File": "x.000.mp4", "AU01_r": np.arange(349.0)})
-    out, counts = augment_table(table)
+    frame = pd.DataFrame({"ID": np.repeat([1, 2], [250, 99]).astype(str), "File": "x.000.mp4",
+                          "AU01_r": np.arange(349.0)})
+    out, counts = augment_table(pa.Table.from_pandas(frame, preserve_index=False))
+    out = out.to_pandas()
+    out["ID"], out["source_id"] = out["ID"].astype(int), out["source_id"].astype(int)
     # clip 1 (250 frames): 125 downsampled, 250 shifted, 2 windows of 100; clip 2 (99): 50, 99, no window
     assert dict(counts) == {"downsample": 2, "shift": 2, "window": 2}
     assert len(out) == 349 + 125 + 250 + 200 + 50 + 99
@@ -145,10 +166,28 @@ def test_augmentation_cli(tiny_corpus, tmp_path):
     assert out.groupby("augmentation")["ID"].nunique().to_dict() == {
         "original": 24, "downsample": 24, "shift": 24, "window": expected_windows}
     refused = run_script("data_augmentation.py", source, "-o", source)
-    assert refused.returncode == 1 and refused.stderr.strip().endswith("refusing to overwrite the input; choose another --output")
+    one_line_error(refused, "is an input of this run", "refusing to overwrite it")
     assert source.read_bytes() == before
     again = run_script("data_augmentation.py", tmp_path / "aug.csv", "-o", tmp_path / "aug2.csv")
-    assert again.returncode == 1 and "already has an augmentation column" in again.stderr
+    one_line_error(again, "already has an augmentation column")
+    parquet = run_script("data_augmentation.py", source, "-o", tmp_path / "aug.parquet")
+    assert parquet.returncode == 0, parquet.stderr
+    back = pd.read_parquet(tmp_path / "aug.parquet")
+    assert len(back) == len(out) and back["ID"].astype(int).tolist() == out["ID"].tolist()
+    np.testing.assert_array_equal(back["AU12_r"].to_numpy(), out["AU12_r"].to_numpy())
+
+
+def test_augmentation_cli_refuses_bad_files_in_one_line(tmp_path):
+    png = tmp_path / "image.csv"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)))
+    one_line_error(run_script("data_augmentation.py", png, "-o", tmp_path / "o.csv"), "image.csv", "not a CSV text")
+    noise = tmp_path / "noise.csv"
+    noise.write_bytes(np.random.default_rng(0).bytes(5000).replace(b"\0", b"x"))
+    one_line_error(run_script("data_augmentation.py", noise, "-o", tmp_path / "o.csv"), "noise.csv")
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("ID,File,AU01_r\n1,a.mp4,0.5\n1,a.mp4,0.5,7\n")
+    one_line_error(run_script("data_augmentation.py", ragged, "-o", tmp_path / "o.csv"), "ragged.csv")
+    assert not (tmp_path / "o.csv").exists()
 
 
 def test_augmented_training_clips_never_cross_the_split(tiny_corpus):

@@ -1,27 +1,27 @@
-"""attn_deploy.py: both layouts, statuses, resume, torchrun, the paper's preprocessing, real OpenFace files."""
+"""attn_deploy.py: both layouts, statuses, resume, torchrun, the paper's preprocessing, real OpenFace files, and
+everything a hostile user might try (its outputs must never overwrite, mix, lose or invent a row)."""
 from __future__ import annotations
 
-import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from conftest import REAL, needs_real, run_script, write_openface
-from dataset import Scaler
-from model import ModelConfig, build_model, save_checkpoint
-from openface import AU_COLUMNS, FEATURE_COLUMNS, FEATURE_SETS, TRAITS, clip_key, read_clips
+from cli import output_lock
+from conftest import (REAL, ROOT, needs_real, one_line_error, our_checkpoint, process_env, run_process, run_script,
+                      set_cell, tree_digest, write_openface)
+from openface import AU_COLUMNS, FEATURE_SETS, TRAITS, clip_key
 from test_model import random_paper_state, reference_paper_forward
 
-
-def our_checkpoint(path, corpus, features=FEATURE_COLUMNS):
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(n_features=len(features), embed_dim=16, lstm_hidden=16, attn_dim=16, attn_hops=4))
-    clips, _ = read_clips([corpus / "frames.csv"], features)
-    meta = {"features": list(features), "traits": list(TRAITS), "normalization": Scaler.fit(clips).to_dict()}
-    save_checkpoint(path, model, meta)
-    return path
+CLIP_TABLE = ["clip_id", "File", "n_frames", "n_dropped", "status", "reason", *TRAITS]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,8 @@ def hybrid_weights(tiny_corpus, tmp_path_factory):
     return our_checkpoint(tmp_path_factory.mktemp("w") / "hybrid.pt", tiny_corpus)
 
 
-def deploy(*args, torchrun=None):
-    return run_script("attn_deploy.py", *args, torchrun=torchrun)
+def deploy(*args):
+    return run_script("attn_deploy.py", *args)
 
 
 def assert_same_table(path_a, path_b) -> None:
@@ -47,59 +47,208 @@ def test_both_layouts_give_identical_clip_results(tiny_corpus, hybrid_weights, t
     b = deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", tmp_path / "b.csv")
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     ta, tb = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
-    assert list(ta.columns) == ["clip_id", "File", "n_frames", "n_dropped", "status", *TRAITS]
+    assert list(ta.columns) == CLIP_TABLE
     ta.index, tb.index = ta["File"].map(clip_key), tb["File"].map(clip_key)
     tb = tb.loc[ta.index]
-    assert len(ta) == 24 and (ta["status"] == "ok").all()
+    assert len(ta) == 24 and (ta["status"] == "ok").all() and ta["reason"].isna().all()
     np.testing.assert_array_equal(ta["n_frames"], tb["n_frames"])
     np.testing.assert_allclose(ta[list(TRAITS)].to_numpy(), tb[list(TRAITS)].to_numpy(), atol=1e-6)
     assert tb["n_dropped"].sum() > 0 and ta["n_dropped"].sum() == 0
-    assert not (tmp_path / "a.csv.parts").exists()
+    assert not (tmp_path / "a.csv.parts").exists() and not (tmp_path / "a.csv.lock").exists()
+    sidecar = json.loads((tmp_path / "b.csv.json").read_text())
+    assert sidecar["weights"] == "hybrid.pt" and sidecar["clips"] == 24 and sidecar["statuses"] == {"ok": 24}
+    assert sidecar["inputs"][0][0] == tb["File"].sort_values().iloc[0] and str(tmp_path) not in json.dumps(sidecar)
 
 
-def test_every_status_appears(tiny_corpus, hybrid_weights, tmp_path):
+def test_every_status_appears_with_its_reason_and_relative_names(tiny_corpus, hybrid_weights, tmp_path):
     folder = tmp_path / "in"
-    folder.mkdir()
+    (folder / "sub").mkdir(parents=True)
     write_openface(folder / "good.csv", 80)
     write_openface(folder / "short.csv", 20)
     write_openface(folder / "faceless.csv", 60, success=np.zeros(60, int))
     write_openface(folder / "nogaze.csv", 60, columns=["frame", "face_id", "timestamp", "confidence", "success",
                                                        *AU_COLUMNS, "pose_Rx", "pose_Ry", "pose_Rz"])
-    (folder / "sub").mkdir()
+    write_openface(folder / "sub" / "huge.csv", 60)
+    set_cell(folder / "sub" / "huge.csv", 9, "AU06_r", "1e39")
+    write_openface(folder / "sub" / "dup.csv", 60, columns=["frame", "success", *FEATURE_SETS["all"], "AU01_r"])
     (folder / "sub" / "empty.csv").write_text("")
     result = deploy(folder, "--weights", hybrid_weights, "-o", tmp_path / "clips.csv",
                     "--frames-output", tmp_path / "frames.csv")
     assert result.returncode == 0, result.stderr
-    table = pd.read_csv(tmp_path / "clips.csv").set_index("clip_id")
-    assert table["status"].to_dict() == {
-        "faceless": "no_face", "good": "ok", "nogaze": "unreadable: missing gaze_angle_x, gaze_angle_y "
-        "(this file can serve feature sets: au, au_head)", "short": "too_short", "empty": "unreadable: empty file"}
-    assert table.loc["good", list(TRAITS)].notna().all() and table.loc["short", list(TRAITS)].isna().all()
+    table = pd.read_csv(tmp_path / "clips.csv", keep_default_na=False).set_index("clip_id")
+    assert table["File"].to_dict() == {"faceless": "faceless.csv", "good": "good.csv", "nogaze": "nogaze.csv",
+                                       "short": "short.csv", "dup": "sub/dup.csv", "empty": "sub/empty.csv",
+                                       "huge": "sub/huge.csv"}
+    assert table["status"].to_dict() == {"faceless": "no_face", "good": "ok", "nogaze": "unreadable",
+                                         "short": "too_short", "dup": "unreadable", "empty": "unreadable",
+                                         "huge": "unreadable"}
+    assert table.loc["nogaze", "reason"] == ("missing gaze_angle_x, gaze_angle_y (this file can serve feature sets: "
+                                             "au, au_head)")
+    assert table.loc["huge", "reason"] == "line 9, column AU06_r: value overflows 32-bit floats; fix or remove the frame"
+    assert table.loc["dup", "reason"] == "column 'AU01_r' appears 2 times in the header; rename or remove the copies"
+    assert table.loc["empty", "reason"] == "empty file"
+    assert (table.loc["good", list(TRAITS)] != "").all() and (table.loc["short", list(TRAITS)] == "").all()
     frames = pd.read_csv(tmp_path / "frames.csv")
     assert frames.groupby("clip_id").size().to_dict() == {"good": 80, "short": 20, "faceless": 60}
     assert frames.loc[frames["clip_id"] == "good", "openness"].nunique() == 1
-    assert "ok 1" in result.stdout and "too_short 1" in result.stdout and "unreadable 2" in result.stdout
+    assert "ok 1" in result.stdout and "too_short 1" in result.stdout and "unreadable 4" in result.stdout
 
 
-def test_resume_after_partial_run_gives_the_same_file(tiny_corpus, hybrid_weights, tmp_path):
-    full = deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", tmp_path / "full.csv",
-                  "--frames-output", tmp_path / "full_frames.csv")
-    assert full.returncode == 0
-    out = tmp_path / "part.csv"
-    first = deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out, "--frames-output",
-                   tmp_path / "part_frames.csv", "--chunk-size", "5", "--limit", "11")
-    assert first.returncode == 0 and "13 clip(s) left" in first.stdout
-    assert not out.exists() and out.with_name("part.csv.parts").is_dir()
-    second = deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out, "--frames-output",
-                    tmp_path / "part_frames.csv", "--chunk-size", "5", "--resume")
+def test_a_bad_cell_or_label_in_a_combined_table_marks_only_its_clip(tiny_corpus, hybrid_weights, tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_bytes((tiny_corpus / "frames.csv").read_bytes())
+    set_cell(table, 200, "AU12_r", "abc")
+    set_cell(table, 2, "openness", "7")  # a label deploy does not use
+    result = deploy(table, "--weights", hybrid_weights, "-o", tmp_path / "c.csv", "--frames-output",
+                    tmp_path / "f.csv")
+    assert result.returncode == 0, result.stderr
+    clips = pd.read_csv(tmp_path / "c.csv", dtype={"clip_id": str})
+    bad = clips[clips["status"] != "ok"]
+    assert len(clips) == 24 and len(bad) == 1 and bad["reason"].iloc[0] == "line 200, column AU12_r: 'abc' is not a number"
+    frames = pd.read_csv(tmp_path / "f.csv")
+    assert len(frames) == len(pd.read_csv(tiny_corpus / "frames.csv"))  # every input row, predictions in trait columns
+    assert frames.loc[frames["ID"] == int(bad["clip_id"].iloc[0]), "openness"].isna().all()
+
+
+def test_outputs_never_overwrite_an_input(tiny_corpus, hybrid_weights, tmp_path):
+    folder = tmp_path / "in"
+    shutil.copytree(tiny_corpus / "openface", folder)
+    table = tmp_path / "t.csv"
+    table.write_bytes((tiny_corpus / "frames.csv").read_bytes())
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(hybrid_weights.read_bytes())
+    (tmp_path / "hard.csv").hardlink_to(table)
+    (tmp_path / "soft.csv").symlink_to(table)
+    before = tree_digest(tmp_path)
+    one_of_them = sorted(folder.iterdir())[3]
+    cases = [([table, "-o", table], "refusing to overwrite"),
+             ([table, "-o", tmp_path / "c.csv", "--frames-output", table], "refusing to overwrite"),
+             ([folder, "-o", one_of_them], "refusing to overwrite"),
+             ([table, "-o", tmp_path / "hard.csv"], "refusing to overwrite"),
+             ([table, "-o", tmp_path / "soft.csv"], "refusing to overwrite"),
+             ([table, "-o", weights], "refusing to overwrite"),
+             ([table, "-o", tmp_path / "x.csv", "--frames-output", tmp_path / "x.csv"], "is named for two outputs")]
+    for args, message in cases:
+        one_line_error(deploy(*args, "--weights", weights), message)
+    assert tree_digest(tmp_path) == before
+
+
+def test_unwritable_outputs_are_refused_before_any_work(tiny_corpus, hybrid_weights, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "a_folder").mkdir()
+    for out, message in ((tmp_path / "a_file" / "x.csv", "is a file"), (tmp_path / "a_folder", "is a folder"),
+                         ("/proc/x.csv", "cannot write here")):
+        one_line_error(deploy(tiny_corpus / "frames.csv", "--weights", hybrid_weights, "-o", out), message)
+        one_line_error(deploy(tiny_corpus / "frames.csv", "--weights", hybrid_weights, "-o", tmp_path / "ok.csv",
+                              "--frames-output", out), message)
+    assert not list(tmp_path.glob("*.parts")) and not (tmp_path / "ok.csv").exists()
+
+
+def test_output_inside_the_input_folder_is_never_read_back(tiny_corpus, hybrid_weights, tmp_path):
+    folder = tmp_path / "in"
+    shutil.copytree(tiny_corpus / "openface", folder)
+    out = folder / "labels.csv"
+    first = deploy(folder, "--weights", hybrid_weights, "-o", out, "--chunk-size", "5", "--limit", "8")
+    assert first.returncode == 0 and "16 clip(s) left" in first.stdout
+    second = deploy(folder, "--weights", hybrid_weights, "-o", out, "--chunk-size", "7", "--resume")
     assert second.returncode == 0, second.stderr
-    assert_same_table(out, tmp_path / "full.csv")
-    assert_same_table(tmp_path / "part_frames.csv", tmp_path / "full_frames.csv")
+    again = deploy(folder, "--weights", hybrid_weights, "-o", out)  # the finished labels.csv sits in the folder now
+    assert again.returncode == 0, again.stderr
+    table = pd.read_csv(out)
+    assert len(table) == 24 and (table["status"] == "ok").all() and table["clip_id"].is_unique
+
+
+def test_resume_refuses_another_run_and_never_duplicates(tiny_corpus, hybrid_weights, tmp_path):
+    other = our_checkpoint(tmp_path / "other.pt", tiny_corpus, seed=1)
+    out = tmp_path / "c.csv"
+    assert deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out, "--chunk-size", "5",
+                  "--limit", "10").returncode == 0
+    one_line_error(deploy(tiny_corpus / "openface", "--weights", other, "-o", out, "--resume"),
+                   "cannot resume: that run used another checkpoint")
+    one_line_error(deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out, "--resume",
+                          "--min-frames", "60"), "another min_frames (41 then, 60 now)")
+    one_line_error(deploy(tiny_corpus / "frames.csv", "--weights", hybrid_weights, "-o", out, "--resume"),
+                   "other inputs")
+    spelled = os.path.relpath(tiny_corpus / "openface", ROOT) + os.sep  # another spelling of the same folder
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        resumed = deploy(spelled, "--weights", hybrid_weights, "-o", out, "--resume", "--chunk-size", "3")
+    finally:
+        os.chdir(cwd)
+    assert resumed.returncode == 0, resumed.stderr
+    table = pd.read_csv(out)
+    assert len(table) == 24 and table["clip_id"].is_unique
+    assert deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", tmp_path / "whole.csv").returncode == 0
+    assert_same_table(out, tmp_path / "whole.csv")
+
+
+def test_a_second_run_on_the_same_output_refuses(tiny_corpus, hybrid_weights, tmp_path):
+    out = tmp_path / "c.csv"
+    with output_lock(out):
+        result = deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out)
+    one_line_error(result, "c.csv: another run is writing it (pid ", "wait for it to finish")
+    assert not out.exists()
+    assert deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out).returncode == 0
+
+
+def test_the_merge_refuses_rows_that_do_not_match_the_inputs(tiny_corpus, hybrid_weights, tmp_path):
+    out = tmp_path / "c.csv"
+    assert deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out, "--chunk-size", "5",
+                  "--limit", "23").returncode == 0
+    parts = tmp_path / "c.csv.parts"
+    first = sorted(parts.glob("*.clips.parquet"))[0]
+    shutil.copy(first, parts / "999999999999.clips.parquet")  # a chunk twice: rows would be duplicated
+    result = deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out, "--resume")
+    one_line_error(result, "the chunks hold 29 rows (24 distinct clips) for 24 input clips; nothing was written")
+    assert not out.exists()
+
+
+def test_header_only_table_is_one_line(hybrid_weights, tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("ID,File," + ",".join(FEATURE_SETS["all"]) + "\n")
+    one_line_error(deploy(table, "--weights", hybrid_weights, "-o", tmp_path / "c.csv"), "t.csv: no frames")
+
+
+KILL_OUT = "c.csv"
+
+
+@pytest.fixture(scope="module")
+def deployed_whole(tiny_corpus, hybrid_weights, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("deploy_whole")
+    result = deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", folder / KILL_OUT, "--frames-output",
+                    folder / "f.csv")
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.mark.parametrize("parts_done", [0, 1, 3])
+def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_corpus, hybrid_weights, deployed_whole, tmp_path,
+                                                           parts_done):
+    out = tmp_path / KILL_OUT
+    args = [tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out, "--frames-output", tmp_path / "f.csv",
+            "--chunk-size", "4", "--workers", "1"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "attn_deploy.py"), *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=process_env())
+    parts = tmp_path / f"{KILL_OUT}.parts"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if parts.is_dir() and len(list(parts.glob("*.clips.parquet"))) >= parts_done and (parts / "manifest.json").exists():
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the run must be killed before it finished"
+    resumed = deploy(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_table(out, deployed_whole / KILL_OUT)
+    assert_same_table(tmp_path / "f.csv", deployed_whole / "f.csv")
 
 
 def test_torchrun_two_processes_give_the_same_file(tiny_corpus, hybrid_weights, tmp_path):
     one = deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", tmp_path / "one.csv")
-    two = deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", tmp_path / "two.csv", torchrun=2)
+    two = run_process("attn_deploy.py", tiny_corpus / "openface", "--weights", hybrid_weights, "-o",
+                      tmp_path / "two.csv", torchrun=2)
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
     assert_same_table(tmp_path / "one.csv", tmp_path / "two.csv")
 
@@ -131,17 +280,13 @@ def test_paper_weights_use_the_original_preprocessing(tiny_corpus, tmp_path, n_f
         np.testing.assert_allclose(got.loc[clip_id, list(TRAITS)].to_numpy(float), values, atol=1e-5)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="pyarrow not installed")
-def test_parquet_output(tiny_corpus, hybrid_weights, tmp_path):
-    result = deploy(tiny_corpus / "frames.csv", "--weights", hybrid_weights, "-o", tmp_path / "c.parquet")
-    assert result.returncode == 0 and len(pd.read_parquet(tmp_path / "c.parquet")) == 24
-
-
-def test_parquet_without_pyarrow_is_a_clear_error(tiny_corpus, hybrid_weights, tmp_path):
-    if importlib.util.find_spec("pyarrow") is not None:
-        pytest.skip("pyarrow is installed")
-    result = deploy(tiny_corpus / "frames.csv", "--weights", hybrid_weights, "-o", tmp_path / "c.parquet")
-    assert result.returncode == 1 and "writing Parquet needs pyarrow" in result.stderr
+def test_parquet_outputs(tiny_corpus, hybrid_weights, tmp_path):
+    result = deploy(tiny_corpus / "frames.csv", "--weights", hybrid_weights, "-o", tmp_path / "c.parquet",
+                    "--frames-output", tmp_path / "f.parquet")
+    assert result.returncode == 0, result.stderr
+    clips, frames = pd.read_parquet(tmp_path / "c.parquet"), pd.read_parquet(tmp_path / "f.parquet")
+    assert len(clips) == 24 and list(clips.columns) == CLIP_TABLE and str(clips["openness"].dtype) == "float32"
+    assert len(frames) == len(pd.read_csv(tiny_corpus / "frames.csv"))
 
 
 @needs_real
@@ -150,7 +295,8 @@ def test_real_unity_folder(tiny_corpus, hybrid_weights, tmp_path):
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(tmp_path / "u.csv")
     assert len(table) == 22 and set(table["status"]) <= {"ok", "too_short"}
-    assert "Squence 03" in set(table["clip_id"])
+    assert "Squence 03" in set(table["clip_id"]) and "Squence 03.csv" in set(table["File"])
+    assert not table["File"].str.contains(os.sep + "work" + os.sep).any()  # names, not this machine's paths
     worst = table.loc[table["n_dropped"].idxmax()]
     assert worst["n_dropped"] == 252 and worst["status"] == "ok"
     ok = table[table["status"] == "ok"]
@@ -163,8 +309,8 @@ def test_real_files_without_gaze(tiny_corpus, hybrid_weights, tmp_path):
     result = deploy(*inputs, "--weights", hybrid_weights, "-o", tmp_path / "all.csv")
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(tmp_path / "all.csv")
-    assert len(table) == 3
-    assert table["status"].str.startswith("unreadable: missing gaze_angle_x, gaze_angle_y").all()
+    assert len(table) == 3 and (table["status"] == "unreadable").all()
+    assert table["reason"].str.startswith("missing gaze_angle_x, gaze_angle_y").all()
     au_weights = our_checkpoint(tmp_path / "au.pt", tiny_corpus, FEATURE_SETS["au"])
     result = deploy(*inputs, "--weights", au_weights, "-o", tmp_path / "au.csv", "--min-frames", "20")
     table = pd.read_csv(tmp_path / "au.csv")
@@ -173,10 +319,16 @@ def test_real_files_without_gaze(tiny_corpus, hybrid_weights, tmp_path):
 
 
 def test_deploy_bad_inputs(hybrid_weights, tmp_path):
-    result = deploy(tmp_path / "missing", "--weights", hybrid_weights, "-o", tmp_path / "x.csv")
-    assert result.returncode == 1 and "missing: no such file or folder" in result.stderr
+    one_line_error(deploy(tmp_path / "missing", "--weights", hybrid_weights, "-o", tmp_path / "x.csv"),
+                   "missing: no such file or folder")
     (tmp_path / "empty").mkdir()
-    result = deploy(tmp_path / "empty", "--weights", hybrid_weights, "-o", tmp_path / "x.csv")
-    assert result.returncode == 1 and "no CSV files found" in result.stderr
-    result = deploy(tmp_path / "empty", "--weights", tmp_path / "none.pt", "-o", tmp_path / "x.csv")
-    assert result.returncode == 1 and "none.pt: no such checkpoint file" in result.stderr
+    one_line_error(deploy(tmp_path / "empty", "--weights", hybrid_weights, "-o", tmp_path / "x.csv"),
+                   "no CSV or Parquet files found")
+    write_openface(tmp_path / "empty" / "a.csv", 50)
+    one_line_error(deploy(tmp_path / "empty", "--weights", tmp_path / "none.pt", "-o", tmp_path / "x.csv"),
+                   "none.pt: no such checkpoint file")
+    (tmp_path / "png.pt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    one_line_error(deploy(tmp_path / "empty", "--weights", tmp_path / "png.pt", "-o", tmp_path / "x.csv"),
+                   "png.pt: not a PyTorch checkpoint file")
+    one_line_error(deploy(tmp_path / "empty", "--weights", hybrid_weights, "-o", tmp_path / "x.csv", "--min-frames",
+                          "0"), "--min-frames", "must be at least 1")

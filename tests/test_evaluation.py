@@ -8,9 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY_MODEL, run_script
+from conftest import TINY_MODEL, one_line_error, our_checkpoint, run_script
+from dataset import SplitRecord
 from metrics import bootstrap_intervals, metric_arrays, regression_table
 from model import PaperNet, load_checkpoint, paper_config, save_checkpoint
+from openface import TRAITS
+from test_model import random_paper_state
 
 
 def test_metrics_against_hand_computed_values():
@@ -63,9 +66,11 @@ def test_attn_test_compares_checkpoints_with_baselines(tiny_corpus, trained, tmp
     result = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", trained / "hybrid.pt",
                         tmp_path / "paper.pt", "-o", tmp_path / "res", "--bootstrap", "200")
     assert result.returncode == 0, result.stderr
-    assert "| hybrid |" in result.stdout and "| train-mean |" in result.stdout and "| ridge |" in result.stdout
+    for row in ("| hybrid |", "| train-mean |", "| ridge |", "| minirocket |"):
+        assert row in result.stdout
     frame = pd.read_csv(tmp_path / "res" / "comparison.csv")
-    assert list(frame["model"]) == ["hybrid", "paper", "train-mean", "ridge"]
+    assert list(frame["model"]) == ["hybrid", "paper", "train-mean", "ridge", "minirocket"]
+    assert frame.set_index("model").loc["minirocket", ["r2", "mae"]].notna().all()
     results = json.loads((tmp_path / "res" / "results.json").read_text())
     test_clips = results["test_set"]["clips"]
     split = pd.read_csv(trained / "split.csv")
@@ -84,9 +89,8 @@ def test_attn_test_compares_checkpoints_with_baselines(tiny_corpus, trained, tmp
 
 def test_leakage_warning_fires_when_test_clips_were_trained_on(tiny_corpus, trained, tmp_path):
     ckpt = load_checkpoint(trained / "hybrid.pt")
-    meta = dict(ckpt.meta)
-    meta["split"] = {**meta["split"], "assignment": {g: "train" for g in meta["split"]["assignment"]}}
-    save_checkpoint(tmp_path / "leaky.pt", ckpt.model, meta)
+    ckpt.split = SplitRecord(ckpt.split.path, ckpt.split.sha256, {g: "train" for g in ckpt.split.assignment})
+    save_checkpoint(tmp_path / "leaky.pt", ckpt)
     result = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", tmp_path / "leaky.pt", "--split",
                         trained / "split.csv", "-o", tmp_path / "res", "--bootstrap", "50")
     assert result.returncode == 0, result.stderr
@@ -99,15 +103,43 @@ def test_attn_test_bad_inputs(tiny_corpus, trained, tmp_path):
     au_only = tmp_path / "au.csv"
     pd.read_csv(tiny_corpus / "frames.csv").drop(columns=["pose_Rx"]).to_csv(au_only, index=False)
     result = run_script("attn_test.py", au_only, "--weights", trained / "hybrid.pt", "-o", tmp_path / "r")
-    assert result.returncode == 1 and "missing pose_Rx" in result.stderr
+    one_line_error(result, "missing pose_Rx")
     unlabelled = tmp_path / "nolabels.csv"
     pd.read_csv(tiny_corpus / "frames.csv").drop(columns=["openness", "extroversion", "neuroticism", "agreeableness",
                                                             "conscientiousness"]).to_csv(unlabelled, index=False)
     result = run_script("attn_test.py", unlabelled, "--weights", trained / "hybrid.pt", "-o", tmp_path / "r")
-    assert result.returncode == 1 and "24 clip(s) have no label" in result.stderr
+    one_line_error(result, "24 clip(s) have no label")
     empty = tmp_path / "split.csv"
     groups = pd.read_csv(trained / "split.csv")
     groups.assign(split="train").to_csv(empty, index=False)
     result = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", trained / "hybrid.pt", "--split", empty,
                         "-o", tmp_path / "r")
-    assert result.returncode == 1 and "the test split holds none of these clips" in result.stderr
+    one_line_error(result, "the test split holds none of these clips")
+    (tmp_path / "taken").write_text("x")
+    result = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", trained / "hybrid.pt", "-o",
+                        tmp_path / "taken")
+    one_line_error(result, "taken: cannot be created: ", "is a file")
+    result = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", trained / "hybrid.pt", "-o",
+                        trained, "--whole")  # predictions_hybrid.csv there would be new; the checkpoint is untouched
+    assert result.returncode == 0 and (trained / "hybrid.pt").exists()
+
+
+@pytest.mark.parametrize("weights", ["ours", "paper17", "paper22"])
+def test_test_deploy_and_analysis_give_a_checkpoint_the_same_inputs(tiny_corpus, tmp_path, weights):
+    """One input transform per (checkpoint, data): attn_test's predictions equal attn_deploy's scores."""
+    path = tmp_path / "w.pt"
+    if weights == "ours":
+        our_checkpoint(path, tiny_corpus)
+    else:
+        torch.save(random_paper_state(17 if weights == "paper17" else 22, seed=5), path)
+    tested = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", path, "--whole", "-o",
+                        tmp_path / "res", "--bootstrap", "20")
+    deployed = run_script("attn_deploy.py", tiny_corpus / "frames.csv", "--weights", path, "-o", tmp_path / "c.csv")
+    assert tested.returncode == 0 and deployed.returncode == 0, tested.stderr + deployed.stderr
+    pred = pd.read_csv(tmp_path / "res" / "predictions_w.csv", dtype={"clip_id": str}).set_index("clip_id")
+    clips = pd.read_csv(tmp_path / "c.csv", dtype={"clip_id": str}).set_index("clip_id").loc[pred.index]
+    assert len(pred) == 24
+    np.testing.assert_allclose(pred[[f"pred_{t}" for t in TRAITS]].to_numpy(), clips[list(TRAITS)].to_numpy(),
+                               atol=1e-6, rtol=0)
+    spread = clips[list(TRAITS)].to_numpy().std(axis=0).max()
+    assert spread > 1e-4  # the scores differ between clips, so equal tables mean equal inputs

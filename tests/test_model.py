@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import (CheckpointError, ModelConfig, PaperNet, build_model, check_features, load_checkpoint,
-                   paper_config, save_checkpoint)
+from dataset import Normalization, SplitRecord
+from errors import DataError
+from model import (PAPER_FEATURE_SETS, Checkpoint, CheckpointError, ModelConfig, PaperNet, build_model, check_features,
+                   config_record, load_checkpoint, paper_config, save_checkpoint)
 from openface import FEATURE_SETS, TRAITS
 
 SMALL = dict(embed_dim=32, lstm_hidden=16, attn_dim=24, attn_hops=4)
@@ -164,27 +166,70 @@ def test_paper_network_trains_with_dropout():
 # Checkpoints
 
 
-def test_save_load_round_trip_reproduces_outputs_exactly(tmp_path):
+def test_save_load_round_trip_reproduces_outputs_and_fields_exactly(tmp_path):
     torch.manual_seed(0)
     cfg = ModelConfig(kind="hybrid", n_features=17, **SMALL)
     model = build_model(cfg).eval()
-    meta = {"features": list(FEATURE_SETS["au"]), "traits": list(TRAITS), "normalization": {"kind": "none"}}
-    save_checkpoint(tmp_path / "m.pt", model, meta)
+    split = SplitRecord("s.csv", "ab" * 32, {"v1": "train", "v2": "test"})
+    norm = Normalization("standard", tuple(range(17)), tuple([2.0] * 17))
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(model, cfg, FEATURE_SETS["au"], normalization=norm, split=split,
+                                                  seed=3, train_options={"epochs": 4}))
     assert not list(tmp_path.glob("*.tmp"))
     ckpt = load_checkpoint(tmp_path / "m.pt")
     x = torch.randn(2, 60, 17)
     with torch.no_grad():
         assert torch.equal(model(x, torch.tensor([60, 30])), ckpt.model(x, torch.tensor([60, 30])))
-    assert ckpt.config == cfg and ckpt.features == list(FEATURE_SETS["au"])
-    assert ckpt.meta["code_version"].startswith("1.0.0")
+    assert ckpt.config == cfg and ckpt.features == FEATURE_SETS["au"] and ckpt.traits == TRAITS
+    assert ckpt.normalization == norm and ckpt.split == split and ckpt.seed == 3 and ckpt.source == "ours"
+    assert ckpt.code_version.startswith("2.0.0") and ckpt.train_options == {"epochs": 4}
+
+
+def test_first_format_checkpoints_still_load(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind="conv", n_features=22, **SMALL)
+    model = build_model(cfg)
+    payload = {"format": "openface-bigfive/1", "config": config_record(cfg), "state_dict": model.state_dict(),
+               "meta": {"features": list(FEATURE_SETS["all"]), "traits": list(TRAITS), "seed": 0,
+                        "normalization": {"kind": "standard", "mean": [0.5] * 22, "std": [2.0] * 22},
+                        "split": {"path": "x.split.csv", "sha256": "0" * 64, "assignment": {"a": "train"}},
+                        "code_version": "1.0.0+abc", "metrics": {"epoch": 1}}}
+    torch.save(payload, tmp_path / "v1.pt")
+    ckpt = load_checkpoint(tmp_path / "v1.pt")
+    assert ckpt.normalization == Normalization("standard", (0.5,) * 22, (2.0,) * 22)
+    assert ckpt.split.assignment == {"a": "train"} and ckpt.code_version == "1.0.0+abc"
+
+
+def test_inconsistent_checkpoints_are_refused(tmp_path):
+    cfg = ModelConfig(kind="conv", n_features=17, **SMALL)
+    model = build_model(cfg)
+
+    def saved(**fields):
+        path = tmp_path / "c.pt"
+        save_checkpoint(path, Checkpoint(model, cfg, FEATURE_SETS["au"], normalization=Normalization("none")))
+        payload = torch.load(path, weights_only=True)
+        payload["fields"].update(fields)
+        torch.save(payload, path)
+        return path
+
+    with pytest.raises(CheckpointError, match="lists 22 features for a network with 17 inputs"):
+        load_checkpoint(saved(features=list(FEATURE_SETS["all"])))
+    with pytest.raises(CheckpointError, match="normalisation has 3 offsets and 3 scales for 17 features"):
+        load_checkpoint(saved(normalization={"kind": "standard", "offset": [0, 0, 0], "scale": [1, 1, 1]}))
+    with pytest.raises(CheckpointError, match="not a set of OpenFace feature columns \\(p_rx\\)"):
+        load_checkpoint(saved(features=list(FEATURE_SETS["au"][:16]) + ["p_rx"]))
+    with pytest.raises(CheckpointError, match="the split assignment must map source videos"):
+        load_checkpoint(saved(split={"path": "/home/x/.bashrc", "sha256": "0", "assignment": {"a": "touch X #"}}))
+    with pytest.raises(CheckpointError, match="unknown normalization kind 'exec'"):
+        load_checkpoint(saved(normalization={"kind": "exec"}))
 
 
 @pytest.mark.parametrize("n_features,feature_set", [(17, "au"), (22, "all")])
-def test_paper_raw_state_dict_loads(tmp_path, n_features, feature_set):
+def test_paper_raw_state_dict_loads_with_named_features(tmp_path, n_features, feature_set):
     sd = random_paper_state(n_features, 3)
     torch.save(sd, tmp_path / "paper.pt")
     ckpt = load_checkpoint(tmp_path / "paper.pt")
-    assert ckpt.is_paper_release and ckpt.features == list(FEATURE_SETS[feature_set])
+    assert ckpt.is_paper_release and ckpt.features == FEATURE_SETS[PAPER_FEATURE_SETS[n_features]]
+    assert ckpt.features == FEATURE_SETS[feature_set] and ckpt.normalization.kind == "paper"
     assert isinstance(ckpt.model, PaperNet) and not ckpt.model.training
 
 
@@ -197,8 +242,11 @@ def test_bad_checkpoints_have_clear_messages(tmp_path):
     with pytest.raises(CheckpointError, match="trunc.pt: not a readable PyTorch checkpoint"):
         load_checkpoint(tmp_path / "trunc.pt")
     (tmp_path / "text.pt").write_text("hello")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="text.pt: not a PyTorch checkpoint file"):
         load_checkpoint(tmp_path / "text.pt")
+    (tmp_path / "image.pt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    with pytest.raises(CheckpointError, match="image.pt: not a PyTorch checkpoint file"):
+        load_checkpoint(tmp_path / "image.pt")
     missing = dict(sd)
     missing.pop("bn1.running_mean")
     missing["extra.weight"] = torch.zeros(1)
@@ -210,9 +258,15 @@ def test_bad_checkpoints_have_clear_messages(tmp_path):
     torch.save(wrong, tmp_path / "shape.pt")
     with pytest.raises(CheckpointError, match=r"shapes match no known network: linear_layer_stack.2.weight is \(4, 128\)"):
         load_checkpoint(tmp_path / "shape.pt")
-    odd = random_paper_state(9, 0)
+    nan = dict(sd)
+    nan["conv1d_y2.bias"] = torch.full((256,), float("nan"))
+    torch.save(nan, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="conv1d_y2.bias holds NaN or infinite weights"):
+        load_checkpoint(tmp_path / "nan.pt")
+    odd = {k: v for k, v in random_paper_state(17, 0).items()}
+    odd["conv1d_y1.weight"] = torch.zeros(128, 9, 8)
     torch.save(odd, tmp_path / "odd.pt")
-    with pytest.raises(CheckpointError, match="9 input features match no feature set"):
+    with pytest.raises(CheckpointError, match="9 input features: the published networks have 17 or 22"):
         load_checkpoint(tmp_path / "odd.pt")
     torch.save({"a": 1}, tmp_path / "dict.pt")
     with pytest.raises(CheckpointError, match="not a known checkpoint"):
@@ -220,6 +274,15 @@ def test_bad_checkpoints_have_clear_messages(tmp_path):
     torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
     with pytest.raises(CheckpointError, match="refused: the file holds Python objects"):
         load_checkpoint(tmp_path / "module.pt")
+
+
+def test_model_config_refuses_impossible_sizes():
+    with pytest.raises(DataError, match="conv width 8 is below the squeeze-excite reduction 16"):
+        ModelConfig(conv_channels=(8, 8, 8, 8))
+    with pytest.raises(DataError, match="3 conv widths but 4 kernel widths"):
+        ModelConfig(conv_channels=(32, 32, 32))
+    with pytest.raises(DataError, match="the paper's network has fixed sizes; drop the flags for embed_dim"):
+        ModelConfig(kind="paper", embed_dim=64)
 
 
 def test_feature_mismatch_names_columns(tmp_path):

@@ -18,7 +18,13 @@ Planted relationships (each trait = 0.5-ish mean + scaled, standardised signal +
                      the events are 36+ frames apart, beyond the conv branch's 16-frame view      [temporal]
   conscientiousness  minus the per-clip mean of AU04 (brow lowerer)                     [mean-driven]
   openness           std of AU02 (outer brow raiser) over the clip                      [spread-driven]
+                     or, with --openness reaction, the mean delay (1-4 s, a person's tendency) from each head
+                     nod to a brow raise that follows it: a second, slower time scale         [temporal]
+                     or, with --openness noise, nothing: the label is pure noise (an overfitting check)
 Clips of one source video share the person's tendencies, so labels correlate within a video.
+
+--snr fi sets every planted R^2 to 0.25, the signal-to-noise of First Impressions-like data (a training-mean
+predictor scores 1 - MAE ~ 0.88); --pair-gap sets the nod/smile distance of agreeableness (default 60 frames).
 """
 from __future__ import annotations
 
@@ -43,8 +49,13 @@ SMILE_LEN, NOD_LEN, BROW_LEN, BLINK_LEN = 24, 18, 15, 6
 TRAIT_MEAN = {"extroversion": 0.48, "neuroticism": 0.52, "agreeableness": 0.55, "conscientiousness": 0.52,
               "openness": 0.57}
 TRAIT_SD = 0.145
-PLANTED_R2 = {"extroversion": 0.85, "neuroticism": 0.75, "agreeableness": 0.75, "conscientiousness": 0.7,
-              "openness": 0.7}
+SNR_PLANTED_R2 = {
+    "strong": {"extroversion": 0.85, "neuroticism": 0.75, "agreeableness": 0.75, "conscientiousness": 0.7,
+               "openness": 0.7},
+    "fi": {trait: 0.25 for trait in TRAITS},
+}
+OPENNESS_SIGNALS = ("spread", "reaction", "noise")
+REACTION_SECONDS = (1.0, 4.0)  # range of a person's nod -> brow-raise delay (--openness reaction)
 AU_INDEX = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
 OPENFACE_AU_C = ("AU01_c", "AU02_c", "AU04_c", "AU05_c", "AU06_c", "AU07_c", "AU09_c", "AU10_c", "AU12_c",
                  "AU14_c", "AU15_c", "AU17_c", "AU20_c", "AU23_c", "AU25_c", "AU26_c", "AU28_c", "AU45_c")
@@ -66,9 +77,10 @@ def add_event(track: np.ndarray, start: int, shape: np.ndarray, amplitude: float
         track[start:stop] += amplitude * shape[: stop - start]
 
 
-def person_params(rng: np.random.Generator) -> dict:
-    """Tendencies shared by all clips of one source video."""
-    return {
+def person_params(rng: np.random.Generator, reaction: bool = False) -> dict:
+    """Tendencies shared by all clips of one source video (the reaction delay only when it is planted, so the
+    other corpora stay as they were)."""
+    params = {
         "au_level": rng.uniform(0.0, 0.6, len(AU_COLUMNS)),
         "smile_amp": rng.uniform(0.8, 3.5),
         "free_smiles": rng.uniform(0, 1),
@@ -79,10 +91,15 @@ def person_params(rng: np.random.Generator) -> dict:
         "brow_rate": rng.uniform(0.1, 0.5),
         "gaze": rng.normal([0.0, 0.15], [0.1, 0.08]),
     }
+    if reaction:
+        params["reaction"] = rng.uniform(*REACTION_SECONDS) * FPS
+    return params
 
 
-def clip_frames(rng: np.random.Generator, person: dict, seconds: tuple[float, float]) -> tuple[np.ndarray, float]:
-    """One clip's 22 feature tracks (T, 22) and its realised share of nod -> smile pairs."""
+def clip_frames(rng: np.random.Generator, person: dict, seconds: tuple[float, float], pair_gap: int = PAIR_GAP,
+                reaction: bool = False) -> tuple[np.ndarray, float, float]:
+    """One clip's 22 feature tracks (T, 22), its realised share of nod -> smile pairs and, with `reaction`, the
+    mean delay in frames from a nod to the brow raise that follows it (NaN without one)."""
     n = int(rng.integers(int(seconds[0] * FPS), int(seconds[1] * FPS) + 1))
     x = np.zeros((n, len(FEATURE_COLUMNS)))
     for j in range(len(AU_COLUMNS)):
@@ -93,15 +110,22 @@ def clip_frames(rng: np.random.Generator, person: dict, seconds: tuple[float, fl
     slots = n // SLOT
     n_pairs = int(rng.integers(min(2, slots), min(4, slots) + 1))
     pair_slots = set(rng.choice(slots, n_pairs, replace=False).tolist())
-    follows = 0
+    follows, delays = 0, []
     for slot in range(slots):
         start = slot * SLOT + int(rng.integers(0, 6))
         amp = person["smile_amp"] * rng.uniform(0.8, 1.2)
         if slot in pair_slots:
             follow = rng.random() < person["follow"]
             follows += follow
-            nod_at, smile_at = (start, start + PAIR_GAP) if follow else (start + PAIR_GAP, start)
+            nod_at, smile_at = (start, start + pair_gap) if follow else (start + pair_gap, start)
             add_event(pitch, nod_at, bump(NOD_LEN), -0.25)
+            if reaction:
+                delay = person["reaction"] * rng.uniform(0.85, 1.15)
+                brow_at = nod_at + int(round(delay))
+                if brow_at + BROW_LEN <= n:
+                    delays.append(delay)
+                    add_event(x[:, AU_INDEX["AU02_r"]], brow_at, bump(BROW_LEN), 1.5 * person["brow_amp"])
+                    add_event(x[:, AU_INDEX["AU01_r"]], brow_at, bump(BROW_LEN), 1.0 * person["brow_amp"])
         elif rng.random() < person["free_smiles"]:
             smile_at = start + int(rng.integers(0, SLOT - SMILE_LEN))
         else:
@@ -122,10 +146,11 @@ def clip_frames(rng: np.random.Generator, person: dict, seconds: tuple[float, fl
     x[:, AU_INDEX["pose_Ry"]] = smooth_noise(rng, n, 0.9, person["yaw_amp"] * rng.uniform(0.8, 1.2))
     x[:, AU_INDEX["pose_Rz"]] = smooth_noise(rng, n, 0.97, 0.04)
     x[:, len(AU_COLUMNS):] = np.clip(x[:, len(AU_COLUMNS):], -0.6, 0.6)
-    return np.round(x, 3), follows / n_pairs if n_pairs else 0.5
+    mean_delay = float(np.mean(delays)) if delays else float("nan")
+    return np.round(x, 3), follows / n_pairs if n_pairs else 0.5, mean_delay
 
 
-def trait_signals(frames: np.ndarray, follow_share: float) -> dict[str, float]:
+def trait_signals(frames: np.ndarray, follow_share: float, mean_delay: float, openness: str) -> dict[str, float]:
     """The planted, noise-free signal of each trait, computed from the frames as written."""
     col = lambda name: frames[:, AU_INDEX[name]]  # noqa: E731
     return {
@@ -133,7 +158,7 @@ def trait_signals(frames: np.ndarray, follow_share: float) -> dict[str, float]:
         "neuroticism": -col("pose_Ry").std(),
         "agreeableness": follow_share,
         "conscientiousness": -col("AU04_r").mean(),
-        "openness": col("AU02_r").std(),
+        "openness": {"spread": col("AU02_r").std(), "reaction": mean_delay, "noise": 0.0}[openness],
     }
 
 
@@ -147,31 +172,34 @@ def video_ids(rng: np.random.Generator, n: int) -> list[str]:
     return ids
 
 
-def generate(n_clips: int, clips_per_video: int, seed: int,
-             seconds: tuple[float, float] = (12, 16)) -> tuple[list[dict], dict]:
+def generate(n_clips: int, clips_per_video: int, seed: int, seconds: tuple[float, float] = (12, 16),
+             snr: str = "strong", pair_gap: int = PAIR_GAP, openness: str = "spread") -> tuple[list[dict], dict]:
     """Clips (name, frames, labels) and the truth record, deterministic in the arguments."""
+    planted_r2 = dict(SNR_PLANTED_R2[snr], **({"openness": 0.0} if openness == "noise" else {}))
     rng = np.random.default_rng(seed)
     n_videos = -(-n_clips // clips_per_video)
     videos = video_ids(rng, n_videos)
     clips, signals = [], []
     for v, video in enumerate(videos):
-        person = person_params(rng)
+        person = person_params(rng, openness == "reaction")
         for k in range(min(clips_per_video, n_clips - v * clips_per_video)):
-            frames, follow = clip_frames(rng, person, seconds)
+            frames, follow, delay = clip_frames(rng, person, seconds, pair_gap, openness == "reaction")
             clips.append({"file": f"{video}.{k:03d}.mp4", "frames": frames})
-            signals.append(trait_signals(frames, follow))
+            signals.append(trait_signals(frames, follow, delay, openness))
     sig = pd.DataFrame(signals)
-    z = (sig - sig.mean()) / sig.std(ddof=0)
+    sig = sig.fillna(sig.mean())  # a clip too short for any reaction carries the average delay
+    z = ((sig - sig.mean()) / sig.std(ddof=0)).fillna(0.0)  # a constant signal (pure noise) is all zeros
     noise = rng.standard_normal((len(clips), len(TRAITS)))
-    truth = {"seed": seed, "clips": len(clips), "videos": n_videos, "trait_sd": TRAIT_SD, "traits": {}}
+    truth = {"seed": seed, "clips": len(clips), "videos": n_videos, "trait_sd": TRAIT_SD, "snr": snr,
+             "pair_gap_frames": pair_gap, "openness_signal": openness, "traits": {}}
     for j, trait in enumerate(TRAITS):
-        clean = TRAIT_MEAN[trait] + TRAIT_SD * np.sqrt(PLANTED_R2[trait]) * z[trait].to_numpy()
-        noise_sd = TRAIT_SD * np.sqrt(1 - PLANTED_R2[trait])
+        clean = TRAIT_MEAN[trait] + TRAIT_SD * np.sqrt(planted_r2[trait]) * z[trait].to_numpy()
+        noise_sd = TRAIT_SD * np.sqrt(1 - planted_r2[trait])
         label = np.clip(clean + noise_sd * noise[:, j], 0, 1)
         best = 1 - np.sum((label - clean) ** 2) / np.sum((label - label.mean()) ** 2)
         for clip, value in zip(clips, label):
             clip.setdefault("labels", {})[trait] = round(float(value), 6)
-        truth["traits"][trait] = {"label_noise_sd": noise_sd, "planted_r2": PLANTED_R2[trait],
+        truth["traits"][trait] = {"label_noise_sd": noise_sd, "planted_r2": planted_r2[trait],
                                   "best_r2": float(best), "label_mean": float(label.mean()),
                                   "label_sd": float(label.std())}
     truth["best_r2_mean"] = float(np.mean([t["best_r2"] for t in truth["traits"].values()]))
@@ -258,13 +286,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seconds", type=float, nargs=2, default=(12, 16), metavar=("MIN", "MAX"),
                         help="clip duration range in seconds at 30 fps (default 12 16)")
+    parser.add_argument("--snr", choices=tuple(SNR_PLANTED_R2), default="strong",
+                        help="signal-to-noise: strong (planted R2 .70-.85) or fi (0.25, First Impressions-like) "
+                             "(default strong)")
+    parser.add_argument("--pair-gap", type=int, default=PAIR_GAP, metavar="FRAMES",
+                        help=f"frames between the nod and the smile of a pair (agreeableness; default {PAIR_GAP})")
+    parser.add_argument("--openness", choices=OPENNESS_SIGNALS, default="spread",
+                        help="what openness follows: AU02 spread, the nod -> brow-raise delay, or nothing "
+                             "(default spread)")
     parser.add_argument("--layouts", nargs="+", choices=("table", "openface"), default=("table", "openface"),
                         help="which layouts to write (labels.csv and truth.json are always written)")
     args = parser.parse_args(argv)
-    if args.clips < 3 or args.clips_per_video < 1 or not 0 < args.seconds[0] <= args.seconds[1]:
-        print("error: need --clips >= 3, --clips-per-video >= 1 and 0 < MIN <= MAX seconds", file=sys.stderr)
+    if (args.clips < 3 or args.clips_per_video < 1 or not 0 < args.seconds[0] <= args.seconds[1]
+            or not 0 < args.pair_gap < SLOT):
+        print(f"error: need --clips >= 3, --clips-per-video >= 1, 0 < MIN <= MAX seconds and 0 < --pair-gap < {SLOT}",
+              file=sys.stderr)
         return 1
-    clips, truth = generate(args.clips, args.clips_per_video, args.seed, tuple(args.seconds))
+    clips, truth = generate(args.clips, args.clips_per_video, args.seed, tuple(args.seconds), args.snr,
+                            args.pair_gap, args.openness)
     write_corpus(args.out, clips, truth, args.seed, tuple(args.layouts))
     print(describe(truth))
     print(f"wrote {args.out}")

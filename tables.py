@@ -1,0 +1,298 @@
+"""Files in and out: atomic writes, and CSV/Parquet tables through pyarrow (multithreaded C++ parsing and writing).
+
+Every file the scripts write goes through `atomic_output`: it is written under a temporary name unique to the
+process and renamed over the target only when complete, so a crash never leaves a complete-looking file.
+Tables are CSV, or Parquet when the name ends in .parquet. CSV floats are written in their shortest exact form
+(0.123 stays 0.123; float32 values are written as float32), so values round-trip without 17-digit noise.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import re
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from errors import DataError
+
+PARQUET_SUFFIX = ".parquet"
+BLOCK_BYTES = 16 << 20  # CSV bytes parsed per block: large blocks keep both cores busy
+NEEDS_QUOTES = re.compile(r'[",\r\n]')
+_NULLS = ("", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "#N/A")
+NULL_VALUES = list(_NULLS) + [" " + v for v in _NULLS]  # OpenFace's ", " separator leaves a blank before a value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A hidden name beside `path`, unique to this process and call (torchrun ranks may write at once)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def is_parquet(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == PARQUET_SUFFIX
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Writing tables
+
+
+def to_arrow(table: pa.Table | "pd.DataFrame") -> pa.Table:  # noqa: F821
+    return table if isinstance(table, pa.Table) else pa.Table.from_pandas(table, preserve_index=False)
+
+
+def _csv_field(name: str) -> str:
+    return f'"{name.replace(chr(34), chr(34) * 2)}"' if NEEDS_QUOTES.search(name) else name
+
+
+def _needs_quoting(table: pa.Table) -> bool:
+    """True when some text value holds a separator, quote or line break (only then are strings quoted)."""
+    for column in table.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            if pc.any(pc.match_substring_regex(column, NEEDS_QUOTES.pattern)).as_py():
+                return True
+    return False
+
+
+class TableWriter:
+    """Append Arrow tables of one schema to a CSV or Parquet file, atomically: `close()` publishes the file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.rows = 0
+        self._context = atomic_output(self.path)
+        self._tmp = self._context.__enter__()
+        self._parquet = is_parquet(self.path)
+        self._writer: pq.ParquetWriter | None = None
+        self._handle = None if self._parquet else open(self._tmp, "wb")
+        self._schema: pa.Schema | None = None
+
+    def write(self, table: pa.Table | "pd.DataFrame") -> None:  # noqa: F821
+        table = to_arrow(table)
+        if self._schema is None:
+            self._schema = table.schema
+            if self._parquet:
+                self._writer = pq.ParquetWriter(self._tmp, self._schema)
+            else:
+                self._handle.write((",".join(_csv_field(n) for n in table.column_names) + "\n").encode())
+        elif table.schema != self._schema:
+            table = table.cast(self._schema)
+        if self._parquet:
+            self._writer.write_table(table)
+        elif table.num_rows:
+            style = "needed" if _needs_quoting(table) else "none"
+            pcsv.write_csv(table, self._handle, pcsv.WriteOptions(include_header=False, quoting_style=style))
+        self.rows += table.num_rows
+
+    def close(self) -> int:
+        """Publish the file; returns the number of rows written."""
+        if self._writer is not None:
+            self._writer.close()
+        if self._handle is not None:
+            self._handle.close()
+        self._context.__exit__(None, None, None)
+        return self.rows
+
+    def abort(self) -> None:
+        """Discard what was written; the target is left as it was."""
+        if self._writer is not None:
+            self._writer.close()
+        if self._handle is not None:
+            self._handle.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "TableWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_table(table: pa.Table | "pd.DataFrame", path: str | Path) -> int:  # noqa: F821
+    """Write one table (CSV or Parquet by the name), atomically; returns the rows written."""
+    with TableWriter(path) as writer:
+        writer.write(table)
+    return writer.rows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading tables
+
+
+def looks_binary(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return b"\0" in handle.read(4096)
+
+
+def read_header(path: str | Path) -> list[str]:
+    """Column names of a CSV (spaces around names removed) or a Parquet file; [] for an empty file."""
+    path = Path(path)
+    if is_parquet(path):
+        try:
+            return list(pq.read_schema(path).names)
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(path, f"not a readable Parquet file: {first_line(err)}") from None
+    if looks_binary(path):
+        raise DataError(path, "not a CSV text file (it holds binary data)")
+    with open(path, "r", encoding="utf-8", errors="replace", newline="") as handle:
+        first = handle.readline()
+    if not first.strip():
+        return []
+    return [name.strip() for name in next(csv.reader([first]))]
+
+
+def check_unique_columns(path: str | Path, header: Sequence[str]) -> None:
+    """Refuse a header that names a column twice: which of the two is meant cannot be known."""
+    repeated = [name for name, n in Counter(header).items() if n > 1 and name]
+    if repeated:
+        raise DataError(path, f"column {repeated[0]!r} appears {header.count(repeated[0])} times in the header; "
+                              "rename or remove the copies")
+
+
+class CellError(DataError):
+    """A cell that is not a number where a number is needed."""
+
+
+def first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _csv_options(header: Sequence[str], columns: Sequence[str], types: Mapping[str, pa.DataType]):
+    read = pcsv.ReadOptions(column_names=list(header), skip_rows=1, block_size=BLOCK_BYTES, use_threads=True)
+    convert = pcsv.ConvertOptions(include_columns=list(columns), column_types=dict(types), null_values=NULL_VALUES,
+                                  strings_can_be_null=False, quoted_strings_can_be_null=False)
+    return read, convert
+
+
+def _explain_csv_error(path: Path, header: Sequence[str], columns: Sequence[str],
+                       types: Mapping[str, pa.DataType], err: pa.ArrowInvalid) -> DataError:
+    """One line naming the line and column of the first cell or row Arrow refused (found on a slow path)."""
+    numeric = [c for c in columns if c in types and not pa.types.is_string(types[c])]
+    with open(path, "r", encoding="utf-8", errors="replace", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        where = {name: j for j, name in enumerate(header)}
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                return DataError(path, f"line {line}: {len(row)} fields where the header has {len(header)}")
+            for name in numeric:
+                text = row[where[name]].strip()
+                if text and not _parses_as_number(text):
+                    return CellError(path, f"line {line}, column {name}: {text!r} is not a number")
+    return DataError(path, f"cannot parse CSV: {first_line(err)}")
+
+
+def _parses_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _clean_strings(table: pa.Table) -> pa.Table:
+    """Strip the blanks OpenFace's ', ' separator leaves in front of text values."""
+    for j, field in enumerate(table.schema):
+        if pa.types.is_string(field.type):
+            table = table.set_column(j, field.name, pc.utf8_trim_whitespace(table.column(j)))
+    return table
+
+
+def read_columns(path: str | Path, columns: Sequence[str], types: Mapping[str, pa.DataType],
+                 header: Sequence[str] | None = None) -> pa.Table:
+    """The named columns of a CSV or Parquet file as one Arrow table, with the given column types.
+
+    CSV is parsed on all cores; a cell that does not convert is reported with its line and column."""
+    path = Path(path)
+    header = read_header(path) if header is None else list(header)
+    if is_parquet(path):
+        return _read_parquet(path, columns, types)
+    read, convert = _csv_options(header, columns, types)
+    try:
+        table = pcsv.read_csv(path, read_options=read, convert_options=convert)
+    except pa.ArrowInvalid as err:
+        raise _explain_csv_error(path, header, columns, types, err) from None
+    return _clean_strings(table)
+
+
+def iter_column_batches(path: str | Path, columns: Sequence[str], types: Mapping[str, pa.DataType],
+                        header: Sequence[str] | None = None) -> Iterator[pa.Table]:
+    """The named columns in blocks of about BLOCK_BYTES, for inputs larger than memory."""
+    path = Path(path)
+    header = read_header(path) if header is None else list(header)
+    if is_parquet(path):
+        parquet = pq.ParquetFile(path)
+        for batch in parquet.iter_batches(columns=list(columns)):
+            yield _cast_columns(path, pa.Table.from_batches([batch]), types)
+        return
+    read, convert = _csv_options(header, columns, types)
+    try:
+        with pcsv.open_csv(path, read_options=read, convert_options=convert) as reader:
+            for batch in reader:
+                yield _clean_strings(pa.Table.from_batches([batch]))
+    except pa.ArrowInvalid as err:
+        raise _explain_csv_error(path, header, columns, types, err) from None
+
+
+def _read_parquet(path: Path, columns: Sequence[str], types: Mapping[str, pa.DataType]) -> pa.Table:
+    try:
+        table = pq.read_table(path, columns=list(columns))
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(path, f"not a readable Parquet file: {first_line(err)}") from None
+    return _cast_columns(path, table, types)
+
+
+def _cast_columns(path: Path, table: pa.Table, types: Mapping[str, pa.DataType]) -> pa.Table:
+    for name, kind in types.items():
+        if name not in table.column_names:
+            continue
+        j = table.column_names.index(name)
+        if table.column(j).type == kind:
+            continue
+        try:
+            table = table.set_column(j, name, table.column(j).cast(kind))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise DataError(path, f"column {name}: cannot be read as {kind}: {first_line(err)}") from None
+    return table
+
+
+def column_array(table: pa.Table, names: Sequence[str], dtype=np.float64) -> np.ndarray:
+    """Columns as one (rows, len(names)) array; nulls (empty cells, 'nan') become NaN."""
+    out = np.empty((table.num_rows, len(names)), dtype=dtype)
+    for j, name in enumerate(names):
+        out[:, j] = table.column(name).to_numpy(zero_copy_only=False)
+    return out

@@ -4,7 +4,8 @@
     python attn_deploy.py frames.csv --weights weights/3iternorm_180.pt -o clips.csv --frames-output output_pers.csv
     torchrun --nproc_per_node=2 attn_deploy.py big_folder/ --weights weights/hybrid.pt -o clips.csv
 
-INPUT: raw OpenFace CSVs or folders of them (recursive), or combined frame tables (CSV or Parquet). Every clip
+INPUT: raw OpenFace CSVs or folders of them (recursive), or combined frame tables (CSV or Parquet), or videos
+(then OpenFace runs first, as extract_features.py runs it, into OUTPUT.openface/, reused next time). Every clip
 gets exactly one row with a status (ok, too_short, no_face, unreadable) and, when not ok, the reason; traits
 are empty unless ok. File is the path relative to the input folder given (the name for a file given
 directly). Inputs are scaled as the checkpoint says (model.input_scaler): our checkpoints with their stored
@@ -39,8 +40,9 @@ from cli import Parser, add_device_option, add_options, check_outputs, options_f
 from dataset import predict
 from errors import DataError
 from model import Checkpoint, code_version, file_sha256, input_scaler, load_checkpoint
-from openface import (OPENFACE_OUTPUT_COLUMNS, TRAITS, Clip, InputFile, ReadOptions, ReadSummary, Status,
-                      count_table_clips, input_files, is_frame_table, iter_clips, read_header)
+from extract_features import ExtractOptions, extract_videos, summary_line, video_files
+from openface import (OPENFACE_OUTPUT_COLUMNS, PARTS_SUFFIX, TRAITS, VIDEO_CACHE_SUFFIX, Clip, InputFile, ReadOptions, ReadSummary, Status,
+                      count_table_clips, input_files, iter_clips, read_header)
 from tables import TableWriter, write_text_atomic
 from training import Distributed, distributed_session
 
@@ -163,7 +165,7 @@ class Share:
 
 def count_slots(files: Sequence[InputFile]) -> list[int]:
     """Clips per input file: one per OpenFace file, one per clip of a combined table (reads only its clip ids)."""
-    return [count_table_clips(f.path) if is_frame_table(f.path) else 1 for f in files]
+    return [count_table_clips(f.path) if f.is_table else 1 for f in files]
 
 
 def share_of(total: int, rank: int, world_size: int) -> Share:
@@ -190,14 +192,14 @@ def iter_share(files: Sequence[InputFile], slots: Sequence[int], features: Seque
 
     def read(entry: tuple[InputFile, int]) -> list[tuple[int, Clip]]:
         item, slot = entry
-        if is_frame_table(item.path):
+        if item.is_table:
             return []  # streamed below, not held in memory whole
         if slot in skip:
             return [(slot, None)]
         return [(slot, next(iter_clips([item], features, reading, keep_rows=keep_rows, strict=False, labels=False)))]
 
     for (item, slot), done in zip(wanted, ordered_parallel(wanted, read, workers)):
-        if not is_frame_table(item.path):
+        if not item.is_table:
             if done[0][1] is not None:
                 yield done[0]
             continue
@@ -295,7 +297,7 @@ def merge(parts: Path, total: int, output: Path, frames_output: Path | None) -> 
 
 def check_frames_layout(files: Sequence[InputFile]) -> bool:
     """True when the inputs are raw OpenFace files; tables must share one header; no mixing of layouts."""
-    tables = [f.path for f in files if is_frame_table(f.path)]
+    tables = [f.path for f in files if f.is_table]
     if tables and len(tables) != len(files):
         raise DataError(tables[0], "--frames-output needs inputs of one layout (all combined tables or all OpenFace CSVs)")
     if tables and any(read_header(t) != read_header(tables[0]) for t in tables[1:]):
@@ -322,7 +324,25 @@ def build_parser() -> Parser:
                         help="label at most this many new clips per process, then stop (resume later with --resume)")
     add_device_option(parser)
     add_options(parser.add_argument_group("input"), ReadOptions)
+    add_options(parser.add_argument_group("videos (run OpenFace first; see extract_features.py)"), ExtractOptions)
     return parser
+
+
+def video_inputs(args, outputs: Sequence[Path]) -> list[InputFile]:
+    """For video inputs: OpenFace's CSVs, extracted into OUTPUT.openface/ (reused next time), one input per
+    video, named as the video; a video OpenFace failed on is an input that becomes an unreadable row."""
+    videos = video_files(args.inputs)
+    if not videos:
+        return []
+    tables = input_files(args.inputs, exclude=[out for out in outputs if finished_output(out)])
+    if tables:
+        raise DataError(tables[0].path, "videos and OpenFace tables in one run: label them in separate runs")
+    cache = args.output.with_name(args.output.name + VIDEO_CACHE_SUFFIX)
+    results = extract_videos(videos, cache, options_from(args, ExtractOptions), progress=True)
+    print(summary_line(results, cache))
+    return [InputFile(r.csv, r.video.name) if r.csv else InputFile(r.video.path, r.video.name,
+                                                                       f"OpenFace failed: {r.reason}")
+            for r in results]
 
 
 def number_options(args, reading: ReadOptions, openface_layout: bool) -> dict:
@@ -338,10 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) < 1:
             raise DataError(None, f"--{name.replace('_', '-')} must be at least 1")
     outputs = [args.output] + ([args.frames_output] if args.frames_output else [])
-    parts = args.output.with_name(args.output.name + ".parts")
-    files = input_files(args.inputs, exclude=[out for out in outputs if finished_output(out)])
+    parts = args.output.with_name(args.output.name + PARTS_SUFFIX)
+    files = video_inputs(args, outputs) or input_files(args.inputs, exclude=[o for o in outputs if finished_output(o)])
     if not files:
-        raise DataError(", ".join(args.inputs), "no CSV or Parquet files found")
+        raise DataError(", ".join(args.inputs), "no CSV, Parquet or video files found")
     check_outputs(outputs, [f.path for f in files] + [args.weights])
     with distributed_session(args.device) as (device, world):
         return run(args, files, parts, device, world)

@@ -186,7 +186,7 @@ def assign_splits(groups: Sequence[str], seed: int, fractions: Sequence[float] =
         raise DataError(None, f"only {len(unique)} source video(s); a train/val/test split needs at least 3")
     order = np.random.default_rng(seed).permutation(len(unique))
     n_val = max(1, int(round(fractions[1] * len(unique))))
-    n_test = max(1, int(round(fractions[2] * len(unique))))
+    n_test = max(1, int(round(fractions[2] * len(unique)))) if fractions[2] > 0 else 0
     names = np.array(["train"] * len(unique), dtype=object)
     names[order[:n_test]] = "test"
     names[order[n_test: n_test + n_val]] = "val"

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -34,59 +35,84 @@ CHECKPOINT_FORMAT_V1 = "openface-bigfive/1"  # metadata in an untyped dict; stil
 KINDS = ("hybrid", "conv", "attention", "paper")
 PAPER_FRAMES = 700  # the original pads every clip to exactly this many frames
 PAPER_WINDOW = 699  # longer clips are cut into windows of at most this many frames and averaged
+PAPER_GAP = 24  # PaperNet.forward_valid: the all-padding run kept (> the conv stack's receptive field, 16)
+PAPER_EDGE = 8  # and the padding kept at the right end, where the convolutions' own zero padding shows
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A network's kind and sizes; attn_regression.py gets a flag for every field with an option()."""
+    """A network's kind, architecture and sizes; attn_regression.py gets a flag for every field with an option().
+
+    The defaults suit hundreds to thousands of clips (see README "Choosing the defaults"); PRESETS["paper"] has
+    the published sizes and the original conv branch."""
 
     kind: str = option("hybrid", "network: hybrid, the conv or attention branch alone, or the paper's published one",
                        choices=KINDS, flag="--model")
     n_features: int = 22
     n_traits: int = 5
-    embed_dim: int = option(512, "per-frame embedding and time-encoding width", minimum=1)
-    lstm_hidden: int = option(256, "LSTM width of the attention branch", minimum=1)
-    attn_dim: int = option(700, "d_a of the structured self-attention", minimum=1)
-    attn_hops: int = option(256, "r, attention hops", minimum=1)
-    conv_channels: tuple[int, ...] = option((128, 256, 256, 256), "output channels of the conv layers",
-                                            minimum=1, metavar="C")
-    conv_kernels: tuple[int, ...] = option((8, 5, 3, 3), "kernel widths of the conv layers", minimum=1, metavar="K")
+    stats_path: bool = option(True, "a linear path from each clip's mean and std of every input, fitted by ridge "
+                                    "regression before training; the branches then learn what it misses")
+    embed_dim: int = option(64, "per-frame embedding and time-encoding width", minimum=1)
+    lstm_hidden: int = option(64, "LSTM width of the attention branch", minimum=1)
+    attn_dim: int = option(64, "d_a of the structured self-attention", minimum=1)
+    attn_hops: int = option(8, "r, attention hops", minimum=1)
+    conv_channels: tuple[int, ...] = option((32, 32, 32, 32, 32), "output channels of the conv layers", minimum=1,
+                                            metavar="C")
+    conv_kernels: tuple[int, ...] = option((5, 5, 5, 5, 5), "kernel widths of the conv layers", minimum=1,
+                                           metavar="K")
+    conv_dilations: tuple[int, ...] = option((1, 2, 4, 8, 16), "dilations of the conv layers (the receptive field is "
+                                             "1 + sum((K - 1) * D) frames)", minimum=1, metavar="D")
+    conv_residual: bool = option(True, "add each conv layer's input to its output where the widths match")
+    conv_pool: str = option("meanstd", "pool the conv branch over valid frames by mean, or by mean and std",
+                            choices=("mean", "meanstd"))
+    squeeze_excite: bool = option(False, "squeeze-excite after each conv layer (the paper's conv branch)")
     se_reduction: int = option(16, "squeeze-excite reduction (each conv width must be at least this)", minimum=1)
-    head_hidden: tuple[int, ...] = option((256, 128), "widths of the head's hidden layers", minimum=1, metavar="W")
-    dropout: float = option(0.2, "dropout probability", minimum=0.0)
+    head_hidden: tuple[int, ...] = option((64,), "widths of the head's hidden layers", minimum=1, metavar="W")
+    dropout: float = option(0.1, "dropout probability", minimum=0.0)
+    members: int = option(1, "networks trained side by side from different initialisations and averaged "
+                             "(one checkpoint)", minimum=1, flag="--ensemble")
     frame_time_scale: float = 100 / 30  # tau_t = t * scale in the time encoding (the paper's value)
 
     def __post_init__(self) -> None:
-        for name in ("conv_channels", "conv_kernels", "head_hidden"):
+        for name in ("conv_channels", "conv_kernels", "conv_dilations", "head_hidden"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if self.kind not in KINDS:
             raise DataError(None, f"unknown model kind {self.kind!r}; choose one of {', '.join(KINDS)}")
-        if len(self.conv_channels) != len(self.conv_kernels) or not self.conv_channels:
-            raise DataError(None, f"{len(self.conv_channels)} conv widths but {len(self.conv_kernels)} kernel widths; "
-                                  "give one of each per conv layer")
-        if min(self.conv_channels) < self.se_reduction:
+        if not self.conv_channels or not len(self.conv_channels) == len(self.conv_kernels) == len(self.conv_dilations):
+            raise DataError(None, f"{len(self.conv_channels)} conv widths, {len(self.conv_kernels)} kernel widths and "
+                                  f"{len(self.conv_dilations)} dilations; give one of each per conv layer")
+        if self.squeeze_excite and min(self.conv_channels) < self.se_reduction:
             raise DataError(None, f"conv width {min(self.conv_channels)} is below the squeeze-excite reduction "
                                   f"{self.se_reduction}; use wider layers or a smaller --se-reduction")
         if not 0 <= self.dropout < 1:
             raise DataError(None, f"dropout must be in [0, 1), got {self.dropout}")
         if self.kind == "paper":
-            differs = [name for name, value in PAPER_SIZES.items() if getattr(self, name) != value]
+            differs = [name for name, value in PAPER_SIZES.items() if getattr(self, name) != value and name != "dropout"]
+            differs += ["members"] if self.members != 1 else []
             if differs:
                 raise DataError(None, f"the paper's network has fixed sizes; drop the flags for {', '.join(differs)}")
 
+    @property
+    def receptive_field(self) -> int:
+        return 1 + sum((k - 1) * d for k, d in zip(self.conv_kernels, self.conv_dilations))
 
+
+LEGACY_ARCHITECTURE: dict[str, object] = {  # the conv branch and output of the first HybridNet (format 1)
+    "stats_path": False, "members": 1, "conv_dilations": (1, 1, 1, 1), "conv_residual": False, "conv_pool": "mean",
+    "squeeze_excite": True}
 PAPER_SIZES: dict[str, object] = {  # the published network (PAPER.md section 5)
     "embed_dim": 512, "lstm_hidden": 256, "attn_dim": 700, "attn_hops": 256, "conv_channels": (128, 256, 256, 256),
-    "conv_kernels": (8, 5, 3, 3), "se_reduction": 16, "head_hidden": (256, 128), "frame_time_scale": 100 / 30}
+    "conv_kernels": (8, 5, 3, 3), "se_reduction": 16, "head_hidden": (256, 128), "dropout": 0.2,
+    "frame_time_scale": 100 / 30, **LEGACY_ARCHITECTURE}
 
 
 def paper_config(n_features: int, dropout: float = 0.2) -> ModelConfig:
-    return ModelConfig(kind="paper", n_features=n_features, dropout=dropout, **PAPER_SIZES)
+    return ModelConfig(kind="paper", n_features=n_features, **{**PAPER_SIZES, "dropout": dropout})
 
 
-PRESETS: dict[str, ModelConfig] = {  # attn_regression.py --preset: sizes to start from
+PRESETS: dict[str, ModelConfig] = {  # attn_regression.py --preset: the architecture and sizes to start from
     "default": ModelConfig(),
-    "paper": ModelConfig(**PAPER_SIZES),
+    "paper": ModelConfig(**PAPER_SIZES),  # the published sizes and conv branch, without the statistics path
 }
 
 
@@ -119,36 +145,53 @@ class SqueezeExcite(nn.Module):
             pooled = v.mean(dim=2)
         else:
             pooled = v.sum(dim=2) / mask.sum(dim=1, keepdim=True).clamp(min=1)  # v is zero where mask is False
-        scale = torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))  # (B, C)
-        return v * scale[:, :, None]
+        return v * self.scale(pooled)[:, :, None]
+
+    def scale(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, C) channel means -> (B, C) channel weights in (0, 1)."""
+        return torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))
 
 
-def conv_branch(x: torch.Tensor, convs: list[nn.Conv1d], ses: list[SqueezeExcite], dropout: nn.Module,
-                lengths: torch.Tensor | None) -> torch.Tensor:
-    """Conv1d -> ReLU -> SE -> dropout blocks, then the mean over positions: (B, T, F) -> (B, C).
+def masked_moments(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std over valid positions: h (B, C, T), mask (B, T) -> (B, C), (B, C)."""
+    m = mask[:, None, :].to(h.dtype)
+    count = m.sum(dim=2).clamp(min=1)
+    mean = (h * m).sum(dim=2) / count
+    var = (((h - mean[:, :, None]) * m) ** 2).sum(dim=2) / count
+    return mean, torch.sqrt(var + 1e-5)
+
+
+def conv_branch(x: torch.Tensor, convs: Sequence[nn.Conv1d], ses: Sequence[SqueezeExcite] | None,
+                dropout: nn.Module, lengths: torch.Tensor | None, residual: bool = False,
+                pool: str = "mean") -> torch.Tensor:
+    """Conv1d -> ReLU -> [SE] -> dropout blocks (each added to its input where `residual` and shapes allow), then
+    pooled over positions: (B, T, F) -> (B, C), or (B, 2C) for pool 'meanstd'.
 
     lengths=None averages over every position, padding included (the paper); otherwise padded positions are
-    zeroed after each block and excluded from every mean, so a clip's output does not depend on its padding.
-    """
+    zeroed after each block and excluded from every mean, so a clip's output does not depend on its padding."""
     h = x.transpose(1, 2)  # (B, F, T)
-    valid = lengths
-    mask = None
-    for conv, se in zip(convs, ses):
-        h = F.relu(conv(h))  # (B, C, T')
+    valid, mask = lengths, None
+    for k, conv in enumerate(convs):
+        out = F.relu(conv(h))  # (B, C, T')
         if valid is not None:
-            valid = valid + 2 * conv.padding[0] - conv.kernel_size[0] + 1
-            mask = valid_mask(valid, h.shape[2])
-            h = h * mask[:, None, :]
-        h = dropout(se(h, mask))
+            valid = valid + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1)
+            mask = valid_mask(valid, out.shape[2])
+            out = out * mask[:, None, :]
+        if ses is not None:
+            out = ses[k](out, mask)
+        out = dropout(out)
+        h = h + out if residual and out.shape == h.shape else out
     if mask is None:
         return h.mean(dim=2)
-    return h.sum(dim=2) / mask.sum(dim=1, keepdim=True).clamp(min=1)
+    mean, std = masked_moments(h, mask)
+    return mean if pool == "mean" else torch.cat([mean, std], dim=1)
 
 
 def make_convs(cfg: ModelConfig) -> tuple[list[nn.Conv1d], list[SqueezeExcite]]:
     chans = (cfg.n_features,) + cfg.conv_channels
-    convs = [nn.Conv1d(chans[i], chans[i + 1], k, padding=k // 2) for i, k in enumerate(cfg.conv_kernels)]
-    ses = [SqueezeExcite(c, cfg.se_reduction) for c in cfg.conv_channels]
+    convs = [nn.Conv1d(chans[i], chans[i + 1], k, padding=d * (k // 2), dilation=d)
+             for i, (k, d) in enumerate(zip(cfg.conv_kernels, cfg.conv_dilations))]
+    ses = [SqueezeExcite(c, cfg.se_reduction) for c in cfg.conv_channels] if cfg.squeeze_excite else []
     return convs, ses
 
 
@@ -193,7 +236,14 @@ def time_embedding(cfg: ModelConfig) -> nn.Sequential:
 
 
 class HybridNet(nn.Module):
-    """The network the paper describes, with both branches working: (B, T, F), lengths -> (B, 5) in [0, 1]."""
+    """The network the paper describes, with both branches working, and (cfg.stats_path) a linear path from each
+    clip's input statistics: (B, T, F), lengths -> (B, 5).
+
+    With the statistics path the output is stats(mean, std of x) + gates * head(branches): the statistics path is
+    fitted by ridge regression before training (training.fit_stats_path), the head starts at zero, and the
+    per-trait gates are fitted on validation clips after training (training.calibrate_gates), so a trait the
+    branches cannot help keeps the ridge prediction. Outputs are clipped to [0, 1] in eval mode. Without it the
+    output is sigmoid(head(branches)), as in the paper."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -208,26 +258,83 @@ class HybridNet(nn.Module):
             width += cfg.attn_hops
         if self.use_conv:
             convs, ses = make_convs(cfg)
-            self.convs, self.ses = nn.ModuleList(convs), nn.ModuleList(ses)
-            width += cfg.conv_channels[-1]
+            self.convs = nn.ModuleList(convs)
+            if ses:
+                self.ses = nn.ModuleList(ses)
+            width += cfg.conv_channels[-1] * (2 if cfg.conv_pool == "meanstd" else 1)
         self.dropout = nn.Dropout(cfg.dropout)
         layers: list[nn.Module] = []
         for hidden in cfg.head_hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
             width = hidden
         self.head = nn.Sequential(*layers, nn.Linear(width, cfg.n_traits))
+        if cfg.stats_path:
+            self.stats = nn.Linear(2 * cfg.n_features, cfg.n_traits)
+            self.register_buffer("gates", torch.ones(cfg.n_traits))
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # x: (B, T, F), zero or garbage beyond each length; lengths: (B,)
-        x = x.masked_fill(~valid_mask(lengths, x.shape[1])[:, :, None], 0.0)
+    def input_statistics(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) -> (B, 2F): each clip's mean and std of every input over its valid frames."""
+        mean, std = masked_moments(x.transpose(1, 2), valid_mask(lengths, x.shape[1]))
+        return torch.cat([mean, std], dim=1)
+
+    def branches(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The head's output for the branches: (B, T, F) with zeros beyond each length -> (B, 5)."""
         parts = []
         if self.use_attention:
             times = torch.arange(x.shape[1], device=x.device) * self.cfg.frame_time_scale
             e = self.au_emb(x) + self.time_embed(sinusoidal_encoding(times, self.cfg.embed_dim))[None]  # (B, T, E)
             parts.append(self.attention_lstm(e, lengths))  # (B, r)
         if self.use_conv:
-            parts.append(conv_branch(x, list(self.convs), list(self.ses), self.dropout, lengths))  # (B, C)
-        return torch.sigmoid(self.head(torch.cat(parts, dim=1)))  # (B, 5)
+            ses = list(self.ses) if self.cfg.squeeze_excite else None
+            parts.append(conv_branch(x, list(self.convs), ses, self.dropout, lengths, self.cfg.conv_residual,
+                                     self.cfg.conv_pool))  # (B, C) or (B, 2C)
+        return self.head(torch.cat(parts, dim=1))
+
+    def parts(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The statistics path's and the branches' contributions, (B, 5) each (statistics path only)."""
+        x = x.masked_fill(~valid_mask(lengths, x.shape[1])[:, :, None], 0.0)
+        return self.stats(self.input_statistics(x, lengths)), self.branches(x, lengths)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, F), zero or garbage beyond each length; lengths: (B,) -> (B, 5)
+        if not self.cfg.stats_path:
+            x = x.masked_fill(~valid_mask(lengths, x.shape[1])[:, :, None], 0.0)
+            return torch.sigmoid(self.branches(x, lengths))
+        linear, residual = self.parts(x, lengths)
+        out = linear + self.gates * residual
+        return out if self.training else out.clamp(0.0, 1.0)
+
+
+class Ensemble(nn.Module):
+    """cfg.members HybridNets averaged: (B, T, F), lengths -> (B, 5). In training mode it returns every member's
+    output, (K, B, 5), so that each member learns from its own error (F.mse_loss against y broadcast)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.members = nn.ModuleList(HybridNet(replace(cfg, members=1)) for _ in range(cfg.members))
+
+    def input_statistics(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.members[0].input_statistics(x, lengths)
+
+    def parts(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The members' statistics path (one fit, shared) and their branches' mean contribution."""
+        pairs = [member.parts(x, lengths) for member in self.members]
+        return pairs[0][0], torch.stack([residual for _, residual in pairs]).mean(dim=0)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        outputs = torch.stack([member(x, lengths) for member in self.members])  # (K, B, 5)
+        return outputs if self.training else outputs.mean(dim=0)
+
+    @property
+    def stats(self) -> list[nn.Linear]:
+        return [member.stats for member in self.members]
+
+    @property
+    def gates(self) -> list[torch.Tensor]:
+        return [member.gates for member in self.members]
 
 
 class PaperNet(nn.Module):
@@ -266,18 +373,47 @@ class PaperNet(nn.Module):
         c = self.attention_lstm.output_layer(z.view(1, -1))  # (1, 1); softmax over one position is 1
         return c.view(1).expand(self.cfg.attn_hops)
 
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, 700, F), zero beyond each clip -> (B, 5)
-        convs = [self.conv1d_y1, self.conv1d_y2, self.conv1d_y3, self.conv1d_y4]
-        ses = [self.squeeze_excite1, self.squeeze_excite2, self.squeeze_excite3, self.squeeze_excite4]
-        y = conv_branch(x, convs, ses, self.dropout, None)  # (B, C)
-        c = self.constant_branch().expand(x.shape[0], -1)  # (B, r)
+    def convs_and_ses(self) -> tuple[list[nn.Conv1d], list[SqueezeExcite]]:
+        return ([self.conv1d_y1, self.conv1d_y2, self.conv1d_y3, self.conv1d_y4],
+                [self.squeeze_excite1, self.squeeze_excite2, self.squeeze_excite3, self.squeeze_excite4])
+
+    def head(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, C) conv features -> (B, 5), beside the constant attention branch."""
+        c = self.constant_branch().expand(y.shape[0], -1)  # (B, r)
         return torch.sigmoid(self.linear_layer_stack(torch.cat([c, y], dim=1)))
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, 700, F), zero beyond each clip -> (B, 5); every position computed, as the original does
+        convs, ses = self.convs_and_ses()
+        return self.head(conv_branch(x, convs, ses, self.dropout, None))
+
+    def forward_valid(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """The eval-mode forward_padded, computing the convolutions over the first `frames` positions only.
+
+        x: (B, frames, F), zero beyond each clip. Past the clips, every position of the original's 700 sees the
+        same zero input, so after each conv + ReLU the all-padding run holds one value per clip and channel. It is
+        kept as a short run of PAPER_GAP positions (PAPER_EDGE more keep the right edge's zero-padding effects),
+        and the D = 700 - (frames + PAPER_GAP + PAPER_EDGE) positions left out are added back, as D copies of that
+        value, to every mean over positions: the squeeze-excite means and the final average."""
+        convs, ses = self.convs_and_ses()
+        h = F.pad(x, (0, 0, 0, PAPER_GAP + PAPER_EDGE)).transpose(1, 2)  # (B, F, C_in)
+        left_out = PAPER_FRAMES - h.shape[2]
+        steps = PAPER_FRAMES
+        constant_at = frames + PAPER_GAP // 2  # a position of the all-padding run at every layer
+        for conv, se in zip(convs, ses):
+            h = F.relu(conv(h))  # (B, C, C_in + 1)
+            steps += 2 * conv.padding[0] - conv.kernel_size[0] + 1
+            mean = (h.sum(dim=2) + left_out * h[:, :, constant_at]) / steps  # (B, C): the mean over `steps` positions
+            h = h * se.scale(mean)[:, :, None]
+        return self.head((h.sum(dim=2) + left_out * h[:, :, constant_at]) / steps)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: (B, T, F); lengths: (B,) -> (B, 5)
         x = x.masked_fill(~valid_mask(lengths, x.shape[1])[:, :, None], 0.0)
-        if int(lengths.max()) < PAPER_FRAMES:
+        longest = int(lengths.max())
+        if not self.training and longest + PAPER_GAP + PAPER_EDGE <= PAPER_FRAMES:
+            return self.forward_valid(x[:, :longest], longest)
+        if longest < PAPER_FRAMES:
             return self.forward_padded(F.pad(x[:, :PAPER_FRAMES], (0, 0, 0, PAPER_FRAMES - min(x.shape[1], PAPER_FRAMES))))
         windows, owner = paper_windows(x, lengths)  # (W, 700, F), (W,)
         out = self.forward_padded(windows)  # (W, 5)
@@ -303,6 +439,7 @@ def paper_windows(x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor,
 BRANCH_PREFIXES = {
     "conv": ("convs.", "ses.", "conv1d_y", "squeeze_excite"),
     "attention": ("au_emb.", "time_embed.", "attention_lstm."),
+    "stats": ("stats.",),
 }
 
 
@@ -310,14 +447,17 @@ def branch_parameters(model: nn.Module, branch: str) -> list[nn.Parameter]:
     """The parameters of one branch ('conv' or 'attention') of either network, e.g. to freeze them."""
     if branch not in BRANCH_PREFIXES:
         raise ValueError(f"unknown branch {branch!r}; choose one of {', '.join(BRANCH_PREFIXES)}")
-    params = [p for name, p in model.named_parameters() if name.startswith(BRANCH_PREFIXES[branch])]
+    params = [p for name, p in model.named_parameters()
+              if re.sub(r"^members\.\d+\.", "", name).startswith(BRANCH_PREFIXES[branch])]
     if not params:
         raise DataError(None, f"this {model.cfg.kind} network has no {branch} branch to freeze")
     return params
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    return PaperNet(cfg) if cfg.kind == "paper" else HybridNet(cfg)
+    if cfg.kind == "paper":
+        return PaperNet(cfg)
+    return Ensemble(cfg) if cfg.members > 1 else HybridNet(cfg)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -435,7 +575,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
 
 def _load_ours(path: Path, payload: dict) -> Checkpoint:
     try:
-        cfg = ModelConfig(**payload["config"])
+        saved = dict(payload["config"])
+        if payload.get("format") == CHECKPOINT_FORMAT_V1:
+            saved = {**LEGACY_ARCHITECTURE, "conv_dilations": (1,) * len(saved["conv_kernels"]), **saved}
+        cfg = ModelConfig(**saved)
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(path, f"bad model config: {err}") from None
     try:

@@ -75,6 +75,9 @@ OPENFACE_META_COLUMNS: tuple[str, ...] = ("frame", "face_id", "timestamp", "conf
 CLIP_COLUMNS: tuple[str, ...] = ("ID", "clip_id")  # the clip column of a combined table, in order of preference
 LABEL_KEY_COLUMNS: tuple[str, ...] = ("File", "clip_id", "video_name", "ID")
 TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".parquet")
+EXTRACTION_STATUS = "extraction_status.csv"  # extract_features.py's table in its output folder: never an input
+PARTS_SUFFIX, VIDEO_CACHE_SUFFIX = ".parts", ".openface"  # attn_deploy.py's work folders OUTPUT.parts, OUTPUT.openface
+WORK_FOLDERS: tuple[str, ...] = (PARTS_SUFFIX, VIDEO_CACHE_SUFFIX)
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".csv", ".parquet")
 FIRST_IMPRESSIONS_NAME = re.compile(r"^(?P<video>.+)\.\d{3}$")
 
@@ -257,12 +260,19 @@ def clip_status(n_usable: int, n_rows: int, min_frames: int) -> Status:
 class InputFile:
     path: Path
     name: str  # relative to the folder given on the command line; the file name for a file given directly
+    failure: str = ""  # why there is nothing to read (a video OpenFace could not process): an unreadable clip
+
+    @property
+    def is_table(self) -> bool:
+        """A combined frame table (layout A), rather than one raw OpenFace CSV or a failure."""
+        return not self.failure and is_frame_table(self.path)
 
 
 def input_files(inputs: Sequence[str | Path], exclude: Iterable[str | Path] = ()) -> list[InputFile]:
     """CSV and Parquet files named directly or found recursively in folders, in a stable order.
 
-    Found in a folder, `exclude` (a run's own outputs) and everything inside `*.parts` folders are no inputs; a
+    Found in a folder, `exclude` (a run's own outputs), extract_features.py's status table and everything in
+    attn_deploy.py's work folders (OUTPUT.parts, OUTPUT.openface) are no inputs; a
     file named directly always is. A file reached twice is listed once; two different files that would be
     written under one name are refused."""
     skip = {os.path.realpath(p) for p in exclude}
@@ -271,11 +281,11 @@ def input_files(inputs: Sequence[str | Path], exclude: Iterable[str | Path] = ()
         path = Path(item)
         if path.is_dir():
             for folder, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.endswith(".parts"))
+                dirs[:] = sorted(d for d in dirs if not d.endswith(WORK_FOLDERS))
                 for name in sorted(files):
                     file = Path(folder) / name
                     if name.lower().endswith(TABLE_SUFFIXES) and not name.startswith(".") and \
-                            os.path.realpath(file) not in skip:
+                            name != EXTRACTION_STATUS and os.path.realpath(file) not in skip:
                         found.append(InputFile(file, file.relative_to(path).as_posix()))
         elif path.is_file():
             found.append(InputFile(path, path.name))
@@ -695,7 +705,12 @@ def iter_clips(inputs: Sequence[InputFile], features: Sequence[str], reading: Re
 
     strict: raise DataError on an unusable file or clip; otherwise yield a clip with status unreadable."""
     for item in inputs:
-        if is_frame_table(item.path):
+        if item.failure:
+            if strict:
+                raise DataError(item.path, item.failure)
+            yield unreadable_clip(clip_key(item.name), item.name, len(features), item.failure)
+            continue
+        if item.is_table:
             yield from iter_frame_table(item.path, features, reading, keep_rows, labels, strict)
             continue
         try:

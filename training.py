@@ -226,9 +226,72 @@ def run_checkpoint(run: Run, metrics: dict, training_state: dict | None = None) 
                       retrained_from=run.retrained_from, metrics=metrics, training_state=training_state)
 
 
+GATE_STEPS = 11  # gates are chosen from 0, 0.1, ..., 1
+GATE_Z = 1.64  # the branches are kept for a trait only when they beat the statistics path by this many standard errors
+
+
+@torch.no_grad()
+def model_parts(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler,
+                device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """The statistics path's and the branches' contributions for the clips: (N, 5) each."""
+    model.eval()
+    linear, residual = np.zeros((len(clips), len(TRAITS)), np.float32), np.zeros((len(clips), len(TRAITS)), np.float32)
+    for index in bucketed_batches([c.n_frames for c in clips], 64, seed=0, epoch=0, shuffle=False):
+        batch = collate(clips, index, scaler)
+        a, b = model.parts(batch.x.to(device), batch.lengths.to(device))
+        linear[index], residual[index] = a.cpu().numpy(), b.cpu().numpy()
+    return linear, residual
+
+
+@torch.no_grad()
+def fit_stats_path(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, device: torch.device) -> None:
+    """Ridge regression of the labels on the clips' input statistics, written into the statistics path.
+
+    alpha per trait by efficient leave-one-out cross-validation, so a trait without signal gets a flat fit.
+    The path is then kept fixed: the branches learn what it misses."""
+    from sklearn.linear_model import RidgeCV
+
+    model.eval()
+    stats = np.zeros((len(clips), 2 * model.cfg.n_features))
+    for index in bucketed_batches([c.n_frames for c in clips], 64, seed=0, epoch=0, shuffle=False):
+        batch = collate(clips, index, scaler)
+        stats[index] = model.input_statistics(batch.x.to(device), batch.lengths.to(device)).cpu().numpy()
+    y = np.stack([c.label for c in clips]).astype(np.float64)
+    mean, scale = stats.mean(axis=0), stats.std(axis=0) + 1e-8
+    ridge = RidgeCV(alphas=np.logspace(-2, 5, 22), alpha_per_target=True).fit((stats - mean) / scale, y)
+    weight = ridge.coef_ / scale[None, :]  # (5, 2F)
+    for layer in model.stats if isinstance(model.stats, list) else [model.stats]:  # every member's, for ensembles
+        layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        layer.bias.copy_(torch.as_tensor(ridge.intercept_ - weight @ mean, dtype=torch.float32))
+
+
+@torch.no_grad()
+def calibrate_gates(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, device: torch.device) -> np.ndarray:
+    """Per-trait weights of the branches on validation clips: for each trait the gate in 0, 0.1, ..., 1 with the
+    lowest error, kept only when its gain over the statistics path alone is significant (one-sided paired test,
+    GATE_Z standard errors); else 0, so the branches never add noise to a trait they do not help."""
+    linear, residual = model_parts(model, clips, scaler, device)
+    y = np.stack([c.label for c in clips])
+    gates = np.zeros(len(TRAITS), np.float32)
+    for t in range(len(TRAITS)):
+        base = (np.clip(linear[:, t], 0, 1) - y[:, t]) ** 2
+        errors = [(np.clip(linear[:, t] + g * residual[:, t], 0, 1) - y[:, t]) ** 2
+                  for g in np.linspace(0, 1, GATE_STEPS)]
+        best = int(np.argmin([e.mean() for e in errors]))
+        gain = base - errors[best]
+        if gain.mean() > GATE_Z * gain.std(ddof=1) / np.sqrt(len(gain)):
+            gates[t] = best / (GATE_STEPS - 1)
+    for buffer in model.gates if isinstance(model.gates, list) else [model.gates]:
+        buffer.copy_(torch.as_tensor(gates))
+    return gates
+
+
 def make_optimizer(run: Run) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    if run.options.freeze:
-        for p in branch_parameters(run.model, run.options.freeze):
+    """AdamW over the trainable parameters (not a frozen branch, not the statistics path) with a cosine schedule."""
+    frozen = [run.options.freeze] if run.options.freeze else []
+    frozen += ["stats"] if run.config.stats_path else []
+    for branch in frozen:
+        for p in branch_parameters(run.model, branch):
             p.requires_grad_(False)
     params = [p for p in run.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=run.options.lr, weight_decay=run.options.weight_decay)
@@ -258,12 +321,14 @@ def fit(run: Run) -> dict:
     checkpoint ends exactly as an uninterrupted one. Returns the best epoch's record."""
     opts = run.options
     train_clips = augment_clips(run.split.parts["train"]) if opts.augment else list(run.split.parts["train"])
+    scaler = run.scaler
+    if run.config.stats_path:
+        fit_stats_path(run.model, run.split.parts["train"], scaler, run.device)
     optimizer, scheduler = make_optimizer(run)
     state = restore_training_state(run, optimizer, scheduler) if run.resume else LoopState()
     if state.history and run.world.is_main:  # a kill may have come between the last checkpoint and the log
         write_text_atomic(run.outputs.log, "".join(json.dumps(h) + "\n" for h in state.history))
     net = wrap_distributed(run)
-    scaler = run.scaler
     lengths = [c.n_frames for c in train_clips]
     for epoch in range(state.epoch + 1, opts.epochs + 1):
         if state.bad_epochs >= opts.patience:
@@ -286,7 +351,26 @@ def fit(run: Run) -> dict:
         run.report(epoch_line(record, opts.epochs))
     if state.bad_epochs >= opts.patience:
         run.report(f"early stop: no validation improvement for {opts.patience} epochs")
-    return state.best or state.history[-1]
+    best = state.best or state.history[-1]
+    if run.config.stats_path:
+        best["gates"] = finish_with_gates(run, best)
+    return best
+
+
+def finish_with_gates(run: Run, best: dict) -> dict[str, float]:
+    """Calibrate the per-trait gates of the best epoch's network on validation clips; rank 0 saves it again."""
+    run.world.barrier()
+    run.model.load_state_dict(load_checkpoint(run.outputs.best, run.device).model.state_dict())
+    gates = calibrate_gates(run.model, run.split.parts["val"], run.scaler, run.device)
+    if run.world.is_main:
+        best_ckpt = load_checkpoint(run.outputs.best)
+        best_ckpt.model.load_state_dict(run.model.state_dict())
+        save_checkpoint(run.outputs.best, best_ckpt)
+    run.world.barrier()
+    gates = dict(zip(TRAITS, map(float, gates)))
+    run.report("branches' weight per trait over the statistics path (0: ridge alone): " +
+               ", ".join(f"{TRAIT_LETTERS[t]} {g:.1f}" for t, g in gates.items()))
+    return gates
 
 
 def epoch_record(epoch: int, train_loss: float, val_loss: float, table: pd.DataFrame,
@@ -333,7 +417,8 @@ def train_epoch(net: torch.nn.Module, clips: Sequence[Clip], batches: list[list[
     for index in batches:
         batch = collate(clips, index, scaler)
         x, lengths, y = batch.x.to(run.device), batch.lengths.to(run.device), batch.y.to(run.device)
-        loss = F.mse_loss(net(x, lengths), y)  # (B, T, F) -> (B, 5)
+        out = net(x, lengths)  # (B, 5), or (K, B, 5) for an ensemble in training
+        loss = F.mse_loss(out, y.expand_as(out))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if opts.grad_clip:

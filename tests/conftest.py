@@ -24,7 +24,8 @@ from openface import AU_COLUMNS, FEATURE_COLUMNS, TRAITS, InputFile, ReadOptions
 
 REAL = ROOT.parent / "shared" / "data" / "real"
 TINY_MODEL = ["--embed-dim", "16", "--lstm-hidden", "16", "--attn-dim", "16", "--attn-hops", "4",
-              "--conv-channels", "16", "16", "16", "16", "--head-hidden", "16"]
+              "--conv-channels", "16", "16", "16", "--conv-kernels", "5", "5", "5", "--conv-dilations", "1", "4", "16",
+              "--head-hidden", "16"]
 
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real is absent")
 
@@ -105,7 +106,8 @@ def our_checkpoint(path: Path, corpus: Path, features=FEATURE_COLUMNS, kind: str
 
     torch.manual_seed(seed)
     cfg = ModelConfig(kind=kind, n_features=len(features), embed_dim=16, lstm_hidden=16, attn_dim=16, attn_hops=4,
-                      conv_channels=(16, 16, 16, 16), head_hidden=(16,))
+                      conv_channels=(16, 16, 16), conv_kernels=(5, 5, 5), conv_dilations=(1, 4, 16), head_hidden=(16,),
+                      stats_path=False)
     clips, _ = read_clips([corpus / "frames.csv"], features)
     save_checkpoint(path, Checkpoint(build_model(cfg), cfg, tuple(features),
                                      normalization=Normalization.fit("standard", clips, features)))

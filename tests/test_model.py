@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from dataset import Normalization, SplitRecord
 from errors import DataError
-from model import (PAPER_FEATURE_SETS, Checkpoint, CheckpointError, ModelConfig, PaperNet, build_model, check_features,
+from model import (PAPER_FEATURE_SETS, PRESETS, Checkpoint, CheckpointError, ModelConfig, PaperNet, build_model, check_features,
                    config_record, load_checkpoint, paper_config, save_checkpoint)
 from openface import FEATURE_SETS, TRAITS
 
@@ -25,13 +25,21 @@ def sensitive(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
+def unclipped(model: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The output before the eval-mode clipping to [0, 1] (which could hide differences)."""
+    if not model.cfg.stats_path:
+        return model(x, lengths)
+    linear, residual = model.parts(x, lengths)
+    return linear + model.gates * residual
+
+
 @pytest.mark.parametrize("feature_set", list(FEATURE_SETS))
 @pytest.mark.parametrize("kind", ["hybrid", "conv", "attention"])
 def test_output_shapes_for_every_feature_set_and_variant(feature_set, kind):
     n = len(FEATURE_SETS[feature_set])
     model = build_model(ModelConfig(kind=kind, n_features=n, **SMALL)).eval()
     out = model(torch.randn(3, 57, n), torch.tensor([57, 41, 10]))
-    assert out.shape == (3, 5) and ((out > 0) & (out < 1)).all()
+    assert out.shape == (3, 5) and ((out >= 0) & (out <= 1)).all()
 
 
 @pytest.mark.parametrize("kind", ["hybrid", "conv", "attention"])
@@ -41,11 +49,11 @@ def test_padding_and_garbage_beyond_length_do_not_change_outputs(kind):
     lengths = [80, 45, 120, 3]
     clips = [torch.randn(n, 22) for n in lengths]
     with torch.no_grad():
-        alone = torch.cat([model(c[None], torch.tensor([len(c)])) for c in clips])
+        alone = torch.cat([unclipped(model, c[None], torch.tensor([len(c)])) for c in clips])
         batch = torch.full((4, 150, 22), float("nan"))  # garbage, even NaN, beyond each length
         for i, c in enumerate(clips):
             batch[i, : len(c)] = c
-        batched = model(batch, torch.tensor(lengths))
+        batched = unclipped(model, batch, torch.tensor(lengths))
     torch.testing.assert_close(batched, alone, atol=2e-6, rtol=0)
     assert (alone[:, None] - alone[None]).abs().max() > 1e-4  # clips differ by 50x the tolerance
 
@@ -278,9 +286,11 @@ def test_bad_checkpoints_have_clear_messages(tmp_path):
 
 def test_model_config_refuses_impossible_sizes():
     with pytest.raises(DataError, match="conv width 8 is below the squeeze-excite reduction 16"):
-        ModelConfig(conv_channels=(8, 8, 8, 8))
-    with pytest.raises(DataError, match="3 conv widths but 4 kernel widths"):
+        ModelConfig(conv_channels=(8,) * 5, squeeze_excite=True)
+    ModelConfig(conv_channels=(8,) * 5)  # no squeeze-excite, no limit
+    with pytest.raises(DataError, match="3 conv widths, 5 kernel widths and 5 dilations"):
         ModelConfig(conv_channels=(32, 32, 32))
+    assert ModelConfig().receptive_field == 125 and PRESETS["paper"].receptive_field == 16
     with pytest.raises(DataError, match="the paper's network has fixed sizes; drop the flags for embed_dim"):
         ModelConfig(kind="paper", embed_dim=64)
 

@@ -139,8 +139,11 @@ def test_training_bad_inputs(tiny_corpus, tmp_path):
     one_line_error(train(tiny_corpus, tmp_path / "m.pt", split=split), "the train split is empty")
     for flag in ("--epochs", "--patience", "--batch-size", "--min-frames"):
         one_line_error(train(tiny_corpus, tmp_path / "m.pt", flag, "0"), flag, "must be at least 1")
-    one_line_error(train(tiny_corpus, tmp_path / "m.pt", "--conv-channels", "8", "8", "8", "8"),
+    one_line_error(run_script("attn_regression.py", tiny_corpus / "frames.csv", "-o", tmp_path / "m.pt", "--preset",
+                              "paper", "--conv-channels", "8", "8", "8", "8"),
                    "conv width 8 is below the squeeze-excite reduction 16")
+    one_line_error(train(tiny_corpus, tmp_path / "m.pt", "--conv-channels", "8", "8"),
+                   "2 conv widths, 3 kernel widths and 3 dilations")
     assert not (tmp_path / "m.pt").exists()
 
 

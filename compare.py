@@ -1,0 +1,194 @@
+"""The network against the baselines on synthetic corpora with planted signals, end to end, with default flags.
+
+    python compare.py --quick                      # one small corpus per recipe, a few minutes
+    python compare.py -o docs/comparison           # the README table: 300 / 1,000 / 3,000 clips, 2 seeds (hours)
+
+For each recipe, size and seed it writes a corpus with data/synthetic/prepare.py's generator, splits it by source
+video (85 % training, 15 % validation), trains the default network exactly as attn_regression.py does, fits the
+baselines of attn_test.py (training mean, ridge on clip statistics, MiniRocket) on the same training clips, and
+scores everything on an independent test corpus of the same recipe (--test-clips clips of other people): held-
+out R² per trait, and the mean R² over the predictable traits as a share of the best achievable there (the R² of
+the noise-free signal). Recipes (prepare.py flags):
+
+  standard   means, spreads, nod -> smile order 2 s apart (agreeableness)          (the default corpus)
+  short-gap  the order 12 frames apart; openness pure noise                        --pair-gap 12 --openness noise
+  reaction   a second time scale: openness is the 1-4 s delay of a brow raise      --openness reaction
+  fi         First-Impressions-like noise (best achievable R² 0.25), order 12 apart --snr fi --pair-gap 12
+
+Writes comparison.csv (one row per corpus and method), comparison.md (the table) and comparison.png.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from baselines import baseline_predictions, labels_of
+from cli import Parser, check_writable_folder, report_user_errors
+from dataset import Normalization, SplitRecord, assign_splits, predict, split_clips
+from metrics import bootstrap_intervals, metric_arrays
+from model import ModelConfig, build_model, input_scaler, load_checkpoint
+from openface import FEATURE_COLUMNS, TRAIT_LETTERS, TRAITS, Clip, clip_key, source_group
+from plots import pyplot, save_figure
+from tables import write_table, write_text_atomic
+from training import Distributed, Run, RunOutputs, SplitData, TrainOptions, fit, use_all_cores
+
+ROOT = Path(__file__).resolve().parent
+RECIPES: dict[str, dict] = {
+    "standard": {},
+    "short-gap": {"pair_gap": 12, "openness": "noise"},
+    "reaction": {"openness": "reaction"},
+    "fi": {"snr": "fi", "pair_gap": 12},
+}
+METHODS: tuple[str, ...] = ("network", "train-mean", "ridge", "minirocket")
+TEST_SEED_OFFSET = 10_000
+
+
+def load_prepare():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("prepare", ROOT / "data" / "synthetic" / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def corpus(n_clips: int, seed: int, recipe: str) -> tuple[list[Clip], dict]:
+    """A synthetic corpus as labelled clips, with its truth record (best achievable R² per trait)."""
+    generated, truth = load_prepare().generate(n_clips, 4, seed, **RECIPES[recipe])
+    clips = [Clip(clip_key(c["file"]), c["file"], source_group(clip_key(c["file"])), c["frames"].astype(np.float32),
+                  np.array([c["labels"][t] for t in TRAITS], np.float32)) for c in generated]
+    return clips, truth
+
+
+def train_network(train: Sequence[Clip], val: Sequence[Clip], seed: int, epochs: int | None,
+                  folder: Path) -> tuple[torch.nn.Module, object, float]:
+    """The default network trained as attn_regression.py trains it; returns it, its input transform and seconds."""
+    torch.manual_seed(seed)
+    config = ModelConfig(n_features=len(FEATURE_COLUMNS))
+    options = TrainOptions(seed=seed, **({"epochs": epochs} if epochs else {}))
+    record = SplitRecord("in memory", "", {**{c.group: "train" for c in train}, **{c.group: "val" for c in val}})
+    split = SplitData({"train": list(train), "val": list(val), "test": []}, record, True)
+    run = Run(build_model(config), config, FEATURE_COLUMNS, split, Normalization.fit("standard", train, FEATURE_COLUMNS),
+              options, RunOutputs.beside(folder / "net.pt"), torch.device("cpu"), Distributed())
+    started = time.perf_counter()
+    fit(run)
+    seconds = time.perf_counter() - started
+    best = load_checkpoint(run.outputs.best)
+    return best.model, best, seconds
+
+
+def evaluate_corpus(recipe: str, n_clips: int, seed: int, test_clips: int, epochs: int | None, n_boot: int) -> list[dict]:
+    """One row per method: R² per trait on the independent test corpus, the mean over predictable traits with a
+    bootstrap interval, its share of the best achievable, and the training seconds."""
+    clips, _ = corpus(n_clips, seed, recipe)
+    test, truth = corpus(test_clips, seed + TEST_SEED_OFFSET, recipe)
+    parts = split_clips(clips, assign_splits([c.group for c in clips], seed, (0.85, 0.15, 0.0)), "corpus")
+    best = np.array([truth["traits"][t]["best_r2"] for t in TRAITS])
+    predictable = np.array([truth["traits"][t]["planted_r2"] > 0 for t in TRAITS])
+    with tempfile.TemporaryDirectory() as folder:
+        model, ckpt, seconds = train_network(parts["train"], parts["val"], seed, epochs, Path(folder))
+        predictions = {"network": predict(model, test, input_scaler(ckpt, test))}
+    predictions.update(baseline_predictions(parts["train"], test, FEATURE_COLUMNS, seed))
+    y, groups = labels_of(test), [c.group for c in test]
+    rows = []
+    for method in METHODS:
+        pred = predictions[method]
+        row = {"recipe": recipe, "clips": n_clips, "seed": seed, "method": method,
+               "train_seconds": seconds if method == "network" else np.nan}
+        if pred is None:
+            rows.append({**row, "note": "not installed"})
+            continue
+        r2 = metric_arrays(y, pred)["r2"]
+        row.update({f"r2_{t}": float(v) for t, v in zip(TRAITS, r2)})
+        ci = bootstrap_intervals(y[:, predictable], pred[:, predictable], groups, n_boot=n_boot, seed=seed,
+                                 traits=[t for t, keep in zip(TRAITS, predictable) if keep])
+        row.update({"r2_predictable": float(r2[predictable].mean()), "r2_low": float(ci["low"].loc["mean", "r2"]),
+                    "r2_high": float(ci["high"].loc["mean", "r2"]),
+                    "share_of_best": float(r2[predictable].mean() / best[predictable].mean())})
+        rows.append(row)
+    rows.append({"recipe": recipe, "clips": n_clips, "seed": seed, "method": "best achievable",
+                 **{f"r2_{t}": float(v) for t, v in zip(TRAITS, best)},
+                 "r2_predictable": float(best[predictable].mean()), "share_of_best": 1.0})
+    return rows
+
+
+def markdown(table: pd.DataFrame) -> str:
+    header = ["recipe", "clips", "method", *[f"R² {TRAIT_LETTERS[t]}" for t in TRAITS], "R² predictable [95% CI]",
+              "% of best", "train s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    numeric = [f"r2_{t}" for t in TRAITS] + ["r2_predictable", "r2_low", "r2_high", "share_of_best", "train_seconds"]
+    summary = table.groupby(["recipe", "clips", "method"], sort=False)[numeric].mean().reset_index()
+    for _, row in summary.iterrows():
+        ci = "" if pd.isna(row["r2_low"]) else f" [{row['r2_low']:+.3f}, {row['r2_high']:+.3f}]"
+        cells = [row["recipe"], f"{row['clips']:,}", row["method"], *[f"{row[f'r2_{t}']:+.3f}" for t in TRAITS],
+                 f"{row['r2_predictable']:+.3f}{ci}", f"{100 * row['share_of_best']:.0f} %",
+                 "" if pd.isna(row["train_seconds"]) else f"{row['train_seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(table: pd.DataFrame, path: Path) -> None:
+    plt = pyplot()
+    shown = table[table["method"].isin(METHODS)]
+    summary = shown.groupby(["recipe", "clips", "method"], sort=False)["share_of_best"].mean().unstack("method")
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(summary)), 4))
+    width = 0.8 / len(METHODS)
+    for k, method in enumerate(METHODS):
+        if method in summary:
+            ax.bar(np.arange(len(summary)) + (k - 1.5) * width, 100 * summary[method], width, label=method)
+    ax.set_xticks(np.arange(len(summary)), [f"{r}\n{c:,}" for r, c in summary.index], fontsize=8)
+    ax.axhline(100, color="black", linewidth=0.8)
+    ax.set(ylabel="% of the best achievable R²", title="Held-out R² over the predictable traits, mean over seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, [path], dpi=110)
+
+
+def build_parser() -> Parser:
+    parser = Parser(__doc__)
+    parser.add_argument("-o", "--output", type=Path, default=Path("comparison"), help="folder for the results")
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES), help="corpus recipes")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[300, 1000, 3000], help="corpus sizes in clips")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="corpus and training seeds")
+    parser.add_argument("--fi-size", type=int, default=1200, help="the size of the fi recipe's corpora (one size)")
+    parser.add_argument("--test-clips", type=int, default=1000, help="clips of each independent test corpus")
+    parser.add_argument("--epochs", type=int, default=None, help="cap the network's epochs (default: the default)")
+    parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals")
+    parser.add_argument("--quick", action="store_true", help="one 300-clip corpus per recipe and seed 0")
+    return parser
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.sizes, args.seeds, args.fi_size = [300], [0], 300
+    check_writable_folder(args.output)
+    use_all_cores()
+    rows = []
+    for recipe in args.recipes:
+        for n_clips in ([args.fi_size] if recipe == "fi" else args.sizes):
+            for seed in args.seeds:
+                print(f"{recipe}, {n_clips} clips, seed {seed} ...", flush=True)
+                rows += evaluate_corpus(recipe, n_clips, seed, args.test_clips, args.epochs, args.bootstrap)
+                done = pd.DataFrame(rows)
+                write_table(done, args.output / "comparison.csv")
+    table = pd.DataFrame(rows)
+    text = markdown(table)
+    write_text_atomic(args.output / "comparison.md", text + "\n")
+    plot(table, args.output / "comparison.png")
+    print(text)
+    print(f"wrote {args.output}/comparison.csv, comparison.md and comparison.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

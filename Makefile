@@ -4,10 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 SAMPLE := data/synthetic
-SMALL := --embed-dim 128 --lstm-hidden 128 --attn-dim 128 --attn-hops 16 --conv-channels 32 64 64 64 --batch-size 32 --lr 2e-3
-EPOCHS ?= 30
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench compare clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +18,7 @@ setup: $(BIN)/.installed
 demo: setup
 	$(PY) data/synthetic/prepare.py --clips 2000 -o $(SAMPLE)
 	$(PY) data_augmentation.py $(SAMPLE)/frames.csv -o $(SAMPLE)/frames_augmented.csv
-	$(PY) attn_regression.py $(SAMPLE)/frames.csv -o weights/hybrid.pt --epochs $(EPOCHS) $(SMALL)
+	$(PY) attn_regression.py $(SAMPLE)/frames.csv -o weights/hybrid.pt
 	$(PY) attn_test.py $(SAMPLE)/frames.csv --weights weights/hybrid.pt -o results/
 	$(PY) attn_deploy.py $(SAMPLE)/openface --weights weights/hybrid.pt -o results/clips.csv \
 		--frames-output results/output_pers.csv
@@ -33,6 +31,9 @@ test: setup
 bench: setup
 	$(PY) bench.py --quick
 
+compare: setup
+	$(PY) compare.py --quick
+
 clean:
-	rm -rf results figures runs weights/*.pt weights/*.jsonl weights/*.png $(SAMPLE)/*.csv $(SAMPLE)/openface \
-		$(SAMPLE)/truth.json
+	rm -rf results figures runs comparison bench.json weights/*.pt weights/*.jsonl weights/*.png weights/*.json \
+		$(SAMPLE)/*.csv $(SAMPLE)/*.parquet $(SAMPLE)/openface $(SAMPLE)/truth.json

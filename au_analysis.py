@@ -18,11 +18,10 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import stdtr
 
 from cli import (Parser, add_device_option, add_labels_option, add_options, check_outputs, check_writable_folder,
                  options_from, report_user_errors)
-from dataset import Scaler, held_out_clips, predict
 from errors import DataError
 from metrics import metric_arrays
 from openface import (FEATURE_COLUMNS, FEATURE_GROUPS, TRAIT_FIGURE_LABELS, TRAITS, Clip, ReadOptions, ReadSummary,
@@ -83,7 +82,7 @@ def clip_statistics_table(clips: Sequence[Clip], features: Sequence[str]) -> tup
 
 def rank_columns(values: np.ndarray) -> np.ndarray:
     """Average ranks of each column (ties share their mean rank), as Spearman's rho needs."""
-    return stats.rankdata(values, axis=0)
+    return pd.DataFrame(values).rank(axis=0, method="average").to_numpy()
 
 
 def correlation_matrix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -100,7 +99,7 @@ def correlation_pvalues(r: np.ndarray, n: int) -> np.ndarray:
     """Two-sided p-values of r under no correlation (t with n - 2 df, as scipy's pearsonr and spearmanr)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         t = r * np.sqrt((n - 2) / (1 - r**2))
-    p = 2 * stats.t.sf(np.abs(t), n - 2)
+    p = 2 * stdtr(n - 2, -np.abs(t))  # two-sided tail of Student's t
     return np.where(np.abs(r) >= 1, 0.0, p)
 
 
@@ -183,12 +182,14 @@ def permuted_clips(clips: Sequence[Clip], columns: Sequence[int], rng: np.random
     return out
 
 
-def permutation_importance(model, clips: Sequence[Clip], scaler: Scaler, features: Sequence[str], repeats: int,
+def permutation_importance(model, clips: Sequence[Clip], scaler, features: Sequence[str], repeats: int,
                            seed: int, device) -> pd.DataFrame:
     """Drop in held-out R² per trait when a feature group or a feature is shuffled across clips.
 
-    Returns a long table (unit, kind, trait, drop_mean, drop_std) with kind 'group' or 'feature'.
-    """
+    Returns a long table (unit, kind, trait, base_r2, drop_mean, drop_std) with kind 'group' or 'feature'; base_r2
+    is the held-out R² with nothing shuffled."""
+    from dataset import predict
+
     truth = np.stack([c.label for c in clips])
     base = metric_arrays(truth, predict(model, clips, scaler, 64, device))["r2"]
     units = [(name, "group", [features.index(c) for c in cols if c in features])
@@ -200,7 +201,7 @@ def permutation_importance(model, clips: Sequence[Clip], scaler: Scaler, feature
         drops = np.stack([base - metric_arrays(truth, predict(model, permuted_clips(clips, columns, rng), scaler, 64,
                                                                device))["r2"] for _ in range(repeats)])
         for j, trait in enumerate(TRAITS):
-            rows.append({"unit": name, "kind": kind, "trait": trait, "drop_mean": drops[:, j].mean(),
+            rows.append({"unit": name, "kind": kind, "trait": trait, "base_r2": base[j], "drop_mean": drops[:, j].mean(),
                          "drop_std": drops[:, j].std(ddof=1) if repeats > 1 else 0.0})
     return pd.DataFrame(rows)
 
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 def importance_outputs(args, reading: ReadOptions) -> list[Path]:
     """Permutation importance of the checkpoint on its held-out clips, with the input transform it is deployed
     with (model.input_scaler)."""
+    from dataset import held_out_clips
     from model import input_scaler, load_checkpoint
     from training import load_labelled_clips, resolve_device, use_all_cores
 

@@ -68,12 +68,12 @@ def corpus(n_clips: int, seed: int, recipe: str) -> tuple[list[Clip], dict]:
     return clips, truth
 
 
-def train_network(train: Sequence[Clip], val: Sequence[Clip], seed: int, epochs: int | None,
-                  folder: Path) -> tuple[torch.nn.Module, object, float]:
-    """The default network trained as attn_regression.py trains it; returns it, its input transform and seconds."""
+def train_network(train: Sequence[Clip], val: Sequence[Clip], seed: int, epochs: int | None, folder: Path,
+                  config: ModelConfig = ModelConfig(), options: TrainOptions = TrainOptions()
+                  ) -> tuple[torch.nn.Module, object, float]:
+    """A network (the default one) trained as attn_regression.py trains it; returns it, its checkpoint, seconds."""
     torch.manual_seed(seed)
-    config = ModelConfig(n_features=len(FEATURE_COLUMNS))
-    options = TrainOptions(seed=seed, **({"epochs": epochs} if epochs else {}))
+    options = dataclasses.replace(options, seed=seed, **({"epochs": epochs} if epochs else {}))
     record = SplitRecord("in memory", "", {**{c.group: "train" for c in train}, **{c.group: "val" for c in val}})
     split = SplitData({"train": list(train), "val": list(val), "test": []}, record, True)
     run = Run(build_model(config), config, FEATURE_COLUMNS, split, Normalization.fit("standard", train, FEATURE_COLUMNS),

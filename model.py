@@ -52,6 +52,11 @@ class ModelConfig:
     n_traits: int = 5
     stats_path: bool = option(True, "a linear path from each clip's mean and std of every input, fitted by ridge "
                                     "regression before training; the branches then learn what it misses")
+    temporal_path: bool = option(True, "with the statistics path: a second linear path from each clip's lagged "
+                                       "cross-correlations between inputs (which movement follows which), fitted by "
+                                       "ridge regression on what the statistics path misses")
+    temporal_lags: tuple[int, ...] = option((2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128), "lags of the temporal path "
+                                            "in frames", minimum=1, metavar="FRAMES")
     embed_dim: int = option(64, "per-frame embedding and time-encoding width", minimum=1)
     lstm_hidden: int = option(64, "LSTM width of the attention branch", minimum=1)
     attn_dim: int = option(64, "d_a of the structured self-attention", minimum=1)
@@ -74,7 +79,7 @@ class ModelConfig:
     frame_time_scale: float = 100 / 30  # tau_t = t * scale in the time encoding (the paper's value)
 
     def __post_init__(self) -> None:
-        for name in ("conv_channels", "conv_kernels", "conv_dilations", "head_hidden"):
+        for name in ("conv_channels", "conv_kernels", "conv_dilations", "head_hidden", "temporal_lags"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if self.kind not in KINDS:
             raise DataError(None, f"unknown model kind {self.kind!r}; choose one of {', '.join(KINDS)}")
@@ -86,6 +91,9 @@ class ModelConfig:
                                   f"{self.se_reduction}; use wider layers or a smaller --se-reduction")
         if not 0 <= self.dropout < 1:
             raise DataError(None, f"dropout must be in [0, 1), got {self.dropout}")
+        if self.temporal_path and not (self.stats_path and self.temporal_lags):
+            raise DataError(None, "the temporal path needs the statistics path and at least one lag (add "
+                                  "--no-temporal-path, or drop --no-stats-path)")
         if self.kind == "paper":
             differs = [name for name, value in PAPER_SIZES.items() if getattr(self, name) != value and name != "dropout"]
             differs += ["members"] if self.members != 1 else []
@@ -98,7 +106,7 @@ class ModelConfig:
 
 
 LEGACY_ARCHITECTURE: dict[str, object] = {  # the conv branch and output of the first HybridNet (format 1)
-    "stats_path": False, "members": 1, "conv_dilations": (1, 1, 1, 1), "conv_residual": False, "conv_pool": "mean",
+    "stats_path": False, "temporal_path": False, "members": 1, "conv_dilations": (1, 1, 1, 1), "conv_residual": False, "conv_pool": "mean",
     "squeeze_excite": True}
 PAPER_SIZES: dict[str, object] = {  # the published network (PAPER.md section 5)
     "embed_dim": 512, "lstm_hidden": 256, "attn_dim": 700, "attn_hops": 256, "conv_channels": (128, 256, 256, 256),
@@ -150,6 +158,24 @@ class SqueezeExcite(nn.Module):
     def scale(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, C) channel means -> (B, C) channel weights in (0, 1)."""
         return torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))
+
+
+def lagged_correlations(x: torch.Tensor, lengths: torch.Tensor, lags: Sequence[int]) -> torch.Tensor:
+    """(B, T, F) -> (B, len(lags) * F * F): for each lag tau, the correlation over each clip's valid frames of
+    input i at t with input j at t + tau. Its asymmetry (i then j, or j then i) says which movement follows
+    which, whatever their sizes, which clip means and spreads cannot say."""
+    mask = valid_mask(lengths, x.shape[1])  # (B, T)
+    mean, std = masked_moments(x.transpose(1, 2), mask)  # (B, F) each
+    z = ((x - mean[:, None, :]) / (std[:, None, :] + 1e-3)) * mask[:, :, None]  # (B, T, F), zero beyond each clip
+    parts = []
+    for lag in lags:
+        if lag >= x.shape[1]:
+            parts.append(x.new_zeros(x.shape[0], x.shape[2] ** 2))
+            continue
+        pairs = (lengths - lag).clamp(min=1).to(x.dtype)  # (B,) frame pairs (t, t + lag) inside the clip
+        products = torch.bmm(z[:, :-lag].transpose(1, 2), z[:, lag:])  # (B, F, F)
+        parts.append(products.flatten(1) / pairs[:, None])
+    return torch.cat(parts, dim=1)
 
 
 def masked_moments(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,11 +265,15 @@ class HybridNet(nn.Module):
     """The network the paper describes, with both branches working, and (cfg.stats_path) a linear path from each
     clip's input statistics: (B, T, F), lengths -> (B, 5).
 
-    With the statistics path the output is stats(mean, std of x) + gates * head(branches): the statistics path is
-    fitted by ridge regression before training (training.fit_stats_path), the head starts at zero, and the
-    per-trait gates are fitted on validation clips after training (training.calibrate_gates), so a trait the
-    branches cannot help keeps the ridge prediction. Outputs are clipped to [0, 1] in eval mode. Without it the
-    output is sigmoid(head(branches)), as in the paper."""
+    With the statistics path the output is
+
+        stats(mean, std of x) + temporal_gates * temporal(lagged correlations of x) + gates * head(branches)
+
+    The two linear paths are fitted by ridge regression before training (training.fit_linear_paths: the
+    statistics path on the labels, the temporal path on what it misses) and kept fixed; the head starts at zero
+    and learns what both miss. The per-trait gates are chosen on validation clips (training.choose_gates), so a
+    path that does not help a trait leaves it alone. Outputs are clipped to [0, 1] in eval mode. Without the
+    statistics path the output is sigmoid(head(branches)), as in the paper."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -273,6 +303,11 @@ class HybridNet(nn.Module):
             self.register_buffer("gates", torch.ones(cfg.n_traits))
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
+        if cfg.temporal_path:
+            self.temporal = nn.Linear(len(cfg.temporal_lags) * cfg.n_features ** 2, cfg.n_traits)
+            self.register_buffer("temporal_gates", torch.zeros(cfg.n_traits))
+            nn.init.zeros_(self.temporal.weight)
+            nn.init.zeros_(self.temporal.bias)
 
     def input_statistics(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, F) -> (B, 2F): each clip's mean and std of every input over its valid frames."""
@@ -292,10 +327,24 @@ class HybridNet(nn.Module):
                                      self.cfg.conv_pool))  # (B, C) or (B, 2C)
         return self.head(torch.cat(parts, dim=1))
 
-    def parts(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The statistics path's and the branches' contributions, (B, 5) each (statistics path only)."""
+    def temporal_statistics(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) -> (B, lags * F * F), the temporal path's inputs."""
+        return lagged_correlations(x, lengths, self.cfg.temporal_lags)
+
+    def paths(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The statistics path's, the temporal path's (zeros without one) and the branches' contributions, before
+        the gates: (B, 5) each (networks with the statistics path)."""
         x = x.masked_fill(~valid_mask(lengths, x.shape[1])[:, :, None], 0.0)
-        return self.stats(self.input_statistics(x, lengths)), self.branches(x, lengths)
+        stats = self.stats(self.input_statistics(x, lengths))
+        temporal = self.temporal(self.temporal_statistics(x, lengths)) if self.cfg.temporal_path else torch.zeros_like(stats)
+        return stats, temporal, self.branches(x, lengths)
+
+    def parts(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The linear paths' contribution (gated) and the branches' (before their gates), (B, 5) each."""
+        stats, temporal, branches = self.paths(x, lengths)
+        if self.cfg.temporal_path:
+            stats = stats + self.temporal_gates * temporal
+        return stats, branches
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: (B, T, F), zero or garbage beyond each length; lengths: (B,) -> (B, 5)
@@ -319,6 +368,14 @@ class Ensemble(nn.Module):
     def input_statistics(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.members[0].input_statistics(x, lengths)
 
+    def temporal_statistics(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.members[0].temporal_statistics(x, lengths)
+
+    def paths(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The shared linear paths' contributions and the members' mean branch contribution."""
+        triples = [member.paths(x, lengths) for member in self.members]
+        return triples[0][0], triples[0][1], torch.stack([branches for _, _, branches in triples]).mean(dim=0)
+
     def parts(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The members' statistics path (one fit, shared) and their branches' mean contribution."""
         pairs = [member.parts(x, lengths) for member in self.members]
@@ -333,8 +390,16 @@ class Ensemble(nn.Module):
         return [member.stats for member in self.members]
 
     @property
+    def temporal(self) -> list[nn.Linear]:
+        return [member.temporal for member in self.members]
+
+    @property
     def gates(self) -> list[torch.Tensor]:
         return [member.gates for member in self.members]
+
+    @property
+    def temporal_gates(self) -> list[torch.Tensor]:
+        return [member.temporal_gates for member in self.members]
 
 
 class PaperNet(nn.Module):
@@ -440,6 +505,7 @@ BRANCH_PREFIXES = {
     "conv": ("convs.", "ses.", "conv1d_y", "squeeze_excite"),
     "attention": ("au_emb.", "time_embed.", "attention_lstm."),
     "stats": ("stats.",),
+    "temporal": ("temporal.",),
 }
 
 

@@ -13,6 +13,7 @@ they are usable; nothing is dropped without being counted in `ReadSummary`.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import os
 import pickle
@@ -262,9 +263,9 @@ class InputFile:
     name: str  # relative to the folder given on the command line; the file name for a file given directly
     failure: str = ""  # why there is nothing to read (a video OpenFace could not process): an unreadable clip
 
-    @property
+    @functools.cached_property
     def is_table(self) -> bool:
-        """A combined frame table (layout A), rather than one raw OpenFace CSV or a failure."""
+        """A combined frame table (layout A), rather than one raw OpenFace CSV or a failure (read once)."""
         return not self.failure and is_frame_table(self.path)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -226,70 +227,117 @@ def run_checkpoint(run: Run, metrics: dict, training_state: dict | None = None) 
                       retrained_from=run.retrained_from, metrics=metrics, training_state=training_state)
 
 
-GATE_STEPS = 11  # gates are chosen from 0, 0.1, ..., 1
+PATH_ALPHAS = np.logspace(-2, 6, 25)  # ridge penalties the linear paths choose from, per trait
+GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
 GATE_Z = 1.64  # the branches are kept for a trait only when they beat the statistics path by this many standard errors
 
 
 @torch.no_grad()
-def model_parts(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler,
-                device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """The statistics path's and the branches' contributions for the clips: (N, 5) each."""
+def model_paths(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler,
+                device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The statistics path's, the temporal path's and the branches' contributions for the clips, before their
+    gates: (N, 5) each."""
     model.eval()
-    linear, residual = np.zeros((len(clips), len(TRAITS)), np.float32), np.zeros((len(clips), len(TRAITS)), np.float32)
+    out = [np.zeros((len(clips), len(TRAITS)), np.float32) for _ in range(3)]
     for index in bucketed_batches([c.n_frames for c in clips], 64, seed=0, epoch=0, shuffle=False):
         batch = collate(clips, index, scaler)
-        a, b = model.parts(batch.x.to(device), batch.lengths.to(device))
-        linear[index], residual[index] = a.cpu().numpy(), b.cpu().numpy()
-    return linear, residual
+        for array, part in zip(out, model.paths(batch.x.to(device), batch.lengths.to(device))):
+            array[index] = part.cpu().numpy()
+    return out[0], out[1], out[2]
+
+
+def each(value) -> list:
+    """An ensemble's per-member layers or buffers as a list; a single network's as a list of one."""
+    return value if isinstance(value, list) else [value]
 
 
 @torch.no_grad()
-def fit_stats_path(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, device: torch.device) -> None:
-    """Ridge regression of the labels on the clips' input statistics, written into the statistics path.
-
-    alpha per trait by efficient leave-one-out cross-validation, so a trait without signal gets a flat fit.
-    The path is then kept fixed: the branches learn what it misses."""
-    from sklearn.linear_model import RidgeCV
-
+def linear_path_inputs(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler,
+                       device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
+    """The linear paths' inputs for the clips: statistics (N, 2F) and lagged correlations (N, L F^2) or None."""
     model.eval()
-    stats = np.zeros((len(clips), 2 * model.cfg.n_features))
+    temporal = model.cfg.temporal_path
+    stats, lagged = np.zeros((len(clips), 2 * model.cfg.n_features)), None
+    if temporal:
+        lagged = np.zeros((len(clips), len(model.cfg.temporal_lags) * model.cfg.n_features ** 2))
     for index in bucketed_batches([c.n_frames for c in clips], 64, seed=0, epoch=0, shuffle=False):
         batch = collate(clips, index, scaler)
-        stats[index] = model.input_statistics(batch.x.to(device), batch.lengths.to(device)).cpu().numpy()
-    y = np.stack([c.label for c in clips]).astype(np.float64)
-    mean, scale = stats.mean(axis=0), stats.std(axis=0) + 1e-8
-    ridge = RidgeCV(alphas=np.logspace(-2, 5, 22), alpha_per_target=True).fit((stats - mean) / scale, y)
-    weight = ridge.coef_ / scale[None, :]  # (5, 2F)
-    for layer in model.stats if isinstance(model.stats, list) else [model.stats]:  # every member's, for ensembles
+        x, lengths = batch.x.to(device), batch.lengths.to(device)
+        stats[index] = model.input_statistics(x, lengths).cpu().numpy()
+        if temporal:
+            lagged[index] = model.temporal_statistics(x, lengths).cpu().numpy()
+    return stats, lagged
+
+
+def ridge_fit(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression on standardised features, alpha per trait by efficient leave-one-out cross-validation
+    (a trait without signal gets a flat fit); returns weight (5, P) and bias (5,) for the raw features."""
+    from sklearn.linear_model import RidgeCV
+
+    mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-8
+    ridge = RidgeCV(alphas=PATH_ALPHAS, alpha_per_target=True).fit((features - mean) / scale, y)
+    weight = ridge.coef_ / scale[None, :]
+    return weight, ridge.intercept_ - weight @ mean
+
+
+def set_linear(layers: list, weight: np.ndarray, bias: np.ndarray) -> None:
+    for layer in layers:
         layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        layer.bias.copy_(torch.as_tensor(ridge.intercept_ - weight @ mean, dtype=torch.float32))
+        layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
+
+@torch.no_grad()
+def fit_linear_paths(model: torch.nn.Module, train: Sequence[Clip], scaler: Scaler, device: torch.device) -> None:
+    """Fit the statistics path to the training labels and the temporal path to what it misses (ridge, closed
+    form). Both are then kept fixed; the branches learn what the statistics path misses too, independently of the
+    temporal path, and the two are weighed against each other after training (choose_gates)."""
+    stats, lagged = linear_path_inputs(model, train, scaler, device)
+    y = np.stack([c.label for c in train]).astype(np.float64)
+    weight, bias = ridge_fit(stats, y)
+    set_linear(each(model.stats), weight, bias)
+    if lagged is not None:
+        set_linear(each(model.temporal), *ridge_fit(lagged, y - (stats @ weight.T + bias)))
+
+
+def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.ndarray) -> np.ndarray:
+    """Per-trait weights of contributions added to a base prediction (all (N, 5), on validation clips): for each
+    trait the combination of weights in 0, 1/(GATE_STEPS - 1), ..., 1 with the lowest error, kept only when its
+    gain over the base alone is significant (one-sided paired test, GATE_Z standard errors); else all 0, so
+    nothing adds noise to a trait it does not help. Returns (len(contributions), 5)."""
+    grid = np.array(list(itertools.product(np.linspace(0, 1, GATE_STEPS), repeat=len(contributions))))  # (G, C)
+    gates = np.zeros((len(contributions), y.shape[1]), np.float32)
+    for t in range(y.shape[1]):
+        parts = np.stack([c[:, t] for c in contributions], axis=1)  # (N, C)
+        errors = (np.clip(base[:, t, None] + parts @ grid.T, 0, 1) - y[:, t, None]) ** 2  # (N, G)
+        best = int(np.argmin(errors.mean(axis=0)))
+        gain = errors[:, 0] - errors[:, best]  # (N,) per-clip gain over the base alone (the all-zero row)
+        if best and gain.mean() > GATE_Z * gain.std(ddof=1) / np.sqrt(len(gain)):
+            gates[:, t] = grid[best]
+    return gates
 
 
 @torch.no_grad()
 def calibrate_gates(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, device: torch.device) -> np.ndarray:
-    """Per-trait weights of the branches on validation clips: for each trait the gate in 0, 0.1, ..., 1 with the
-    lowest error, kept only when its gain over the statistics path alone is significant (one-sided paired test,
-    GATE_Z standard errors); else 0, so the branches never add noise to a trait they do not help."""
-    linear, residual = model_parts(model, clips, scaler, device)
+    """Set the weights of the temporal path and the branches from validation clips (choose_gates); returns
+    them, (2, 5) with the temporal path, else (1, 5)."""
+    stats, temporal, branches = model_paths(model, clips, scaler, device)
     y = np.stack([c.label for c in clips])
-    gates = np.zeros(len(TRAITS), np.float32)
-    for t in range(len(TRAITS)):
-        base = (np.clip(linear[:, t], 0, 1) - y[:, t]) ** 2
-        errors = [(np.clip(linear[:, t] + g * residual[:, t], 0, 1) - y[:, t]) ** 2
-                  for g in np.linspace(0, 1, GATE_STEPS)]
-        best = int(np.argmin([e.mean() for e in errors]))
-        gain = base - errors[best]
-        if gain.mean() > GATE_Z * gain.std(ddof=1) / np.sqrt(len(gain)):
-            gates[t] = best / (GATE_STEPS - 1)
-    for buffer in model.gates if isinstance(model.gates, list) else [model.gates]:
-        buffer.copy_(torch.as_tensor(gates))
+    if model.cfg.temporal_path:
+        gates = choose_gates(stats, [temporal, branches], y)
+        for buffer in each(model.temporal_gates):
+            buffer.copy_(torch.as_tensor(gates[0]))
+    else:
+        gates = choose_gates(stats, [branches], y)
+    for buffer in each(model.gates):
+        buffer.copy_(torch.as_tensor(gates[-1]))
     return gates
 
 
 def make_optimizer(run: Run) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over the trainable parameters (not a frozen branch, not the statistics path) with a cosine schedule."""
+    """AdamW over the trainable parameters (not a frozen branch, not the linear paths) with a cosine schedule."""
     frozen = [run.options.freeze] if run.options.freeze else []
     frozen += ["stats"] if run.config.stats_path else []
+    frozen += ["temporal"] if run.config.temporal_path else []
     for branch in frozen:
         for p in branch_parameters(run.model, branch):
             p.requires_grad_(False)
@@ -323,7 +371,7 @@ def fit(run: Run) -> dict:
     train_clips = augment_clips(run.split.parts["train"]) if opts.augment else list(run.split.parts["train"])
     scaler = run.scaler
     if run.config.stats_path:
-        fit_stats_path(run.model, run.split.parts["train"], scaler, run.device)
+        prepare_linear_paths(run)
     optimizer, scheduler = make_optimizer(run)
     state = restore_training_state(run, optimizer, scheduler) if run.resume else LoopState()
     if state.history and run.world.is_main:  # a kill may have come between the last checkpoint and the log
@@ -351,14 +399,25 @@ def fit(run: Run) -> dict:
         run.report(epoch_line(record, opts.epochs))
     if state.bad_epochs >= opts.patience:
         run.report(f"early stop: no validation improvement for {opts.patience} epochs")
-    best = state.best or state.history[-1]
+    best = dict(state.best or state.history[-1])
     if run.config.stats_path:
-        best["gates"] = finish_with_gates(run, best)
+        best["gates"] = finish_with_gates(run)
     return best
 
 
-def finish_with_gates(run: Run, best: dict) -> dict[str, float]:
-    """Calibrate the per-trait gates of the best epoch's network on validation clips; rank 0 saves it again."""
+def prepare_linear_paths(run: Run) -> None:
+    """Before training: fit the linear paths; the branches then learn everything the statistics path misses
+    (their gates open, the temporal path's closed); both are weighed after training (finish_with_gates)."""
+    fit_linear_paths(run.model, run.split.parts["train"], run.scaler, run.device)
+    for gates in each(run.model.gates):
+        gates.fill_(1.0)
+    if run.config.temporal_path:
+        for gates in each(run.model.temporal_gates):
+            gates.fill_(0.0)
+
+
+def finish_with_gates(run: Run) -> dict[str, dict[str, float]]:
+    """Weigh the temporal path and the best epoch's branches per trait on validation clips; rank 0 saves it again."""
     run.world.barrier()
     run.model.load_state_dict(load_checkpoint(run.outputs.best, run.device).model.state_dict())
     gates = calibrate_gates(run.model, run.split.parts["val"], run.scaler, run.device)
@@ -367,10 +426,10 @@ def finish_with_gates(run: Run, best: dict) -> dict[str, float]:
         best_ckpt.model.load_state_dict(run.model.state_dict())
         save_checkpoint(run.outputs.best, best_ckpt)
     run.world.barrier()
-    gates = dict(zip(TRAITS, map(float, gates)))
-    run.report("branches' weight per trait over the statistics path (0: ridge alone): " +
-               ", ".join(f"{TRAIT_LETTERS[t]} {g:.1f}" for t, g in gates.items()))
-    return gates
+    names = ["temporal path", "branches"] if run.config.temporal_path else ["branches"]
+    run.report("weights per trait over the statistics path (0: not used): " + "; ".join(
+        f"{name} " + " ".join(f"{TRAIT_LETTERS[t]} {g:.2f}" for t, g in zip(TRAITS, row)) for name, row in zip(names, gates)))
+    return {name: dict(zip(TRAITS, map(float, row))) for name, row in zip(names, gates)}
 
 
 def epoch_record(epoch: int, train_loss: float, val_loss: float, table: pd.DataFrame,

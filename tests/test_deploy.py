@@ -323,7 +323,7 @@ def test_deploy_bad_inputs(hybrid_weights, tmp_path):
                    "missing: no such file or folder")
     (tmp_path / "empty").mkdir()
     one_line_error(deploy(tmp_path / "empty", "--weights", hybrid_weights, "-o", tmp_path / "x.csv"),
-                   "no CSV or Parquet files found")
+                   "no CSV, Parquet or video files found")
     write_openface(tmp_path / "empty" / "a.csv", 50)
     one_line_error(deploy(tmp_path / "empty", "--weights", tmp_path / "none.pt", "-o", tmp_path / "x.csv"),
                    "none.pt: no such checkpoint file")

@@ -1,0 +1,149 @@
+"""The default network's pieces: the ridge-fitted linear paths, the per-trait gates, ensembles, and compare.py end
+to end."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.linear_model import RidgeCV
+
+from conftest import TINY_MODEL, one_line_error, run_script
+from dataset import Normalization, collate
+from model import Ensemble, HybridNet, ModelConfig, build_model, load_checkpoint
+from openface import FEATURE_COLUMNS, TRAITS, Clip
+from training import PATH_ALPHAS, choose_gates, fit_linear_paths, model_paths
+
+
+def clips_with_mean_signal(n: int, seed: int) -> list[Clip]:
+    """Labels that are a linear function of each clip's mean AU12 (extroversion) or pure noise (the others)."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for i in range(n):
+        frames = rng.normal(0, 1, (int(rng.integers(50, 90)), 22)).astype(np.float32)
+        frames[:, 8] += rng.normal(0, 1)
+        label = np.r_[0.5 + 0.1 * frames[:, 8].mean(), rng.uniform(0.3, 0.7, 4)].astype(np.float32)
+        clips.append(Clip(f"c{i}", f"c{i}.000.mp4", f"c{i}", frames, label))
+    return clips
+
+
+def test_the_statistics_path_is_the_ridge_fit_of_the_clip_statistics():
+    clips = clips_with_mean_signal(120, 0)
+    scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_features=22, embed_dim=8, lstm_hidden=8, attn_dim=8, attn_hops=2,
+                                    conv_channels=(8,), conv_kernels=(3,), conv_dilations=(1,), head_hidden=(8,),
+                                    temporal_path=False))
+    fit_linear_paths(model, clips, scaler, torch.device("cpu"))
+    linear, _, residual = model_paths(model, clips, scaler, torch.device("cpu"))
+    assert np.abs(residual).max() == 0  # the head starts at zero: the untrained network is the ridge fit
+    batch = collate(clips, range(len(clips)), scaler)
+    stats = model.input_statistics(batch.x, batch.lengths).detach().numpy().astype(np.float64)
+    y = np.stack([c.label for c in clips])
+    z = (stats - stats.mean(axis=0)) / (stats.std(axis=0) + 1e-8)
+    expected = RidgeCV(alphas=PATH_ALPHAS, alpha_per_target=True).fit(z, y).predict(z)
+    np.testing.assert_allclose(linear, expected, atol=1e-4)
+    truth_r2 = 1 - ((linear[:, 0] - y[:, 0]) ** 2).sum() / ((y[:, 0] - y[:, 0].mean()) ** 2).sum()
+    assert truth_r2 > 0.95
+
+
+def test_the_temporal_path_sees_which_movement_follows_which():
+    """Labels that depend only on whether AU12 rises 10 frames after pose_Rx or 10 frames before it: clip means and
+    spreads are the same either way, the lagged correlations are not."""
+    rng = np.random.default_rng(4)
+    clips = []
+    for i in range(400):
+        frames = rng.normal(0, 0.3, (120, 22)).astype(np.float32)
+        follows = i % 2 == 0
+        for start in (10, 50, 90):
+            frames[start: start + 6, 18] += 2.0  # pose_Rx (a nod)
+            at = start + 10 if follows else start - 10
+            frames[max(0, at): at + 6, 8] += 2.0  # AU12 (a smile), after or before it
+        clips.append(Clip(f"c{i}", "", f"c{i}", frames, np.array([0.5, 0.5, 0.7 if follows else 0.3, 0.5, 0.5],
+                                                                   np.float32)))
+    scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(temporal_lags=(5, 10, 20), conv_channels=(8,), conv_kernels=(3,),
+                                    conv_dilations=(1,), head_hidden=(8,), embed_dim=8, lstm_hidden=8, attn_dim=8,
+                                    attn_hops=2))
+    truth = np.stack([c.label for c in clips[300:]])[:, 2]
+    fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
+    stats, temporal, _ = model_paths(model, clips[300:], scaler, torch.device("cpu"))
+    assert np.corrcoef(stats[:, 2] + temporal[:, 2], truth)[0, 1] > 0.8
+    assert abs(np.corrcoef(stats[:, 2], truth)[0, 1]) < 0.3  # clip statistics cannot see the order
+
+
+def test_gates_keep_the_branches_only_where_they_help_significantly():
+    rng = np.random.default_rng(1)
+    n = 200
+    y = rng.uniform(0.2, 0.8, (n, 5))
+    linear = np.full((n, 5), 0.5)
+    missing = y - linear
+    residual = np.c_[missing[:, 0], 0.5 * missing[:, 1], rng.normal(0, 0.1, n), -missing[:, 3],
+                     missing[:, 4] + rng.normal(0, 0.2, n)]
+    gates = choose_gates(linear, [residual], y)[0]
+    assert gates[0] == 1.0  # the branches have exactly what is missing
+    assert gates[1] == 1.0  # half of it: the most a gate of at most 1 can use
+    assert gates[2] == 0.0 and gates[3] == 0.0  # noise, and the opposite of what is missing
+    assert 0 <= gates[4] < 1.0  # what is missing, buried in noise: used partly, if at all
+    halves = [0.5 * missing + rng.normal(0, 0.05, (n, 5)), 0.5 * missing + rng.normal(0, 0.05, (n, 5))]
+    both = choose_gates(linear, halves, y)  # two half-right estimators: both are used
+    assert both.shape == (2, 5) and (both > 0).all()
+
+
+def test_an_ensemble_trains_its_members_apart_and_averages_them(tiny_corpus, tmp_path):
+    result = run_script("attn_regression.py", tiny_corpus / "frames.csv", "-o", tmp_path / "e.pt", "--split",
+                        tmp_path / "s.csv", "--epochs", "2", "--batch-size", "4", "--ensemble", "3", *TINY_MODEL)
+    assert result.returncode == 0, result.stderr
+    ckpt = load_checkpoint(tmp_path / "e.pt")
+    assert isinstance(ckpt.model, Ensemble) and len(ckpt.model.members) == 3 and ckpt.config.members == 3
+    members = ckpt.model.members
+    assert not torch.equal(members[0].head[0].weight, members[1].head[0].weight)  # other initialisations
+    assert torch.equal(members[0].stats.weight, members[2].stats.weight)  # one ridge fit, shared
+    x, lengths = torch.randn(2, 80, 22), torch.tensor([80, 50])
+    with torch.no_grad():
+        mean = torch.stack([m(x, lengths) for m in members]).mean(dim=0)
+        torch.testing.assert_close(ckpt.model(x, lengths), mean)
+        ckpt.model.train()
+        assert ckpt.model(x, lengths).shape == (3, 2, 5)
+
+
+def test_the_default_network_is_the_statistics_path_where_its_branches_do_not_help(tiny_corpus, tmp_path):
+    result = run_script("attn_regression.py", tiny_corpus / "frames.csv", "-o", tmp_path / "m.pt", "--split",
+                        tmp_path / "s.csv", "--epochs", "2", "--batch-size", "4", *TINY_MODEL)
+    assert result.returncode == 0, result.stderr
+    assert "weights per trait over the statistics path (0: not used): temporal path E" in result.stdout
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    assert isinstance(ckpt.model, HybridNet) and ckpt.config.stats_path
+    gates = ckpt.model.gates.numpy()
+    assert ((gates >= 0) & (gates <= 1)).all() and (gates == 0).any()  # 24 clips: nothing is significant
+
+
+def test_compare_runs_end_to_end(tmp_path):
+    result = run_script("compare.py", "--recipes", "standard", "short-gap", "--sizes", "48", "--seeds", "0",
+                        "--test-clips", "40", "--epochs", "2", "--bootstrap", "20", "-o", tmp_path / "cmp")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert list(table["method"]) == ["network", "train-mean", "ridge", "minirocket", "best achievable"] * 2
+    noise = table[(table["recipe"] == "short-gap") & (table["method"] == "best achievable")]["r2_openness"].iloc[0]
+    assert abs(noise) < 0.05  # openness is pure noise in that recipe: nothing to achieve
+    assert table.loc[table["method"] == "best achievable", "share_of_best"].eq(1).all()
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
+    assert "| standard | 48 | network |" in (tmp_path / "cmp" / "comparison.md").read_text()
+    (tmp_path / "file").write_text("x")
+    one_line_error(run_script("compare.py", "-o", tmp_path / "file"), "is a file")
+
+
+def test_retraining_trains_the_branches_whatever_their_earlier_gates(tiny_corpus, tmp_path):
+    assert run_script("attn_regression.py", tiny_corpus / "frames.csv", "-o", tmp_path / "m.pt", "--split",
+                      tmp_path / "s.csv", "--epochs", "1", "--batch-size", "4", *TINY_MODEL).returncode == 0
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    ckpt.model.gates.zero_()  # the branches were not used for any trait
+    from model import save_checkpoint
+
+    save_checkpoint(tmp_path / "closed.pt", ckpt)
+    result = run_script("attn_retrain.py", tiny_corpus / "frames.csv", "--weights", tmp_path / "closed.pt", "-o",
+                        tmp_path / "re.pt", "--epochs", "2", "--lr", "1e-2", "--batch-size", "4", "--weight-decay", "0")
+    assert result.returncode == 0, result.stderr
+    before, after = ckpt.model, load_checkpoint(tmp_path / "re.pt").model
+    assert not torch.equal(before.head[0].weight, after.head[0].weight)

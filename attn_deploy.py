@@ -66,7 +66,7 @@ class Manifest:
 
     @classmethod
     def of(cls, weights: Path, files: Sequence[InputFile], options: dict) -> "Manifest":
-        stats = tuple((os.path.realpath(f.path), os.stat(f.path).st_size, os.stat(f.path).st_mtime_ns) for f in files)
+        stats = tuple((f.real, *_size_and_time(f.path)) for f in files)
         return cls(file_sha256(weights), stats, options, code_version())
 
     def record(self) -> dict:
@@ -90,6 +90,11 @@ class Manifest:
         if other.get("code_version") != mine["code_version"]:
             return f"another code version ({other.get('code_version')} then, {mine['code_version']} now)"
         return None
+
+
+def _size_and_time(path: Path) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns
 
 
 def published_manifest(manifest: Manifest, weights: Path, files: Sequence[InputFile], table: pa.Table) -> dict:

@@ -66,9 +66,9 @@ def labelled_clips(path: Path, group_by: str | None, reading: ReadOptions) -> tu
 
 def clip_statistics_table(clips: Sequence[Clip], features: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-clip mean and std (n - 1) of every feature, columns (stat, feature); and the traits of each clip."""
-    means = np.stack([c.frames.mean(axis=0, dtype=np.float64) for c in clips])
-    stds = np.stack([c.frames.std(axis=0, ddof=1, dtype=np.float64) if c.n_frames > 1 else
-                     np.full(len(features), np.nan) for c in clips])
+    means = np.stack([c.frames.mean(axis=0, dtype=np.float64) for c in clips])  # (N, F)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stds = np.stack([c.frames.std(axis=0, ddof=1, dtype=np.float64) for c in clips])  # NaN for one frame
     index = pd.Index([c.clip_id for c in clips], name="clip")
     columns = pd.MultiIndex.from_product([STATS, features])
     table = pd.DataFrame(np.concatenate([means, stds], axis=1), index=index, columns=columns)
@@ -142,7 +142,8 @@ def stars(value: float) -> str:
     return "***" if value < 0.001 else "**" if value < 0.01 else "*" if value < 0.05 else ""
 
 
-def plot_heatmap(results: pd.DataFrame, stat: str, method: str, use_raw_p: bool, out: Path) -> list[Path]:
+def plot_heatmap(results: pd.DataFrame, stat: str, method: str, use_raw_p: bool, out: Path,
+                 formats: Sequence[str]) -> list[Path]:
     plt = pyplot()
     part = results[results["stat"] == stat]
     r = part.pivot(index="feature", columns="trait", values="r")
@@ -163,7 +164,7 @@ def plot_heatmap(results: pd.DataFrame, stat: str, method: str, use_raw_p: bool,
                  f"* / ** / *** : {basis} < .05 / .01 / .001", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
-    return save_figure(fig, [out / f"{method}_{stat}.png", out / f"{method}_{stat}.pdf"], dpi=130)
+    return save_figure(fig, [out / f"{method}_{stat}.{ext}" for ext in formats], dpi=130)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ def permutation_importance(model, clips: Sequence[Clip], scaler, features: Seque
     return pd.DataFrame(rows)
 
 
-def plot_importance(table: pd.DataFrame, out: Path) -> list[Path]:
+def plot_importance(table: pd.DataFrame, out: Path, formats: Sequence[str]) -> list[Path]:
     plt = pyplot()
     groups = table[table["kind"] == "group"]
     feats = table[table["kind"] == "feature"]
@@ -234,7 +235,7 @@ def plot_importance(table: pd.DataFrame, out: Path) -> list[Path]:
     ax2.set_title("single features shuffled: drop in R²")
     fig.colorbar(image, ax=ax2, fraction=0.04)
     fig.tight_layout()
-    return save_figure(fig, [out / "permutation_importance.png", out / "permutation_importance.pdf"], dpi=120)
+    return save_figure(fig, [out / f"permutation_importance.{ext}" for ext in formats], dpi=120)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -247,6 +248,8 @@ def build_parser() -> Parser:
     parser.add_argument("--method", choices=("spearman", "pearson", "both"), default="spearman",
                         help="correlation coefficient")
     parser.add_argument("--raw-p", action="store_true", help="stars from uncorrected p-values, as the paper did")
+    parser.add_argument("--figure-formats", nargs="+", choices=("png", "pdf", "svg"), default=["png"],
+                        help="figure files to write (pdf/svg for print)")
     parser.add_argument("--group-by", default=None, help="clip column (default: ID, else clip_id)")
     model = parser.add_argument_group("permutation importance (optional)")
     model.add_argument("--weights", type=Path, default=None, help="a trained checkpoint")
@@ -260,10 +263,10 @@ def build_parser() -> Parser:
     return parser
 
 
-def written_files(out: Path, methods: Sequence[str], importance: bool) -> list[Path]:
+def written_files(out: Path, methods: Sequence[str], importance: bool, formats: Sequence[str]) -> list[Path]:
     names = [f"correlations_{m}.csv" for m in methods]
-    names += [f"{m}_{stat}.{ext}" for m in methods for stat in STATS for ext in ("png", "pdf")]
-    names += ["permutation_importance.csv", "permutation_importance.png", "permutation_importance.pdf"] if importance \
+    names += [f"{m}_{stat}.{ext}" for m in methods for stat in STATS for ext in formats]
+    names += ["permutation_importance.csv"] + [f"permutation_importance.{ext}" for ext in formats] if importance \
         else []
     return [out / name for name in names]
 
@@ -281,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     read_paths = [args.labelled] + ([f.path for f in input_files(args.data)] + [args.weights] if args.data else [])
     read_paths += [Path(p) for p in args.labels or []] + ([args.split] if args.split else [])
     check_writable_folder(args.output)
-    check_outputs(written_files(args.output, methods, args.weights is not None), read_paths)
+    check_outputs(written_files(args.output, methods, args.weights is not None, args.figure_formats), read_paths)
     reading = options_from(args, ReadOptions)
     clips, features, notes = labelled_clips(args.labelled, args.group_by, reading)
     stats_table, traits = clip_statistics_table(clips, features)
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         write_table(results, path)
         written.append(path)
         for stat in STATS:
-            written += plot_heatmap(results, stat, method, args.raw_p, args.output)
+            written += plot_heatmap(results, stat, method, args.raw_p, args.output, args.figure_formats)
         basis = "p" if args.raw_p else "q"
         top = results[results[basis] < 0.05].reindex(columns=["stat", "feature", "trait", "r", basis])
         top = top.reindex(top["r"].abs().sort_values(ascending=False).index).head(10)
@@ -330,7 +333,7 @@ def importance_outputs(args, reading: ReadOptions) -> list[Path]:
     groups = table[table["kind"] == "group"].pivot(index="unit", columns="trait", values="drop_mean")
     print(f"permutation importance on {len(held.test)} held-out clips (drop in R², mean of {args.repeats}):\n"
           + groups[list(TRAITS)].to_string(float_format=lambda v: f"{v:+.3f}"))
-    return [path] + plot_importance(table, args.output)
+    return [path] + plot_importance(table, args.output, args.figure_formats)
 
 
 if __name__ == "__main__":

@@ -264,6 +264,11 @@ class InputFile:
     failure: str = ""  # why there is nothing to read (a video OpenFace could not process): an unreadable clip
 
     @functools.cached_property
+    def real(self) -> str:
+        """The resolved path (links followed): one file, however it was named."""
+        return os.path.realpath(self.path)
+
+    @functools.cached_property
     def is_table(self) -> bool:
         """A combined frame table (layout A), rather than one raw OpenFace CSV or a failure (read once)."""
         return not self.failure and is_frame_table(self.path)
@@ -284,20 +289,19 @@ def input_files(inputs: Sequence[str | Path], exclude: Iterable[str | Path] = ()
             for folder, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.endswith(WORK_FOLDERS))
                 for name in sorted(files):
-                    file = Path(folder) / name
-                    if name.lower().endswith(TABLE_SUFFIXES) and not name.startswith(".") and \
-                            name != EXTRACTION_STATUS and os.path.realpath(file) not in skip:
-                        found.append(InputFile(file, file.relative_to(path).as_posix()))
+                    if name.lower().endswith(TABLE_SUFFIXES) and not name.startswith(".") and name != EXTRACTION_STATUS:
+                        file = InputFile(Path(folder) / name, (Path(folder) / name).relative_to(path).as_posix())
+                        if file.real not in skip:
+                            found.append(file)
         elif path.is_file():
             found.append(InputFile(path, path.name))
         else:
             raise DataError(path, "no such file or folder")
     unique, seen, names = [], set(), {}
     for item in found:
-        real = os.path.realpath(item.path)
-        if real in seen:
+        if item.real in seen:
             continue
-        seen.add(real)
+        seen.add(item.real)
         if item.name in names:
             raise DataError(item.path, f"has the same name {item.name!r} as {names[item.name]}; outputs could not "
                                        "tell them apart: label them in separate runs or rename one")
@@ -350,16 +354,14 @@ def frame_block(table: pa.Table, features: Sequence[str], min_confidence: float)
     RANGE_TOLERANCE); in `success` or `confidence`, empty cells or values outside 0..1."""
     n = table.num_rows
     values = column_array(table, features)  # (N, F) float64
-    with np.errstate(over="ignore", invalid="ignore"):
-        frames = values.astype(np.float32)  # (N, F)
     low = np.array([FEATURE_RANGES[c][0] - RANGE_TOLERANCE for c in features])
     high = np.array([FEATURE_RANGES[c][1] + RANGE_TOLERANCE for c in features])
     with np.errstate(invalid="ignore"):
-        impossible = ~np.isfinite(frames) | (frames < low) | (frames > high)  # (N, F)
+        possible = (values >= low) & (values <= high)  # (N, F): False for NaN and infinities too
     meta = [c for c in ("success", "confidence") if c in table.column_names]
     meta_values = column_array(table, meta) if meta else np.zeros((n, 0))
     with np.errstate(invalid="ignore"):
-        meta_bad = ~np.isfinite(meta_values) | (meta_values < 0) | (meta_values > 1)
+        meta_ok = (meta_values >= 0) & (meta_values <= 1)
     reason = np.zeros(n, np.int8)
     if "success" in meta:
         reason[meta_values[:, meta.index("success")] == 0] = 1
@@ -367,8 +369,12 @@ def frame_block(table: pa.Table, features: Sequence[str], min_confidence: float)
         with np.errstate(invalid="ignore"):
             reason[(reason == 0) & (meta_values[:, meta.index("confidence")] < min_confidence)] = 2
     keep = reason == 0
-    cells = np.concatenate([impossible & keep[:, None], meta_bad], axis=1)
-    bad = np.where(cells.any(axis=1), cells.argmax(axis=1), -1)
+    bad = np.full(n, -1)
+    if not (possible.all() and meta_ok.all()):  # only then find each row's first impossible cell
+        cells = np.concatenate([~possible & keep[:, None], ~meta_ok], axis=1)
+        bad = np.where(cells.any(axis=1), cells.argmax(axis=1), -1)
+    with np.errstate(over="ignore"):
+        frames = values.astype(np.float32)  # (N, F); an overflowing value becomes inf
     return FrameBlock(frames, keep, reason, bad, list(features) + meta)
 
 

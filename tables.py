@@ -25,7 +25,9 @@ import pyarrow.parquet as pq
 from errors import DataError
 
 PARQUET_SUFFIX = ".parquet"
-BLOCK_BYTES = 16 << 20  # CSV bytes parsed per block: large blocks keep both cores busy
+BLOCK_BYTES = 16 << 20  # CSV bytes parsed per block in large files: large blocks keep both cores busy
+PARQUET_BATCH_ROWS = 1 << 20  # rows read from Parquet at a time
+SMALL_BLOCK_BYTES = 1 << 20  # and in small ones (one OpenFace CSV), where a large block costs more than it gives
 NEEDS_QUOTES = re.compile(r'[",\r\n]')
 _NULLS = ("", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "#N/A")
 NULL_VALUES = list(_NULLS) + [" " + v for v in _NULLS]  # OpenFace's ", " separator leaves a blank before a value
@@ -189,8 +191,9 @@ def first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-def _csv_options(header: Sequence[str], columns: Sequence[str], types: Mapping[str, pa.DataType]):
-    read = pcsv.ReadOptions(column_names=list(header), skip_rows=1, block_size=BLOCK_BYTES, use_threads=True)
+def _csv_options(path: Path, header: Sequence[str], columns: Sequence[str], types: Mapping[str, pa.DataType]):
+    block = BLOCK_BYTES if os.path.getsize(path) > BLOCK_BYTES else SMALL_BLOCK_BYTES
+    read = pcsv.ReadOptions(column_names=list(header), skip_rows=1, block_size=block, use_threads=True)
     convert = pcsv.ConvertOptions(include_columns=list(columns), column_types=dict(types), null_values=NULL_VALUES,
                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
     return read, convert
@@ -241,7 +244,7 @@ def read_columns(path: str | Path, columns: Sequence[str], types: Mapping[str, p
     header = read_header(path) if header is None else list(header)
     if is_parquet(path):
         return _read_parquet(path, columns, types)
-    read, convert = _csv_options(header, columns, types)
+    read, convert = _csv_options(path, header, columns, types)
     try:
         table = pcsv.read_csv(path, read_options=read, convert_options=convert)
     except pa.ArrowInvalid as err:
@@ -256,10 +259,10 @@ def iter_column_batches(path: str | Path, columns: Sequence[str], types: Mapping
     header = read_header(path) if header is None else list(header)
     if is_parquet(path):
         parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(columns=list(columns)):
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=list(columns)):
             yield _cast_columns(path, pa.Table.from_batches([batch]), types)
         return
-    read, convert = _csv_options(header, columns, types)
+    read, convert = _csv_options(path, header, columns, types)
     try:
         with pcsv.open_csv(path, read_options=read, convert_options=convert) as reader:
             for batch in reader:
@@ -291,8 +294,9 @@ def _cast_columns(path: Path, table: pa.Table, types: Mapping[str, pa.DataType])
 
 
 def column_array(table: pa.Table, names: Sequence[str], dtype=np.float64) -> np.ndarray:
-    """Columns as one (rows, len(names)) array; nulls (empty cells, 'nan') become NaN."""
-    out = np.empty((table.num_rows, len(names)), dtype=dtype)
+    """Columns as one (rows, len(names)) array, stored column by column (Fortran order: each column is copied in
+    one contiguous pass); nulls (empty cells, 'nan') become NaN."""
+    out = np.empty((len(names), table.num_rows), dtype=dtype)
     for j, name in enumerate(names):
-        out[:, j] = table.column(name).to_numpy(zero_copy_only=False)
-    return out
+        out[j] = table.column(name).to_numpy(zero_copy_only=False)
+    return out.T

@@ -62,7 +62,8 @@ def test_planted_relationships_are_found(tmp_path):
     prepare = load_prepare()
     clips, truth = prepare.generate(160, 4, seed=3)
     prepare.write_corpus(tmp_path, clips, truth, 3, ("table",))
-    result = run_script("au_analysis.py", tmp_path / "frames.csv", "-o", tmp_path / "fig", "--method", "both")
+    result = run_script("au_analysis.py", tmp_path / "frames.csv", "-o", tmp_path / "fig", "--method", "both",
+                        "--figure-formats", "png", "pdf")
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(tmp_path / "fig" / "correlations_spearman.csv").set_index(["stat", "feature", "trait"])
     for key, sign in ((("mean", "AU12_r", "extroversion"), 1), (("mean", "AU04_r", "conscientiousness"), -1),

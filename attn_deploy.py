@@ -25,7 +25,6 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -39,11 +38,11 @@ from tqdm import tqdm
 from cli import Parser, add_device_option, add_options, check_outputs, options_from, output_lock, report_user_errors
 from dataset import predict
 from errors import DataError
-from model import Checkpoint, code_version, file_sha256, input_scaler, load_checkpoint
 from extract_features import ExtractOptions, extract_videos, summary_line, video_files
-from openface import (OPENFACE_OUTPUT_COLUMNS, PARTS_SUFFIX, TRAITS, VIDEO_CACHE_SUFFIX, Clip, InputFile, ReadOptions, ReadSummary, Status,
-                      count_table_clips, input_files, iter_clips, read_header)
-from tables import TableWriter, write_text_atomic
+from model import Checkpoint, code_version, file_sha256, input_scaler, load_checkpoint
+from openface import (OPENFACE_OUTPUT_COLUMNS, PARTS_SUFFIX, TRAITS, VIDEO_CACHE_SUFFIX, Clip, InputFile, ReadOptions,
+                      ReadSummary, Status, count_table_clips, input_files, iter_clips, read_header)
+from tables import TableWriter, ordered_map, write_text_atomic
 from training import Distributed, distributed_session
 
 OPENFACE_FRAME_COLUMNS: tuple[str, ...] = ("File", "clip_id") + OPENFACE_OUTPUT_COLUMNS
@@ -177,18 +176,6 @@ def share_of(total: int, rank: int, world_size: int) -> Share:
     return Share(total * rank // world_size, total * (rank + 1) // world_size, total)
 
 
-def ordered_parallel(items: Iterable, read, workers: int) -> Iterator:
-    """read(item) for every item, in order, with up to READ_AHEAD items in flight on `workers` threads."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = []
-        for item in items:
-            pending.append(pool.submit(read, item))
-            if len(pending) >= READ_AHEAD:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
-
-
 def iter_share(files: Sequence[InputFile], slots: Sequence[int], features: Sequence[str], reading: ReadOptions,
                share: Share, keep_rows: bool, skip: set[int], workers: int) -> Iterator[tuple[int, Clip]]:
     """(slot, clip) for this process's slots not in `skip`; unreadable inputs become clips with that status."""
@@ -203,7 +190,7 @@ def iter_share(files: Sequence[InputFile], slots: Sequence[int], features: Seque
             return [(slot, None)]
         return [(slot, next(iter_clips([item], features, reading, keep_rows=keep_rows, strict=False, labels=False)))]
 
-    for (item, slot), done in zip(wanted, ordered_parallel(wanted, read, workers)):
+    for (item, slot), done in zip(wanted, ordered_map(read, wanted, workers, READ_AHEAD)):
         if not item.is_table:
             if done[0][1] is not None:
                 yield done[0]

@@ -21,7 +21,8 @@ from cli import (Parser, add_device_option, add_labels_option, add_options, chec
 from dataset import Normalization, default_split_path
 from model import PRESETS, ModelConfig, build_model
 from openface import FEATURE_SETS, ReadOptions, feature_columns, input_files
-from training import (progress_printer, Run, RunOutputs, TrainOptions, distributed_session, fit, load_labelled_clips, split_data)
+from training import (Run, RunOutputs, TrainOptions, distributed_session, fit, load_labelled_clips, progress_printer,
+                      split_data)
 
 
 def build_parser() -> Parser:

@@ -25,8 +25,8 @@ from errors import DataError
 from model import Checkpoint, input_scaler, load_checkpoint, save_checkpoint
 from openface import ReadOptions, attach_labels, input_files, read_clips, read_labels
 from tables import write_text_atomic
-from training import (progress_printer, RETRAIN_DEFAULTS, Run, RunOutputs, SplitData, TrainOptions, distributed_session, fit,
-                      held_out_report, split_data, split_from_record)
+from training import (RETRAIN_DEFAULTS, Run, RunOutputs, SplitData, TrainOptions, distributed_session, fit,
+                      held_out_report, progress_printer, split_data, split_from_record)
 
 
 def build_parser() -> Parser:

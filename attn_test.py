@@ -24,7 +24,6 @@ from baselines import baseline_predictions
 from cli import (Parser, add_device_option, add_labels_option, add_options, check_outputs, check_writable_folder,
                  options_from, report_user_errors)
 from dataset import held_out_clips, predict
-from errors import DataError
 from metrics import METRICS, bootstrap_intervals, regression_table
 from model import Checkpoint, check_features, input_scaler, load_checkpoint
 from openface import TRAIT_LETTERS, TRAITS, Clip, ReadOptions, input_files

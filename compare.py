@@ -34,7 +34,7 @@ from baselines import baseline_predictions, labels_of
 from cli import Parser, check_writable_folder, report_user_errors
 from dataset import Normalization, SplitRecord, assign_splits, predict, split_clips
 from metrics import bootstrap_intervals, metric_arrays
-from model import ModelConfig, build_model, input_scaler, load_checkpoint
+from model import PAPER_SIZES, ModelConfig, build_model, input_scaler, load_checkpoint
 from openface import FEATURE_COLUMNS, TRAIT_LETTERS, TRAITS, Clip, clip_key, source_group
 from plots import pyplot, save_figure
 from tables import write_table, write_text_atomic
@@ -49,6 +49,10 @@ RECIPES: dict[str, dict] = {
 }
 METHODS: tuple[str, ...] = ("network", "train-mean", "ridge", "minirocket")
 TEST_SEED_OFFSET = 10_000
+PREVIOUS = "previous demo network"  # the hybrid of the paper's architecture with the demo's sizes before this default
+PREVIOUS_CONFIG = ModelConfig(**{**PAPER_SIZES, "embed_dim": 128, "lstm_hidden": 128, "attn_dim": 128, "attn_hops": 16,
+                                 "conv_channels": (32, 64, 64, 64)})
+PREVIOUS_OPTIONS = TrainOptions(batch_size=32, lr=2e-3, epochs=30, patience=10)
 
 
 def load_prepare():
@@ -85,7 +89,8 @@ def train_network(train: Sequence[Clip], val: Sequence[Clip], seed: int, epochs:
     return best.model, best, seconds
 
 
-def evaluate_corpus(recipe: str, n_clips: int, seed: int, test_clips: int, epochs: int | None, n_boot: int) -> list[dict]:
+def evaluate_corpus(recipe: str, n_clips: int, seed: int, test_clips: int, epochs: int | None, n_boot: int,
+                    previous: bool = False) -> list[dict]:
     """One row per method: R² per trait on the independent test corpus, the mean over predictable traits with a
     bootstrap interval, its share of the best achievable, and the training seconds."""
     clips, _ = corpus(n_clips, seed, recipe)
@@ -93,16 +98,22 @@ def evaluate_corpus(recipe: str, n_clips: int, seed: int, test_clips: int, epoch
     parts = split_clips(clips, assign_splits([c.group for c in clips], seed, (0.85, 0.15, 0.0)), "corpus")
     best = np.array([truth["traits"][t]["best_r2"] for t in TRAITS])
     predictable = np.array([truth["traits"][t]["planted_r2"] > 0 for t in TRAITS])
-    with tempfile.TemporaryDirectory() as folder:
-        model, ckpt, seconds = train_network(parts["train"], parts["val"], seed, epochs, Path(folder))
-        predictions = {"network": predict(model, test, input_scaler(ckpt, test))}
+    seconds: dict[str, float] = {}
+    predictions: dict[str, np.ndarray | None] = {}
+    networks = [("network", ModelConfig(), TrainOptions())] + ([(PREVIOUS, PREVIOUS_CONFIG, PREVIOUS_OPTIONS)]
+                                                                if previous else [])
+    for name, config, options in networks:
+        with tempfile.TemporaryDirectory() as folder:
+            model, ckpt, seconds[name] = train_network(parts["train"], parts["val"], seed, epochs, Path(folder), config,
+                                                       options)
+            predictions[name] = predict(model, test, input_scaler(ckpt, test))
     predictions.update(baseline_predictions(parts["train"], test, FEATURE_COLUMNS, seed))
     y, groups = labels_of(test), [c.group for c in test]
     rows = []
-    for method in METHODS:
+    for method in [name for name, _, _ in networks] + list(METHODS[1:]):
         pred = predictions[method]
         row = {"recipe": recipe, "clips": n_clips, "seed": seed, "method": method,
-               "train_seconds": seconds if method == "network" else np.nan}
+               "train_seconds": seconds.get(method, np.nan)}
         if pred is None:
             rows.append({**row, "note": "not installed"})
             continue
@@ -137,13 +148,14 @@ def markdown(table: pd.DataFrame) -> str:
 
 def plot(table: pd.DataFrame, path: Path) -> None:
     plt = pyplot()
-    shown = table[table["method"].isin(METHODS)]
+    methods = [m for m in (METHODS[0], PREVIOUS) + METHODS[1:] if m in set(table["method"])]
+    shown = table[table["method"].isin(methods)]
     summary = shown.groupby(["recipe", "clips", "method"], sort=False)["share_of_best"].mean().unstack("method")
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(summary)), 4))
-    width = 0.8 / len(METHODS)
-    for k, method in enumerate(METHODS):
-        if method in summary:
-            ax.bar(np.arange(len(summary)) + (k - 1.5) * width, 100 * summary[method], width, label=method)
+    width = 0.8 / len(methods)
+    for k, method in enumerate(methods):
+        ax.bar(np.arange(len(summary)) + (k - (len(methods) - 1) / 2) * width, 100 * summary[method], width,
+               label=method)
     ax.set_xticks(np.arange(len(summary)), [f"{r}\n{c:,}" for r, c in summary.index], fontsize=8)
     ax.axhline(100, color="black", linewidth=0.8)
     ax.set(ylabel="% of the best achievable R²", title="Held-out R² over the predictable traits, mean over seeds")
@@ -163,6 +175,8 @@ def build_parser() -> Parser:
     parser.add_argument("--epochs", type=int, default=None, help="cap the network's epochs (default: the default)")
     parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals")
     parser.add_argument("--quick", action="store_true", help="one 300-clip corpus per recipe and seed 0")
+    parser.add_argument("--previous", action="store_true",
+                        help="also train the previous demo network (the paper's architecture with the demo's sizes)")
     return parser
 
 
@@ -178,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         for n_clips in ([args.fi_size] if recipe == "fi" else args.sizes):
             for seed in args.seeds:
                 print(f"{recipe}, {n_clips} clips, seed {seed} ...", flush=True)
-                rows += evaluate_corpus(recipe, n_clips, seed, args.test_clips, args.epochs, args.bootstrap)
+                rows += evaluate_corpus(recipe, n_clips, seed, args.test_clips, args.epochs, args.bootstrap,
+                                        args.previous)
                 done = pd.DataFrame(rows)
                 write_table(done, args.output / "comparison.csv")
     table = pd.DataFrame(rows)

@@ -43,7 +43,7 @@ PAPER_EDGE = 8  # and the padding kept at the right end, where the convolutions'
 class ModelConfig:
     """A network's kind, architecture and sizes; attn_regression.py gets a flag for every field with an option().
 
-    The defaults suit hundreds to thousands of clips (see README "Choosing the defaults"); PRESETS["paper"] has
+    The defaults suit hundreds to thousands of clips (README "How good is the network"); PRESETS["paper"] has
     the published sizes and the original conv branch."""
 
     kind: str = option("hybrid", "network: hybrid, the conv or attention branch alone, or the paper's published one",

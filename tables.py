@@ -13,8 +13,9 @@ import os
 import re
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -29,8 +30,27 @@ BLOCK_BYTES = 16 << 20  # CSV bytes parsed per block in large files: large block
 PARQUET_BATCH_ROWS = 1 << 20  # rows read from Parquet at a time
 SMALL_BLOCK_BYTES = 1 << 20  # and in small ones (one OpenFace CSV), where a large block costs more than it gives
 NEEDS_QUOTES = re.compile(r'[",\r\n]')
+CSV_SLICE_ROWS = 1 << 17  # rows formatted per task when writing CSV on several threads
+T, R = TypeVar("T"), TypeVar("R")
 _NULLS = ("", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "#N/A")
 NULL_VALUES = list(_NULLS) + [" " + v for v in _NULLS]  # OpenFace's ", " separator leaves a blank before a value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Work on several threads, results in order
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
+    """fn(item) for every item, in order, on `workers` threads with at most `ahead` items in flight (so memory
+    stays bounded). For work that releases the GIL: Arrow's CSV parsing and formatting."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = []
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= ahead:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -85,6 +105,15 @@ def _needs_quoting(table: pa.Table) -> bool:
     return False
 
 
+WORKERS = max(1, os.cpu_count() or 1)
+
+
+def _csv_text(table: pa.Table, options: pcsv.WriteOptions) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pcsv.write_csv(table, sink, options)
+    return sink.getvalue()
+
+
 class TableWriter:
     """Append Arrow tables of one schema to a CSV or Parquet file, atomically: `close()` publishes the file."""
 
@@ -111,8 +140,10 @@ class TableWriter:
         if self._parquet:
             self._writer.write_table(table)
         elif table.num_rows:
-            style = "needed" if _needs_quoting(table) else "none"
-            pcsv.write_csv(table, self._handle, pcsv.WriteOptions(include_header=False, quoting_style=style))
+            options = pcsv.WriteOptions(include_header=False, quoting_style="needed" if _needs_quoting(table) else "none")
+            slices = (table.slice(k, CSV_SLICE_ROWS) for k in range(0, table.num_rows, CSV_SLICE_ROWS))
+            for text in ordered_map(lambda part: _csv_text(part, options), slices, WORKERS, 2 * WORKERS):
+                self._handle.write(text)
         self.rows += table.num_rows
 
     def close(self) -> int:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 from sklearn.linear_model import RidgeCV
 
 from conftest import TINY_MODEL, one_line_error, run_script
 from dataset import Normalization, collate
 from model import Ensemble, HybridNet, ModelConfig, build_model, load_checkpoint
-from openface import FEATURE_COLUMNS, TRAITS, Clip
+from openface import FEATURE_COLUMNS, Clip
 from training import PATH_ALPHAS, choose_gates, fit_linear_paths, model_paths
 
 
@@ -121,10 +120,12 @@ def test_the_default_network_is_the_statistics_path_where_its_branches_do_not_he
 
 def test_compare_runs_end_to_end(tmp_path):
     result = run_script("compare.py", "--recipes", "standard", "short-gap", "--sizes", "48", "--seeds", "0",
-                        "--test-clips", "40", "--epochs", "2", "--bootstrap", "20", "-o", tmp_path / "cmp")
+                        "--test-clips", "40", "--epochs", "2", "--bootstrap", "20", "--previous", "-o", tmp_path / "cmp")
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
-    assert list(table["method"]) == ["network", "train-mean", "ridge", "minirocket", "best achievable"] * 2
+    assert list(table["method"]) == ["network", "previous demo network", "train-mean", "ridge", "minirocket",
+                                     "best achievable"] * 2
+    assert table.loc[table["method"].str.contains("network"), "train_seconds"].gt(0).all()
     noise = table[(table["recipe"] == "short-gap") & (table["method"] == "best achievable")]["r2_openness"].iloc[0]
     assert abs(noise) < 0.05  # openness is pure noise in that recipe: nothing to achieve
     assert table.loc[table["method"] == "best achievable", "share_of_best"].eq(1).all()

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from cli import Parser, add_device_option, add_options, check_outputs, options_from, output_lock, report_user_errors
 from dataset import predict
 from errors import DataError
-from extract_features import ExtractOptions, extract_videos, summary_line, video_files
+from extract_features import ExtractOptions, Video, extract_videos, summary_line, video_files
 from model import Checkpoint, code_version, file_sha256, input_scaler, load_checkpoint
 from openface import (OPENFACE_OUTPUT_COLUMNS, PARTS_SUFFIX, TRAITS, VIDEO_CACHE_SUFFIX, Clip, InputFile, ReadOptions,
                       ReadSummary, Status, count_table_clips, input_files, iter_clips, read_header)
@@ -320,15 +320,12 @@ def build_parser() -> Parser:
     return parser
 
 
-def video_inputs(args, outputs: Sequence[Path]) -> list[InputFile]:
+def extracted_inputs(args, videos: Sequence[Video]) -> list[InputFile]:
     """For video inputs: OpenFace's CSVs, extracted into OUTPUT.openface/ (reused next time), one input per
     video, named as the video; a video OpenFace failed on is an input that becomes an unreadable row."""
-    videos = video_files(args.inputs)
-    if not videos:
-        return []
-    tables = input_files(args.inputs, exclude=[out for out in outputs if finished_output(out)])
-    if tables:
-        raise DataError(tables[0].path, "videos and OpenFace tables in one run: label them in separate runs")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DataError(videos[0].path, "videos under torchrun: extract them first (extract_features.py), then "
+                                        "label the CSV folder")
     cache = args.output.with_name(args.output.name + VIDEO_CACHE_SUFFIX)
     results = extract_videos(videos, cache, options_from(args, ExtractOptions), progress=True)
     print(summary_line(results, cache))
@@ -351,16 +348,21 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(None, f"--{name.replace('_', '-')} must be at least 1")
     outputs = [args.output] + ([args.frames_output] if args.frames_output else [])
     parts = args.output.with_name(args.output.name + PARTS_SUFFIX)
-    files = video_inputs(args, outputs) or input_files(args.inputs, exclude=[o for o in outputs if finished_output(o)])
-    if not files:
+    videos = video_files(args.inputs)
+    files = input_files(args.inputs, exclude=[o for o in outputs if finished_output(o)])
+    if videos and files:
+        raise DataError(files[0].path, "videos and OpenFace tables in one run: label them in separate runs")
+    if not videos and not files:
         raise DataError(", ".join(args.inputs), "no CSV, Parquet or video files found")
-    check_outputs(outputs, [f.path for f in files] + [args.weights])
+    check_outputs(outputs, [v.path for v in videos] + [f.path for f in files] + [args.weights])
+    ckpt = load_checkpoint(args.weights)  # refused before any work, OpenFace's included
+    files = extracted_inputs(args, videos) if videos else files
     with distributed_session(args.device) as (device, world):
-        return run(args, files, parts, device, world)
+        return run(args, files, parts, ckpt, device, world)
 
 
-def run(args, files: list[InputFile], parts: Path, device: torch.device, world: Distributed) -> int:
-    ckpt = load_checkpoint(args.weights, device)
+def run(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: torch.device, world: Distributed) -> int:
+    ckpt.model.to(device)
     reading = options_from(args, ReadOptions)
     openface_layout = check_frames_layout(files) if args.frames_output else True
     manifest = Manifest.of(args.weights, files, number_options(args, reading, openface_layout))

@@ -152,3 +152,13 @@ def test_deploy_labels_videos_through_openface_and_reuses_the_cache(openface, ti
                        tmp_path / "m.csv")
     one_line_error(mixed, "videos and OpenFace tables in one run")
     np.testing.assert_array_equal(pd.read_csv(out)["n_frames"], table["n_frames"].to_numpy())
+
+
+def test_deploy_refuses_before_running_openface(openface, tiny_corpus, tmp_path):
+    _, log, _ = openface
+    folder = videos(tmp_path / "videos", {"a.mp4": "", "b.mp4": ""})
+    one_line_error(run_script("attn_deploy.py", folder, "--weights", tmp_path / "none.pt", "-o", tmp_path / "c.csv"),
+                   "none.pt: no such checkpoint file")
+    weights = our_checkpoint(tmp_path / "w.pt", tiny_corpus)
+    one_line_error(run_script("attn_deploy.py", folder, "--weights", weights, "-o", "/proc/c.csv"), "cannot write here")
+    assert calls(log) == [] and not (tmp_path / "c.csv.openface").exists()

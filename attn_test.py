@@ -166,17 +166,19 @@ def build_parser() -> Parser:
     parser.add_argument("--whole", action="store_true", help="evaluate on every clip of DATA (a separate test set)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     parser.add_argument("--seed", type=int, default=0, help="seeds the bootstrap and MiniRocket")
+    parser.add_argument("--table-format", choices=("csv", "parquet"), default="csv",
+                        help="format of comparison, metrics and predictions tables")
     add_labels_option(parser)
     add_device_option(parser)
     add_options(parser.add_argument_group("input"), ReadOptions)
     return parser
 
 
-def written_files(out: Path, names: Sequence[str]) -> list[Path]:
+def written_files(out: Path, names: Sequence[str], table: str) -> list[Path]:
     """The tables and plots this script writes into the output folder."""
-    fixed = ["comparison.csv", "metrics.csv", "results.json", "r2_by_trait.png"]
+    fixed = [f"comparison.{table}", f"metrics.{table}", "results.json", "r2_by_trait.png"]
     per_model = [f"{kind}_{name}.{ext}" for name in names
-                 for kind, ext in (("predictions", "csv"), ("pred_vs_true", "png"), ("residuals", "png"))]
+                 for kind, ext in (("predictions", table), ("pred_vs_true", "png"), ("residuals", "png"))]
     return [out / name for name in fixed + per_model]
 
 
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     read_paths = [f.path for f in input_files(args.data)] + [Path(p) for p in args.labels or []] + list(args.weights)
     read_paths += [args.split] if args.split else []
     check_writable_folder(args.output)
-    check_outputs(written_files(args.output, names), read_paths)
+    check_outputs(written_files(args.output, names, args.table_format), read_paths)
     use_all_cores()
     device = resolve_device(args.device)
     ckpts = [load_checkpoint(w, device) for w in args.weights]
@@ -228,13 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         print("no training split: baselines skipped (they are fitted on training clips)")
     frame = comparison_frame(evals)
     print("\n" + markdown_table(frame, reference))
-    write_table(frame, args.output / "comparison.csv")
-    write_table(long_metrics(evals), args.output / "metrics.csv")
+    ext = args.table_format
+    write_table(frame, args.output / f"comparison.{ext}")
+    write_table(long_metrics(evals), args.output / f"metrics.{ext}")
     plots = [plot_r2_bars(evals, args.output)]
     for ev in evals:
         if ev.pred is None:
             continue
-        write_table(predictions_table(chosen.test, truth, ev.pred), args.output / f"predictions_{ev.name}.csv")
+        write_table(predictions_table(chosen.test, truth, ev.pred), args.output / f"predictions_{ev.name}.{ext}")
         plots += plot_predictions(ev, truth, args.output)
     results = {"test_set": {"source": chosen.source, "clips": len(chosen.test),
                             "groups": len({c.group for c in chosen.test})},
@@ -242,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "high": ev.high.to_dict(orient="index"), "notes": ev.notes} for ev in evals},
                "weights": {name: str(p) for name, p in zip(unique_names(args.weights), args.weights)}}
     write_text_atomic(args.output / "results.json", json.dumps(results, indent=2, default=float) + "\n")
-    print(f"\nwrote {args.output}/comparison.csv, metrics.csv, results.json, predictions_*.csv and {len(plots)} plots")
+    print(f"\nwrote {args.output}/comparison.{ext}, metrics.{ext}, results.json, predictions_*.{ext} and "
+          f"{len(plots)} plots")
     return 0
 
 

@@ -143,3 +143,40 @@ def test_test_deploy_and_analysis_give_a_checkpoint_the_same_inputs(tiny_corpus,
                                atol=1e-6, rtol=0)
     spread = clips[list(TRAITS)].to_numpy().std(axis=0).max()
     assert spread > 1e-4  # the scores differ between clips, so equal tables mean equal inputs
+
+
+@pytest.mark.parametrize("weights", ["ours", "paper22"])
+def test_analysis_scores_held_out_clips_as_attn_test_does(tiny_corpus, tmp_path, weights):
+    from dataset import assign_splits, save_split
+    from metrics import metric_arrays
+    from openface import FEATURE_COLUMNS, read_clips
+
+    path = tmp_path / "w.pt"
+    if weights == "ours":
+        our_checkpoint(path, tiny_corpus)
+    else:
+        torch.save(random_paper_state(22, seed=5), path)
+    clips, _ = read_clips([tiny_corpus / "frames.csv"], FEATURE_COLUMNS)
+    split = tmp_path / "s.csv"
+    save_split(split, assign_splits([c.group for c in clips], seed=3, fractions=(0.5, 0.17, 0.33)))
+    tested = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", path, "--split", split, "-o",
+                        tmp_path / "res", "--bootstrap", "20", "--table-format", "parquet")
+    analysed = run_script("au_analysis.py", tiny_corpus / "frames.csv", "-o", tmp_path / "fig", "--weights", path,
+                          "--data", tiny_corpus / "frames.csv", "--split", split, "--repeats", "1")
+    assert tested.returncode == 0 and analysed.returncode == 0, tested.stderr + analysed.stderr
+    pred = pd.read_parquet(tmp_path / "res" / "predictions_w.parquet")
+    r2 = metric_arrays(pred[[f"true_{t}" for t in TRAITS]].to_numpy(), pred[[f"pred_{t}" for t in TRAITS]].to_numpy())["r2"]
+    base = pd.read_csv(tmp_path / "fig" / "permutation_importance.csv").groupby("trait")["base_r2"].first()
+    np.testing.assert_allclose(base[list(TRAITS)].to_numpy(), r2, atol=1e-9)
+
+
+def test_minirocket_row_says_not_installed_without_aeon(tiny_corpus, trained, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "aeon.transformations.collection.convolution_based", None)
+    result = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", trained / "hybrid.pt", "-o",
+                        tmp_path / "res", "--bootstrap", "20")
+    assert result.returncode == 0, result.stderr
+    assert "| minirocket | not installed (pip install aeon) |" in result.stdout
+    frame = pd.read_csv(tmp_path / "res" / "comparison.csv")
+    assert "minirocket" in set(frame["model"]) and not (tmp_path / "res" / "predictions_minirocket.csv").exists()

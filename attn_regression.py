@@ -37,7 +37,8 @@ def build_parser() -> Parser:
     add_device_option(parser)
     add_options(parser.add_argument_group("training"), TrainOptions, skip=("freeze",))
     model = parser.add_argument_group("model (a flag overrides --preset)")
-    model.add_argument("--preset", choices=list(PRESETS), default="default", help="model sizes to start from")
+    model.add_argument("--preset", choices=list(PRESETS), default="default",
+                       help="architecture and sizes to start from (--model paper always uses the paper's)")
     add_options(model, ModelConfig, unset=True, default_note=preset_note)
     add_options(parser.add_argument_group("input"), ReadOptions)
     return parser
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     read_paths = [f.path for f in input_files(args.data)] + [Path(p) for p in args.labels or []]
     check_outputs(outputs.all() + ([] if split_path.exists() else [split_path]),
                   read_paths + ([split_path] if split_path.exists() else []))
-    config = options_from(args, ModelConfig, base=PRESETS[args.preset], n_features=len(features))
+    preset = "paper" if args.kind == "paper" else args.preset  # the published network has only the published sizes
+    config = options_from(args, ModelConfig, base=PRESETS[preset], n_features=len(features))
     options = options_from(args, TrainOptions)
     with distributed_session(args.device) as (device, world), output_locks([outputs.best] if world.is_main else []):
         clips, summary = load_labelled_clips(args.data, args.labels, features, options_from(args, ReadOptions))

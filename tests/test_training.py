@@ -118,8 +118,7 @@ def test_other_model_kinds_train(tiny_corpus, tmp_path, kind):
     extra = ["--model", kind, "--epochs", "1"]
     if kind == "paper":
         result = run_script("attn_regression.py", tiny_corpus / "frames.csv", "-o", tmp_path / f"{kind}.pt",
-                            "--split", tmp_path / "split.csv", "--epochs", "1", "--batch-size", "4", "--model", "paper",
-                            "--preset", "paper")
+                            "--split", tmp_path / "split.csv", "--epochs", "1", "--batch-size", "4", "--model", "paper")
     else:
         result = train(tiny_corpus, tmp_path / f"{kind}.pt", *extra)
     assert result.returncode == 0, result.stderr

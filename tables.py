@@ -199,7 +199,7 @@ def read_header(path: str | Path) -> list[str]:
             raise DataError(path, f"not a readable Parquet file: {first_line(err)}") from None
     if looks_binary(path):
         raise DataError(path, "not a CSV text file (it holds binary data)")
-    with open(path, "r", encoding="utf-8", errors="replace", newline="") as handle:
+    with open(path, "r", encoding="utf-8-sig", errors="replace", newline="") as handle:  # -sig: Excel's byte-order mark
         first = handle.readline()
     if not first.strip():
         return []

@@ -380,3 +380,17 @@ def test_real_annotation_pickles():
     from_csv = read_labels([folder / "fi_bigfive_all_splits.csv"])
     np.testing.assert_allclose(from_csv.loc[labels.index].to_numpy(), labels.to_numpy(), atol=1e-9)
     assert len(csv) == 10_000
+
+
+def test_files_saved_with_a_byte_order_mark_read_the_same(tmp_path):
+    table = tmp_path / "t.csv"
+    write_table(table, {1: ("a.000.mp4", 50), 2: ("a.001.mp4", 45), 3: ("b.000.mp4", 60)},
+                {1: five(0.2), 2: five(0.4), 3: five(0.6)})
+    plain, _ = read_clips([table], FEATURE_COLUMNS)
+    table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    marked, _ = read_clips([table], FEATURE_COLUMNS)
+    assert [c.clip_id for c in marked] == [c.clip_id for c in plain] == ["1", "2", "3"]
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"\xef\xbb\xbf" + b"File,extraversion,neuroticism,agreeableness,conscientiousness,openness\n"
+                       b"a.000.mp4,0.1,0.2,0.3,0.4,0.5\n")
+    assert read_labels([labels]).loc["a.000", "openness"] == 0.5

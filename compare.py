@@ -2,6 +2,7 @@
 
     python compare.py --quick                      # one small corpus per recipe, a few minutes
     python compare.py -o docs/comparison           # the README table: 300 / 1,000 / 3,000 clips, 2 seeds (hours)
+    python compare.py --tables a/comparison.csv b/comparison.csv -o docs/comparison   # merge runs made in pieces
 
 For each recipe, size and seed it writes a corpus with data/synthetic/prepare.py's generator, splits it by source
 video (85 % training, 15 % validation), trains the default network exactly as attn_regression.py does, fits the
@@ -31,13 +32,14 @@ import pandas as pd
 import torch
 
 from baselines import baseline_predictions, labels_of
-from cli import Parser, check_writable_folder, report_user_errors
+from cli import Parser, check_outputs, check_writable_folder, report_user_errors
 from dataset import Normalization, SplitRecord, assign_splits, predict, split_clips
+from errors import DataError
 from metrics import bootstrap_intervals, metric_arrays
 from model import PAPER_SIZES, ModelConfig, build_model, input_scaler, load_checkpoint
 from openface import FEATURE_COLUMNS, TRAIT_LETTERS, TRAITS, Clip, clip_key, source_group
 from plots import pyplot, save_figure
-from tables import write_table, write_text_atomic
+from tables import first_line, write_table, write_text_atomic
 from training import Distributed, Run, RunOutputs, SplitData, TrainOptions, fit, use_all_cores
 
 ROOT = Path(__file__).resolve().parent
@@ -177,7 +179,31 @@ def build_parser() -> Parser:
     parser.add_argument("--quick", action="store_true", help="one 300-clip corpus per recipe and seed 0")
     parser.add_argument("--previous", action="store_true",
                         help="also train the previous demo network (the paper's architecture with the demo's sizes)")
+    parser.add_argument("--tables", nargs="+", type=Path, metavar="CSV",
+                        help="train nothing: merge these saved comparison.csv files into one table and figure")
     return parser
+
+
+def saved_rows(paths: Sequence[Path]) -> pd.DataFrame:
+    """The rows of saved comparison.csv files, refusing a corpus (recipe, clips, seed) that two of them hold."""
+    tables = []
+    for path in paths:
+        try:
+            table = pd.read_csv(path)
+        except (OSError, ValueError) as err:
+            raise DataError(path, f"cannot read a comparison table ({first_line(err)})") from None
+        missing = {"recipe", "clips", "seed", "method", "share_of_best"} - set(table.columns)
+        if missing:
+            raise DataError(path, f"not a comparison table (no column {', '.join(sorted(missing))})")
+        tables.append(table.assign(_file=str(path)))
+    rows = pd.concat(tables, ignore_index=True)
+    runs = rows.drop_duplicates(["recipe", "clips", "seed", "_file"])
+    twice = runs[runs.duplicated(["recipe", "clips", "seed"])]
+    if len(twice):
+        recipe, clips, seed = twice.iloc[0][["recipe", "clips", "seed"]]
+        raise DataError(None, f"{recipe}, {clips} clips, seed {seed} is in more than one of the tables; "
+                              "keep one")
+    return rows.drop(columns="_file")
 
 
 @report_user_errors
@@ -186,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.seeds, args.fi_size = [300], [0], 300
     check_writable_folder(args.output)
+    if args.tables:
+        check_outputs([args.output / name for name in ("comparison.csv", "comparison.md", "comparison.png")],
+                      inputs=args.tables)
+        table = saved_rows(args.tables)
+        write_table(table, args.output / "comparison.csv")
+        return write_summary(table, args.output)
     use_all_cores()
     rows = []
     for recipe in args.recipes:
@@ -196,12 +228,15 @@ def main(argv: list[str] | None = None) -> int:
                                         args.previous)
                 done = pd.DataFrame(rows)
                 write_table(done, args.output / "comparison.csv")
-    table = pd.DataFrame(rows)
+    return write_summary(pd.DataFrame(rows), args.output)
+
+
+def write_summary(table: pd.DataFrame, folder: Path) -> int:
     text = markdown(table)
-    write_text_atomic(args.output / "comparison.md", text + "\n")
-    plot(table, args.output / "comparison.png")
+    write_text_atomic(folder / "comparison.md", text + "\n")
+    plot(table, folder / "comparison.png")
     print(text)
-    print(f"wrote {args.output}/comparison.csv, comparison.md and comparison.png")
+    print(f"wrote {folder}/comparison.csv, comparison.md and comparison.png")
     return 0
 
 

@@ -134,6 +134,17 @@ def test_compare_runs_end_to_end(tmp_path):
     (tmp_path / "file").write_text("x")
     one_line_error(run_script("compare.py", "-o", tmp_path / "file"), "is a file")
 
+    saved = tmp_path / "cmp" / "comparison.csv"
+    assert run_script("compare.py", "--tables", saved, "-o", tmp_path / "merged").returncode == 0
+    merged = pd.read_csv(tmp_path / "merged" / "comparison.csv")
+    pd.testing.assert_frame_equal(merged, table)
+    assert (tmp_path / "merged" / "comparison.md").read_text() == (tmp_path / "cmp" / "comparison.md").read_text()
+    one_line_error(run_script("compare.py", "--tables", saved, tmp_path / "merged" / "comparison.csv", "-o",
+                              tmp_path / "twice"), "standard, 48 clips, seed 0 is in more than one")
+    one_line_error(run_script("compare.py", "--tables", saved, "-o", tmp_path / "cmp"), "is an input of this run")
+    one_line_error(run_script("compare.py", "--tables", tmp_path / "cmp" / "comparison.md", "-o", tmp_path / "x"),
+                   "comparison.md", "comparison table")
+
 
 def test_retraining_trains_the_branches_whatever_their_earlier_gates(tiny_corpus, tmp_path):
     assert run_script("attn_regression.py", tiny_corpus / "frames.csv", "-o", tmp_path / "m.pt", "--split",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from sklearn.linear_model import RidgeCV
 
 from conftest import TINY_MODEL, one_line_error, run_script
 from dataset import Normalization, collate
 from model import Ensemble, HybridNet, ModelConfig, build_model, load_checkpoint
-from openface import FEATURE_COLUMNS, Clip
+from openface import FEATURE_COLUMNS, TRAITS, Clip
 from training import PATH_ALPHAS, choose_gates, fit_linear_paths, model_paths
 
 
@@ -131,6 +132,7 @@ def test_compare_runs_end_to_end(tmp_path):
     assert table.loc[table["method"] == "best achievable", "share_of_best"].eq(1).all()
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
     assert "| standard | 48 | network |" in (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "network - better baseline, lowest trait" in (tmp_path / "cmp" / "comparison.md").read_text()
     (tmp_path / "file").write_text("x")
     one_line_error(run_script("compare.py", "-o", tmp_path / "file"), "is a file")
 
@@ -159,3 +161,23 @@ def test_retraining_trains_the_branches_whatever_their_earlier_gates(tiny_corpus
     assert result.returncode == 0, result.stderr
     before, after = ckpt.model, load_checkpoint(tmp_path / "re.pt").model
     assert not torch.equal(before.head[0].weight, after.head[0].weight)
+
+
+def test_the_verdict_names_the_worst_trait_over_seeds_and_the_noise_trait():
+    from compare import verdicts
+
+    def run(seed: int, network: list[float], ridge: list[float], minirocket: list[float]) -> list[dict]:
+        best = [0.8, 0.7, 0.7, 0.6, -0.002]  # openness carries no signal
+        return [{"recipe": "short-gap", "clips": 300, "seed": seed, "method": method, "share_of_best": share,
+                 **{f"r2_{t}": v for t, v in zip(TRAITS, values)}}
+                for method, values, share in [("network", network, 0.9), ("ridge", ridge, 0.6),
+                                              ("minirocket", minirocket, 0.7), ("best achievable", best, 1.0)]]
+
+    table = pd.DataFrame(run(0, [0.78, 0.69, 0.40, 0.59, -0.01], [0.79, 0.68, -0.1, 0.58, -0.1],
+                             [0.3, 0.6, 0.45, 0.5, -0.2])
+                         + run(1, [0.78, 0.69, 0.60, 0.59, -0.03], [0.77, 0.68, -0.1, 0.58, -0.1],
+                               [0.3, 0.6, 0.50, 0.5, -0.2]))
+    verdict = verdicts(table).iloc[0]
+    assert verdict["lowest_margin"] == pytest.approx(-0.05) and verdict["margin_trait"] == "agreeableness"
+    assert verdict["lowest_noise_r2"] == pytest.approx(-0.03)
+    assert verdict["share_network"] == pytest.approx(0.9) and verdict["share_minirocket"] == pytest.approx(0.7)

@@ -24,7 +24,8 @@ from errors import DataError
 
 
 def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Decorator for a script's main(): a DataError becomes one line on stderr and exit status 1."""
+    """Decorator for a script's main(): a DataError becomes one line on stderr and exit status 1; a closed pipe
+    on stdout (`script | head`) ends the script quietly, its files already written."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
@@ -32,6 +33,9 @@ def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
             return main(*args, **kwargs)
         except DataError as err:
             print(f"error: {err}", file=sys.stderr)
+            return 1
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
             return 1
 
     return wrapper

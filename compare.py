@@ -212,7 +212,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     ax.set_xticks(np.arange(len(summary)), [f"{r}\n{c:,}" for r, c in summary.index], fontsize=8)
     ax.axhline(100, color="black", linewidth=0.8)
     ax.set(ylabel="% of the best achievable R²", title="Held-out R² over the predictable traits, mean over seeds")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     save_figure(fig, [path], dpi=110)
 
@@ -235,6 +235,10 @@ def build_parser() -> Parser:
     return parser
 
 
+SAVED_COLUMNS = ("recipe", "clips", "seed", "method", "train_seconds", *[f"r2_{t}" for t in TRAITS], "r2_predictable",
+                 "r2_low", "r2_high", "share_of_best")
+
+
 def saved_rows(paths: Sequence[Path]) -> pd.DataFrame:
     """The rows of saved comparison.csv files, refusing a corpus (recipe, clips, seed) that two of them hold."""
     tables = []
@@ -243,7 +247,7 @@ def saved_rows(paths: Sequence[Path]) -> pd.DataFrame:
             table = pd.read_csv(path)
         except (OSError, ValueError) as err:
             raise DataError(path, f"cannot read a comparison table ({first_line(err)})") from None
-        missing = {"recipe", "clips", "seed", "method", "share_of_best"} - set(table.columns)
+        missing = set(SAVED_COLUMNS) - set(table.columns)
         if missing:
             raise DataError(path, f"not a comparison table (no column {', '.join(sorted(missing))})")
         tables.append(table.assign(_file=str(path)))

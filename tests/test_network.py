@@ -2,13 +2,16 @@
 to end."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from sklearn.linear_model import RidgeCV
 
-from conftest import TINY_MODEL, one_line_error, run_script
+from conftest import ROOT, TINY_MODEL, one_line_error, run_script
 from dataset import Normalization, collate
 from model import Ensemble, HybridNet, ModelConfig, build_model, load_checkpoint
 from openface import FEATURE_COLUMNS, TRAITS, Clip
@@ -163,21 +166,36 @@ def test_retraining_trains_the_branches_whatever_their_earlier_gates(tiny_corpus
     assert not torch.equal(before.head[0].weight, after.head[0].weight)
 
 
+def comparison_rows(seed: int, network: list[float], ridge: list[float], minirocket: list[float]) -> list[dict]:
+    """compare.py's rows for one short-gap corpus of 300 clips, from R² per trait (openness carries no signal)."""
+    best = [0.8, 0.7, 0.7, 0.6, -0.002]
+    return [{"recipe": "short-gap", "clips": 300, "seed": seed, "method": method, "train_seconds": np.nan,
+             **{f"r2_{t}": v for t, v in zip(TRAITS, values)}, "r2_predictable": np.mean(values[:4]),
+             "r2_low": np.nan, "r2_high": np.nan, "share_of_best": share}
+            for method, values, share in [("network", network, 0.9), ("ridge", ridge, 0.6),
+                                          ("minirocket", minirocket, 0.7), ("best achievable", best, 1.0)]]
+
+
+def two_seed_comparison() -> pd.DataFrame:
+    return pd.DataFrame(comparison_rows(0, [0.78, 0.69, 0.40, 0.59, -0.01], [0.79, 0.68, -0.1, 0.58, -0.1],
+                                        [0.3, 0.6, 0.45, 0.5, -0.2])
+                        + comparison_rows(1, [0.78, 0.69, 0.60, 0.59, -0.03], [0.77, 0.68, -0.1, 0.58, -0.1],
+                                          [0.3, 0.6, 0.50, 0.5, -0.2]))
+
+
 def test_the_verdict_names_the_worst_trait_over_seeds_and_the_noise_trait():
     from compare import verdicts
 
-    def run(seed: int, network: list[float], ridge: list[float], minirocket: list[float]) -> list[dict]:
-        best = [0.8, 0.7, 0.7, 0.6, -0.002]  # openness carries no signal
-        return [{"recipe": "short-gap", "clips": 300, "seed": seed, "method": method, "share_of_best": share,
-                 **{f"r2_{t}": v for t, v in zip(TRAITS, values)}}
-                for method, values, share in [("network", network, 0.9), ("ridge", ridge, 0.6),
-                                              ("minirocket", minirocket, 0.7), ("best achievable", best, 1.0)]]
-
-    table = pd.DataFrame(run(0, [0.78, 0.69, 0.40, 0.59, -0.01], [0.79, 0.68, -0.1, 0.58, -0.1],
-                             [0.3, 0.6, 0.45, 0.5, -0.2])
-                         + run(1, [0.78, 0.69, 0.60, 0.59, -0.03], [0.77, 0.68, -0.1, 0.58, -0.1],
-                               [0.3, 0.6, 0.50, 0.5, -0.2]))
-    verdict = verdicts(table).iloc[0]
+    verdict = verdicts(two_seed_comparison()).iloc[0]
     assert verdict["lowest_margin"] == pytest.approx(-0.05) and verdict["margin_trait"] == "agreeableness"
     assert verdict["lowest_noise_r2"] == pytest.approx(-0.03)
     assert verdict["share_network"] == pytest.approx(0.9) and verdict["share_minirocket"] == pytest.approx(0.7)
+
+
+def test_a_closed_pipe_on_stdout_ends_quietly_with_the_files_written(tmp_path):
+    two_seed_comparison().to_csv(tmp_path / "saved.csv", index=False)
+    process = subprocess.Popen([sys.executable, str(ROOT / "compare.py"), "--tables", str(tmp_path / "saved.csv"),
+                                "-o", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # as `compare.py ... | head -1` does once head has its line
+    assert process.wait() == 1 and process.stderr.read() == b""
+    assert "| short-gap | 300 | 90 % |" in (tmp_path / "out" / "comparison.md").read_text()

@@ -43,7 +43,7 @@ from model import Checkpoint, code_version, file_sha256, input_scaler, load_chec
 from openface import (OPENFACE_OUTPUT_COLUMNS, PARTS_SUFFIX, TRAITS, VIDEO_CACHE_SUFFIX, Clip, InputFile, ReadOptions,
                       ReadSummary, Status, count_table_clips, input_files, iter_clips, read_header)
 from tables import TableWriter, ordered_map, write_text_atomic
-from training import Distributed, distributed_session
+from training import Distributed, distributed_session, under_torchrun
 
 OPENFACE_FRAME_COLUMNS: tuple[str, ...] = ("File", "clip_id") + OPENFACE_OUTPUT_COLUMNS
 CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "File", "n_frames", "n_dropped", "status", "reason") + TRAITS
@@ -323,7 +323,7 @@ def build_parser() -> Parser:
 def extracted_inputs(args, videos: Sequence[Video]) -> list[InputFile]:
     """For video inputs: OpenFace's CSVs, extracted into OUTPUT.openface/ (reused next time), one input per
     video, named as the video; a video OpenFace failed on is an input that becomes an unreadable row."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if under_torchrun():
         raise DataError(videos[0].path, "videos under torchrun: extract them first (extract_features.py), then "
                                         "label the CSV folder")
     cache = args.output.with_name(args.output.name + VIDEO_CACHE_SUFFIX)

@@ -340,11 +340,14 @@ class HybridNet(nn.Module):
         return stats, temporal, self.branches(x, lengths)
 
     def parts(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The linear paths' contribution (gated) and the branches' (before their gates), (B, 5) each."""
-        stats, temporal, branches = self.paths(x, lengths)
-        if self.cfg.temporal_path:
-            stats = stats + self.temporal_gates * temporal
-        return stats, branches
+        """The linear paths' contribution (gated) and the branches' (before their gates), (B, 5) each. The
+        lagged correlations are computed only when a trait uses the temporal path (never while training, when its
+        gates are closed)."""
+        x = x.masked_fill(~valid_mask(lengths, x.shape[1])[:, :, None], 0.0)
+        linear = self.stats(self.input_statistics(x, lengths))
+        if self.cfg.temporal_path and bool(self.temporal_gates.any()):
+            linear = linear + self.temporal_gates * self.temporal(self.temporal_statistics(x, lengths))
+        return linear, self.branches(x, lengths)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: (B, T, F), zero or garbage beyond each length; lengths: (B,) -> (B, 5)
@@ -375,11 +378,6 @@ class Ensemble(nn.Module):
         """The shared linear paths' contributions and the members' mean branch contribution."""
         triples = [member.paths(x, lengths) for member in self.members]
         return triples[0][0], triples[0][1], torch.stack([branches for _, _, branches in triples]).mean(dim=0)
-
-    def parts(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The members' statistics path (one fit, shared) and their branches' mean contribution."""
-        pairs = [member.parts(x, lengths) for member in self.members]
-        return pairs[0][0], torch.stack([residual for _, residual in pairs]).mean(dim=0)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         outputs = torch.stack([member(x, lengths) for member in self.members])  # (K, B, 5)

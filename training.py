@@ -98,13 +98,18 @@ def progress_printer(world: Distributed) -> Callable[[str], None]:
     return (lambda line: print(line, flush=True)) if world.is_main else (lambda line: None)
 
 
+def under_torchrun() -> bool:
+    """Whether this process is one of several started by torchrun."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 @contextlib.contextmanager
 def distributed_session(device_choice: str) -> Iterator[tuple[torch.device, Distributed]]:
     """The device and process group of a script run alone or under torchrun (gloo on CPU, nccl on CUDA);
     local processes share the cores."""
     device = resolve_device(device_choice)
     world = Distributed()
-    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if under_torchrun():
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         world = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
@@ -419,10 +424,10 @@ def prepare_linear_paths(run: Run) -> None:
 def finish_with_gates(run: Run) -> dict[str, dict[str, float]]:
     """Weigh the temporal path and the best epoch's branches per trait on validation clips; rank 0 saves it again."""
     run.world.barrier()
-    run.model.load_state_dict(load_checkpoint(run.outputs.best, run.device).model.state_dict())
+    best_ckpt = load_checkpoint(run.outputs.best, run.device)
+    run.model.load_state_dict(best_ckpt.model.state_dict())
     gates = calibrate_gates(run.model, run.split.parts["val"], run.scaler, run.device)
     if run.world.is_main:
-        best_ckpt = load_checkpoint(run.outputs.best)
         best_ckpt.model.load_state_dict(run.model.state_dict())
         save_checkpoint(run.outputs.best, best_ckpt)
     run.world.barrier()

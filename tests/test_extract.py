@@ -161,4 +161,9 @@ def test_deploy_refuses_before_running_openface(openface, tiny_corpus, tmp_path)
                    "none.pt: no such checkpoint file")
     weights = our_checkpoint(tmp_path / "w.pt", tiny_corpus)
     one_line_error(run_script("attn_deploy.py", folder, "--weights", weights, "-o", "/proc/c.csv"), "cannot write here")
+    with pytest.MonkeyPatch.context() as torchrun:  # one of two processes started by torchrun
+        torchrun.setenv("RANK", "0")
+        torchrun.setenv("WORLD_SIZE", "2")
+        one_line_error(run_script("attn_deploy.py", folder, "--weights", weights, "-o", tmp_path / "c.csv"),
+                       "a.mp4: videos under torchrun: extract them first")
     assert calls(log) == [] and not (tmp_path / "c.csv.openface").exists()

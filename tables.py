@@ -31,6 +31,7 @@ PARQUET_BATCH_ROWS = 1 << 20  # rows read from Parquet at a time
 SMALL_BLOCK_BYTES = 1 << 20  # and in small ones (one OpenFace CSV), where a large block costs more than it gives
 NEEDS_QUOTES = re.compile(r'[",\r\n]')
 CSV_SLICE_ROWS = 1 << 17  # rows formatted per task when writing CSV on several threads
+WORKERS = max(1, os.cpu_count() or 1)  # threads for that formatting
 T, R = TypeVar("T"), TypeVar("R")
 _NULLS = ("", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "#N/A")
 NULL_VALUES = list(_NULLS) + [" " + v for v in _NULLS]  # OpenFace's ", " separator leaves a blank before a value
@@ -103,9 +104,6 @@ def _needs_quoting(table: pa.Table) -> bool:
             if pc.any(pc.match_substring_regex(column, NEEDS_QUOTES.pattern)).as_py():
                 return True
     return False
-
-
-WORKERS = max(1, os.cpu_count() or 1)
 
 
 def _csv_text(table: pa.Table, options: pcsv.WriteOptions) -> pa.Buffer:

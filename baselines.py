@@ -1,7 +1,8 @@
 """The baselines every evaluation shows beside the networks, fitted on the training split only:
 
   train-mean   the mean training label (R^2 ~ 0; on First Impressions 1 - MAE ~ 0.88 already);
-  ridge        ridge regression on each clip's mean and std of every feature (alpha by cross-validation);
+  ridge        ridge regression on each clip's mean and std of every feature (alpha per trait by cross-validation
+               over source videos: ridge_fit, which the network's linear paths use too);
   minirocket   aeon's MiniRocket transform of the standardised frames, zero-padded (or cut) to the longest
                training clip, then RidgeCV: the standard strong method for time-series regression.
 """
@@ -15,7 +16,8 @@ from dataset import Normalization
 from openface import Clip
 
 BASELINES: tuple[str, ...] = ("train-mean", "ridge", "minirocket")
-RIDGE_ALPHAS = np.logspace(-3, 4, 15)
+RIDGE_ALPHAS = np.logspace(-2, 6, 25)  # penalties ridge_fit chooses from, per trait, on standardised features
+RIDGE_FOLDS = 5
 MINIROCKET_ALPHAS = np.logspace(-1, 5, 13)
 
 
@@ -32,15 +34,63 @@ def train_mean(train: Sequence[Clip], test: Sequence[Clip]) -> np.ndarray:
     return np.repeat(labels_of(train).mean(axis=0, keepdims=True), len(test), axis=0)
 
 
-def ridge_on_statistics(train: Sequence[Clip], test: Sequence[Clip]) -> np.ndarray:
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def ridge_basis(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For centred z (N, P) and y (N, T): basis (P, K), eigenvalues (K,) and projections (K, T) such that the ridge
+    coefficients for penalty a are basis @ (projections / (eigenvalues + a)); from the smaller of the two Gram
+    matrices, so thousands of lagged correlations cost no more than their clips."""
+    if z.shape[1] <= z.shape[0]:
+        eigenvalues, v = np.linalg.eigh(z.T @ z)  # (P,), (P, P)
+        return v, np.clip(eigenvalues, 0, None), v.T @ (z.T @ y)
+    eigenvalues, q = np.linalg.eigh(z @ z.T)  # (N,), (N, N)
+    return z.T @ q, np.clip(eigenvalues, 0, None), q.T @ y
 
-    folds = min(5, len(train))
-    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS, cv=folds if folds >= 2 else None))
-    ridge.fit(clip_statistics(train), labels_of(train))
-    return np.clip(ridge.predict(clip_statistics(test)), 0, 1)
+
+def cross_validation_folds(groups: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Up to RIDGE_FOLDS (train, validation) index pairs that never split a source video; with one video, its
+    clips are the groups."""
+    from sklearn.model_selection import GroupKFold
+
+    codes = np.unique(np.asarray(groups), return_inverse=True)[1]
+    if codes.max(initial=0) == 0:
+        codes = np.arange(len(groups))
+    n_folds = min(RIDGE_FOLDS, int(codes.max(initial=0)) + 1)
+    if n_folds < 2:
+        return []
+    return list(GroupKFold(n_splits=n_folds).split(codes, groups=codes))
+
+
+def ridge_alphas(z: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+    """(T,) the penalty of RIDGE_ALPHAS with the lowest squared error per trait over folds of whole source videos
+    (clips of one person in training and validation would reward memorising the person)."""
+    errors = np.zeros((len(RIDGE_ALPHAS), y.shape[1]))  # (A, T)
+    folds = cross_validation_folds(groups)
+    if not folds:
+        return np.full(y.shape[1], RIDGE_ALPHAS[-1])
+    for train, val in folds:
+        z_mean, y_mean = z[train].mean(axis=0), y[train].mean(axis=0)
+        basis, eigenvalues, proj = ridge_basis(z[train] - z_mean, y[train] - y_mean)
+        shrunk = proj[None] / (eigenvalues[None, :, None] + RIDGE_ALPHAS[:, None, None])  # (A, K, T)
+        pred = y_mean + np.einsum("nk,akt->ant", (z[val] - z_mean) @ basis, shrunk)  # (A, N_val, T)
+        errors += ((pred - y[val]) ** 2).sum(axis=1)
+    return RIDGE_ALPHAS[errors.argmin(axis=0)]
+
+
+def ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression on standardised features with a penalty per trait chosen by ridge_alphas (a trait without
+    signal gets a flat fit); returns weight (T, P) and bias (T,) for the raw features."""
+    features, y = np.asarray(features, np.float64), np.asarray(y, np.float64)
+    mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-8
+    z = (features - mean) / scale  # (N, P), centred
+    y_mean = y.mean(axis=0)
+    basis, eigenvalues, proj = ridge_basis(z, y - y_mean)
+    coef = basis @ (proj / (eigenvalues[:, None] + ridge_alphas(z, y, groups)[None, :]))  # (P, T)
+    weight = coef.T / scale[None, :]
+    return weight, y_mean - weight @ mean
+
+
+def ridge_on_statistics(train: Sequence[Clip], test: Sequence[Clip]) -> np.ndarray:
+    weight, bias = ridge_fit(clip_statistics(train), labels_of(train), [c.group for c in train])
+    return np.clip(clip_statistics(test) @ weight.T + bias, 0, 1)
 
 
 def padded_series(clips: Sequence[Clip], normalization: Normalization, features: Sequence[str],

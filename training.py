@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from baselines import labels_of, ridge_fit
 from cli import option
 from data_augmentation import augment_clips
 from dataset import SPLITS, Normalization, Scaler, SplitRecord, bucketed_batches, collate, data_fingerprint, predict, \
@@ -232,7 +233,6 @@ def run_checkpoint(run: Run, metrics: dict, training_state: dict | None = None) 
                       retrained_from=run.retrained_from, metrics=metrics, training_state=training_state)
 
 
-PATH_ALPHAS = np.logspace(-2, 6, 25)  # ridge penalties the linear paths choose from, per trait
 GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
 GATE_Z = 1.64  # the branches are kept for a trait only when they beat the statistics path by this many standard errors
 
@@ -274,17 +274,6 @@ def linear_path_inputs(model: torch.nn.Module, clips: Sequence[Clip], scaler: Sc
     return stats, lagged
 
 
-def ridge_fit(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge regression on standardised features, alpha per trait by efficient leave-one-out cross-validation
-    (a trait without signal gets a flat fit); returns weight (5, P) and bias (5,) for the raw features."""
-    from sklearn.linear_model import RidgeCV
-
-    mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-8
-    ridge = RidgeCV(alphas=PATH_ALPHAS, alpha_per_target=True).fit((features - mean) / scale, y)
-    weight = ridge.coef_ / scale[None, :]
-    return weight, ridge.intercept_ - weight @ mean
-
-
 def set_linear(layers: list, weight: np.ndarray, bias: np.ndarray) -> None:
     for layer in layers:
         layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
@@ -293,15 +282,15 @@ def set_linear(layers: list, weight: np.ndarray, bias: np.ndarray) -> None:
 
 @torch.no_grad()
 def fit_linear_paths(model: torch.nn.Module, train: Sequence[Clip], scaler: Scaler, device: torch.device) -> None:
-    """Fit the statistics path to the training labels and the temporal path to what it misses (ridge, closed
-    form). Both are then kept fixed; the branches learn what the statistics path misses too, independently of the
+    """Fit the statistics path to the training labels and the temporal path to what it misses (baselines.ridge_fit:
+    closed form, penalties by cross-validation over source videos; the statistics path is the ridge baseline). Both are then kept fixed; the branches learn what the statistics path misses too, independently of the
     temporal path, and the two are weighed against each other after training (choose_gates)."""
     stats, lagged = linear_path_inputs(model, train, scaler, device)
-    y = np.stack([c.label for c in train]).astype(np.float64)
-    weight, bias = ridge_fit(stats, y)
+    y, groups = labels_of(train).astype(np.float64), [c.group for c in train]
+    weight, bias = ridge_fit(stats, y, groups)
     set_linear(each(model.stats), weight, bias)
     if lagged is not None:
-        set_linear(each(model.temporal), *ridge_fit(lagged, y - (stats @ weight.T + bias)))
+        set_linear(each(model.temporal), *ridge_fit(lagged, y - (stats @ weight.T + bias), groups))
 
 
 def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.ndarray) -> np.ndarray:

@@ -283,7 +283,8 @@ def set_linear(layers: list, weight: np.ndarray, bias: np.ndarray) -> None:
 @torch.no_grad()
 def fit_linear_paths(model: torch.nn.Module, train: Sequence[Clip], scaler: Scaler, device: torch.device) -> None:
     """Fit the statistics path to the training labels and the temporal path to what it misses (baselines.ridge_fit:
-    closed form, penalties by cross-validation over source videos; the statistics path is the ridge baseline). Both are then kept fixed; the branches learn what the statistics path misses too, independently of the
+    closed form, penalties by cross-validation over source videos; the statistics path is the ridge baseline).
+    Both are then kept fixed; the branches learn what the statistics path misses too, independently of the
     temporal path, and the two are weighed against each other after training (choose_gates)."""
     stats, lagged = linear_path_inputs(model, train, scaler, device)
     y, groups = labels_of(train).astype(np.float64), [c.group for c in train]

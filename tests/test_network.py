@@ -12,11 +12,11 @@ import torch
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import GroupKFold
 
+from baselines import RIDGE_ALPHAS, ridge_fit, ridge_on_statistics
 from conftest import ROOT, TINY_MODEL, one_line_error, run_script
-from dataset import Normalization, collate
+from dataset import Normalization
 from model import Ensemble, HybridNet, ModelConfig, build_model, load_checkpoint
 from openface import FEATURE_COLUMNS, TRAITS, Clip
-from baselines import RIDGE_ALPHAS, ridge_fit, ridge_on_statistics
 from training import choose_gates, fit_linear_paths, model_paths
 
 

@@ -1,7 +1,7 @@
 """The network against the baselines on synthetic corpora with planted signals, end to end, with default flags.
 
     python compare.py --quick                      # one small corpus per recipe, a few minutes
-    python compare.py -o docs/comparison           # the README table: 300 / 1,000 / 3,000 clips, 2 seeds (hours)
+    python compare.py -o docs/comparison           # the README table: 300 / 1,000 / 3,000 clips, 2 seeds (about an hour)
     python compare.py --tables a/comparison.csv b/comparison.csv -o docs/comparison   # merge runs made in pieces
 
 For each recipe, size and seed it writes a corpus with data/synthetic/prepare.py's generator, splits it by source

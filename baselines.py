@@ -50,22 +50,20 @@ def cross_validation_folds(groups: Sequence[str]) -> list[tuple[np.ndarray, np.n
     clips are the groups."""
     from sklearn.model_selection import GroupKFold
 
-    codes = np.unique(np.asarray(groups), return_inverse=True)[1]
-    if codes.max(initial=0) == 0:
-        codes = np.arange(len(groups))
-    n_folds = min(RIDGE_FOLDS, int(codes.max(initial=0)) + 1)
-    if n_folds < 2:
-        return []
-    return list(GroupKFold(n_splits=n_folds).split(codes, groups=codes))
+    codes = np.unique(np.asarray(groups), return_inverse=True)[1]  # (N,) one code per source video
+    if len(set(codes.tolist())) == 1:
+        codes = np.arange(len(codes))
+    n_folds = min(RIDGE_FOLDS, len(set(codes.tolist())))
+    return list(GroupKFold(n_splits=n_folds).split(codes, groups=codes)) if n_folds >= 2 else []
 
 
 def ridge_alphas(z: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> np.ndarray:
     """(T,) the penalty of RIDGE_ALPHAS with the lowest squared error per trait over folds of whole source videos
     (clips of one person in training and validation would reward memorising the person)."""
-    errors = np.zeros((len(RIDGE_ALPHAS), y.shape[1]))  # (A, T)
     folds = cross_validation_folds(groups)
     if not folds:
         return np.full(y.shape[1], RIDGE_ALPHAS[-1])
+    errors = np.zeros((len(RIDGE_ALPHAS), y.shape[1]))  # (A, T)
     for train, val in folds:
         z_mean, y_mean = z[train].mean(axis=0), y[train].mean(axis=0)
         basis, eigenvalues, proj = ridge_basis(z[train] - z_mean, y[train] - y_mean)

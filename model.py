@@ -331,23 +331,25 @@ class HybridNet(nn.Module):
         """(B, T, F) -> (B, lags * F * F), the temporal path's inputs."""
         return lagged_correlations(x, lengths, self.cfg.temporal_lags)
 
-    def paths(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The statistics path's, the temporal path's (zeros without one) and the branches' contributions, before
-        the gates: (B, 5) each (networks with the statistics path)."""
+    def paths(self, x: torch.Tensor, lengths: torch.Tensor, temporal: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The statistics path's, the temporal path's (zeros without one, or when not asked for) and the branches'
+        contributions, before the gates: (B, 5) each (networks with the statistics path)."""
         x = x.masked_fill(~valid_mask(lengths, x.shape[1])[:, :, None], 0.0)
         stats = self.stats(self.input_statistics(x, lengths))
-        temporal = self.temporal(self.temporal_statistics(x, lengths)) if self.cfg.temporal_path else torch.zeros_like(stats)
-        return stats, temporal, self.branches(x, lengths)
+        if self.cfg.temporal_path and temporal:
+            lagged = self.temporal(self.temporal_statistics(x, lengths))
+        else:
+            lagged = torch.zeros_like(stats)
+        return stats, lagged, self.branches(x, lengths)
 
     def parts(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The linear paths' contribution (gated) and the branches' (before their gates), (B, 5) each. The
         lagged correlations are computed only when a trait uses the temporal path (never while training, when its
         gates are closed)."""
-        x = x.masked_fill(~valid_mask(lengths, x.shape[1])[:, :, None], 0.0)
-        linear = self.stats(self.input_statistics(x, lengths))
-        if self.cfg.temporal_path and bool(self.temporal_gates.any()):
-            linear = linear + self.temporal_gates * self.temporal(self.temporal_statistics(x, lengths))
-        return linear, self.branches(x, lengths)
+        temporal = self.cfg.temporal_path and bool(self.temporal_gates.any())
+        stats, lagged, branches = self.paths(x, lengths, temporal)
+        return (stats + self.temporal_gates * lagged if temporal else stats), branches
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: (B, T, F), zero or garbage beyond each length; lengths: (B,) -> (B, 5)

@@ -287,7 +287,7 @@ def fit_linear_paths(model: torch.nn.Module, train: Sequence[Clip], scaler: Scal
     Both are then kept fixed; the branches learn what the statistics path misses too, independently of the
     temporal path, and the two are weighed against each other after training (choose_gates)."""
     stats, lagged = linear_path_inputs(model, train, scaler, device)
-    y, groups = labels_of(train).astype(np.float64), [c.group for c in train]
+    y, groups = labels_of(train), [c.group for c in train]
     weight, bias = ridge_fit(stats, y, groups)
     set_linear(each(model.stats), weight, bias)
     if lagged is not None:

@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -57,37 +57,49 @@ def cross_validation_folds(groups: Sequence[str]) -> list[tuple[np.ndarray, np.n
     return list(GroupKFold(n_splits=n_folds).split(codes, groups=codes)) if n_folds >= 2 else []
 
 
-def ridge_alphas(z: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+class RidgeFit(NamedTuple):
+    """A ridge fit for the raw features: weight (T, P), bias (T,), and each training clip's prediction from the
+    cross-validation fold that held its source video out, at the chosen penalty (N, T): what the fit is worth on
+    people it has not seen."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    held_out: np.ndarray
+
+
+def ridge_alphas(z: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(T,) the penalty of RIDGE_ALPHAS with the lowest squared error per trait over folds of whole source videos
-    (clips of one person in training and validation would reward memorising the person)."""
+    (clips of one person in training and validation would reward memorising the person), and (N, T) each clip's
+    held-out prediction at that penalty (without folds: the largest penalty and the mean label)."""
     folds = cross_validation_folds(groups)
     if not folds:
-        return np.full(y.shape[1], RIDGE_ALPHAS[-1])
-    errors = np.zeros((len(RIDGE_ALPHAS), y.shape[1]))  # (A, T)
+        return np.full(y.shape[1], RIDGE_ALPHAS[-1]), np.broadcast_to(y.mean(axis=0), y.shape).copy()
+    held_out = np.zeros((len(RIDGE_ALPHAS),) + y.shape)  # (A, N, T)
     for train, val in folds:
         z_mean, y_mean = z[train].mean(axis=0), y[train].mean(axis=0)
         basis, eigenvalues, proj = ridge_basis(z[train] - z_mean, y[train] - y_mean)
         shrunk = proj[None] / (eigenvalues[None, :, None] + RIDGE_ALPHAS[:, None, None])  # (A, K, T)
-        pred = y_mean + np.einsum("nk,akt->ant", (z[val] - z_mean) @ basis, shrunk)  # (A, N_val, T)
-        errors += ((pred - y[val]) ** 2).sum(axis=1)
-    return RIDGE_ALPHAS[errors.argmin(axis=0)]
+        held_out[:, val] = y_mean + np.einsum("nk,akt->ant", (z[val] - z_mean) @ basis, shrunk)  # (A, N_val, T)
+    best = ((held_out - y) ** 2).sum(axis=1).argmin(axis=0)  # (T,)
+    return RIDGE_ALPHAS[best], held_out[best, :, np.arange(y.shape[1])].T
 
 
-def ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> RidgeFit:
     """Ridge regression on standardised features with a penalty per trait chosen by ridge_alphas (a trait without
-    signal gets a flat fit); returns weight (T, P) and bias (T,) for the raw features."""
+    signal gets a flat fit)."""
     features, y = np.asarray(features, np.float64), np.asarray(y, np.float64)
     mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-8
     z = (features - mean) / scale  # (N, P), centred
     y_mean = y.mean(axis=0)
     basis, eigenvalues, proj = ridge_basis(z, y - y_mean)
-    coef = basis @ (proj / (eigenvalues[:, None] + ridge_alphas(z, y, groups)[None, :]))  # (P, T)
+    alphas, held_out = ridge_alphas(z, y, groups)
+    coef = basis @ (proj / (eigenvalues[:, None] + alphas[None, :]))  # (P, T)
     weight = coef.T / scale[None, :]
-    return weight, y_mean - weight @ mean
+    return RidgeFit(weight, y_mean - weight @ mean, held_out)
 
 
 def ridge_on_statistics(train: Sequence[Clip], test: Sequence[Clip]) -> np.ndarray:
-    weight, bias = ridge_fit(clip_statistics(train), labels_of(train), [c.group for c in train])
+    weight, bias, _ = ridge_fit(clip_statistics(train), labels_of(train), [c.group for c in train])
     return np.clip(clip_statistics(test) @ weight.T + bias, 0, 1)
 
 

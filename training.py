@@ -281,44 +281,60 @@ def set_linear(layers: list, weight: np.ndarray, bias: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def fit_linear_paths(model: torch.nn.Module, train: Sequence[Clip], scaler: Scaler, device: torch.device) -> None:
+def fit_linear_paths(model: torch.nn.Module, train: Sequence[Clip], scaler: Scaler,
+                     device: torch.device) -> np.ndarray | None:
     """Fit the statistics path to the training labels and the temporal path to what it misses (baselines.ridge_fit:
     closed form, penalties by cross-validation over source videos; the statistics path is the ridge baseline).
     Both are then kept fixed; the branches learn what the statistics path misses too, independently of the
-    temporal path, and the two are weighed against each other after training (choose_gates)."""
+    temporal path. Returns the temporal path's weight per trait (5,) as its held-out predictions support it on
+    all training clips (choose_gates over source videos), or None without the path: calibrate_gates departs from
+    it only where the validation clips say so significantly."""
     stats, lagged = linear_path_inputs(model, train, scaler, device)
     y, groups = labels_of(train), [c.group for c in train]
-    weight, bias = ridge_fit(stats, y, groups)
+    weight, bias, _ = ridge_fit(stats, y, groups)
     set_linear(each(model.stats), weight, bias)
-    if lagged is not None:
-        set_linear(each(model.temporal), *ridge_fit(lagged, y - (stats @ weight.T + bias), groups))
+    if lagged is None:
+        return None
+    fitted = stats @ weight.T + bias  # (N, 5)
+    temporal = ridge_fit(lagged, y - fitted, groups)
+    set_linear(each(model.temporal), temporal.weight, temporal.bias)
+    return choose_gates(fitted, [temporal.held_out], y, groups=groups)[0]
 
 
-def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.ndarray) -> np.ndarray:
-    """Per-trait weights of contributions added to a base prediction (all (N, 5), on validation clips): for each
-    trait the combination of weights in 0, 1/(GATE_STEPS - 1), ..., 1 with the lowest error, kept only when its
-    gain over the base alone is significant (one-sided paired test, GATE_Z standard errors); else all 0, so
+def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.ndarray,
+                 default: np.ndarray | None = None, groups: Sequence[str] | None = None) -> np.ndarray:
+    """Per-trait weights of contributions added to a base prediction (all (N, 5)): for each trait the combination
+    of weights in 0, 1/(GATE_STEPS - 1), ..., 1 with the lowest error, kept only when its gain over the default
+    weights ((len(contributions), 5); all 0 unless given) is significant (one-sided paired test, GATE_Z standard
+    errors, over clips or, with groups, over the summed gains of each source video); else the default, so
     nothing adds noise to a trait it does not help. Returns (len(contributions), 5)."""
     grid = np.array(list(itertools.product(np.linspace(0, 1, GATE_STEPS), repeat=len(contributions))))  # (G, C)
-    gates = np.zeros((len(contributions), y.shape[1]), np.float32)
+    start = np.zeros((len(contributions), y.shape[1])) if default is None else np.asarray(default)  # (C, 5)
+    units = np.unique(np.asarray(groups), return_inverse=True)[1] if groups is not None else np.arange(len(y))
+    gates = start.astype(np.float32)
     for t in range(y.shape[1]):
         parts = np.stack([c[:, t] for c in contributions], axis=1)  # (N, C)
         errors = (np.clip(base[:, t, None] + parts @ grid.T, 0, 1) - y[:, t, None]) ** 2  # (N, G)
+        start_errors = (np.clip(base[:, t] + parts @ start[:, t], 0, 1) - y[:, t]) ** 2  # (N,)
         best = int(np.argmin(errors.mean(axis=0)))
-        gain = errors[:, 0] - errors[:, best]  # (N,) per-clip gain over the base alone (the all-zero row)
-        if best and gain.mean() > GATE_Z * gain.std(ddof=1) / np.sqrt(len(gain)):
+        gain = np.bincount(units, weights=start_errors - errors[:, best])  # (units,) gain over the default
+        if len(gain) > 1 and gain.mean() > GATE_Z * gain.std(ddof=1) / np.sqrt(len(gain)):
             gates[:, t] = grid[best]
     return gates
 
 
 @torch.no_grad()
-def calibrate_gates(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, device: torch.device) -> np.ndarray:
-    """Set the weights of the temporal path and the branches from validation clips (choose_gates); returns
-    them, (2, 5) with the temporal path, else (1, 5)."""
+def calibrate_gates(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, device: torch.device,
+                    temporal_default: np.ndarray | None = None) -> np.ndarray:
+    """Set the weights of the temporal path and the branches from validation clips (choose_gates, departing from
+    the temporal path at temporal_default and the branches unused); returns them, (2, 5) with the temporal path,
+    else (1, 5)."""
     stats, temporal, branches = model_paths(model, clips, scaler, device)
     y = np.stack([c.label for c in clips])
     if model.cfg.temporal_path:
-        gates = choose_gates(stats, [temporal, branches], y)
+        default = np.stack([np.zeros(y.shape[1]) if temporal_default is None else temporal_default,
+                            np.zeros(y.shape[1])])
+        gates = choose_gates(stats, [temporal, branches], y, default)
         for buffer in each(model.temporal_gates):
             buffer.copy_(torch.as_tensor(gates[0]))
     else:
@@ -365,8 +381,7 @@ def fit(run: Run) -> dict:
     opts = run.options
     train_clips = augment_clips(run.split.parts["train"]) if opts.augment else list(run.split.parts["train"])
     scaler = run.scaler
-    if run.config.stats_path:
-        prepare_linear_paths(run)
+    temporal_default = prepare_linear_paths(run) if run.config.stats_path else None
     optimizer, scheduler = make_optimizer(run)
     state = restore_training_state(run, optimizer, scheduler) if run.resume else LoopState()
     if state.history and run.world.is_main:  # a kill may have come between the last checkpoint and the log
@@ -396,27 +411,29 @@ def fit(run: Run) -> dict:
         run.report(f"early stop: no validation improvement for {opts.patience} epochs")
     best = dict(state.best or state.history[-1])
     if run.config.stats_path:
-        best["gates"] = finish_with_gates(run)
+        best["gates"] = finish_with_gates(run, temporal_default)
     return best
 
 
-def prepare_linear_paths(run: Run) -> None:
+def prepare_linear_paths(run: Run) -> np.ndarray | None:
     """Before training: fit the linear paths; the branches then learn everything the statistics path misses
-    (their gates open, the temporal path's closed); both are weighed after training (finish_with_gates)."""
-    fit_linear_paths(run.model, run.split.parts["train"], run.scaler, run.device)
+    (their gates open, the temporal path's closed); both are weighed after training (finish_with_gates, from the
+    temporal path's weights returned here)."""
+    temporal_default = fit_linear_paths(run.model, run.split.parts["train"], run.scaler, run.device)
     for gates in each(run.model.gates):
         gates.fill_(1.0)
     if run.config.temporal_path:
         for gates in each(run.model.temporal_gates):
             gates.fill_(0.0)
+    return temporal_default
 
 
-def finish_with_gates(run: Run) -> dict[str, dict[str, float]]:
+def finish_with_gates(run: Run, temporal_default: np.ndarray | None) -> dict[str, dict[str, float]]:
     """Weigh the temporal path and the best epoch's branches per trait on validation clips; rank 0 saves it again."""
     run.world.barrier()
     best_ckpt = load_checkpoint(run.outputs.best, run.device)
     run.model.load_state_dict(best_ckpt.model.state_dict())
-    gates = calibrate_gates(run.model, run.split.parts["val"], run.scaler, run.device)
+    gates = calibrate_gates(run.model, run.split.parts["val"], run.scaler, run.device, temporal_default)
     if run.world.is_main:
         best_ckpt.model.load_state_dict(run.model.state_dict())
         save_checkpoint(run.outputs.best, best_ckpt)

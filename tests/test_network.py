@@ -68,7 +68,7 @@ def test_ridge_fit_matches_sklearn_over_folds_of_source_videos(n_clips, n_featur
     signal = x[:, :3] @ rng.normal(0, 1, 3)
     y = np.stack([signal, 0.3 * signal + rng.normal(0, 3, n_clips), rng.normal(0, 1, n_clips)], axis=1)
     groups = np.array([f"v{i // 4}" for i in range(n_clips)])
-    weight, bias = ridge_fit(x, y, groups)
+    weight, bias, _ = ridge_fit(x, y, groups)
     np.testing.assert_allclose(x @ weight.T + bias, sklearn_grouped_ridge(x, y, groups), atol=1e-6)
 
 
@@ -79,7 +79,7 @@ def test_ridge_fit_does_not_memorise_people():
     people, new_people = rng.normal(0, 1, (60, 30)), rng.normal(0, 1, (200, 30))
     x = np.repeat(people, 4, axis=0) + rng.normal(0, 0.05, (240, 30))
     y = np.repeat(rng.normal(0, 1, (60, 1)), 4, axis=0)
-    weight, bias = ridge_fit(x, y, [f"p{i // 4}" for i in range(240)])
+    weight, bias, _ = ridge_fit(x, y, [f"p{i // 4}" for i in range(240)])
     new_y = rng.normal(0, 1, (200, 1))
 
     def r2(pred: np.ndarray) -> float:

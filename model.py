@@ -271,8 +271,10 @@ class HybridNet(nn.Module):
 
     The two linear paths are fitted by ridge regression before training (training.fit_linear_paths: the
     statistics path on the labels, the temporal path on what it misses) and kept fixed; the head starts at zero
-    and learns what both miss. The per-trait gates are chosen on validation clips (training.choose_gates), so a
-    path that does not help a trait leaves it alone. Outputs are clipped to [0, 1] in eval mode. Without the
+    and learns what both miss. The per-trait gates (training.choose_gates) open the temporal path where its
+    held-out predictions on the training clips help (folds over source videos), and the validation clips change
+    that or open the branches only where it lowers their error significantly, so a path that does not help a
+    trait leaves it alone. Outputs are clipped to [0, 1] in eval mode. Without the
     statistics path the output is sigmoid(head(branches)), as in the paper."""
 
     def __init__(self, cfg: ModelConfig):

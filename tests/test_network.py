@@ -49,16 +49,22 @@ def test_the_statistics_path_is_the_ridge_baseline():
     np.testing.assert_allclose(np.clip(linear, 0, 1), ridge_on_statistics(clips, clips), atol=2e-3)
 
 
-def sklearn_grouped_ridge(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5) -> np.ndarray:
+def sklearn_grouped_ridge(x: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                          folds: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """The reference: per trait, the RIDGE_ALPHAS penalty with the lowest GroupKFold error, refitted on all clips;
-    returns the in-sample predictions."""
+    returns the in-sample predictions and the held-out predictions of the folds at that penalty."""
     z = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-8)
-    pred = np.zeros_like(y)
+    pred, held_out = np.zeros_like(y), np.zeros_like(y)
+    splits = list(GroupKFold(folds).split(z, groups=groups))
     for t in range(y.shape[1]):
-        errors = [sum(((Ridge(alpha=a).fit(z[tr], y[tr, t]).predict(z[va]) - y[va, t]) ** 2).sum()
-                      for tr, va in GroupKFold(folds).split(z, groups=groups)) for a in RIDGE_ALPHAS]
-        pred[:, t] = Ridge(alpha=RIDGE_ALPHAS[int(np.argmin(errors))]).fit(z, y[:, t]).predict(z)
-    return pred
+        by_alpha = np.zeros((len(RIDGE_ALPHAS), len(y)))
+        for a, alpha in enumerate(RIDGE_ALPHAS):
+            for tr, va in splits:
+                by_alpha[a, va] = Ridge(alpha=alpha).fit(z[tr], y[tr, t]).predict(z[va])
+        best = int(np.argmin(((by_alpha - y[:, t]) ** 2).sum(axis=1)))
+        pred[:, t] = Ridge(alpha=RIDGE_ALPHAS[best]).fit(z, y[:, t]).predict(z)
+        held_out[:, t] = by_alpha[best]
+    return pred, held_out
 
 
 @pytest.mark.parametrize("n_clips,n_features", [(120, 10), (60, 150)])  # more clips than features, and fewer
@@ -68,8 +74,10 @@ def test_ridge_fit_matches_sklearn_over_folds_of_source_videos(n_clips, n_featur
     signal = x[:, :3] @ rng.normal(0, 1, 3)
     y = np.stack([signal, 0.3 * signal + rng.normal(0, 3, n_clips), rng.normal(0, 1, n_clips)], axis=1)
     groups = np.array([f"v{i // 4}" for i in range(n_clips)])
-    weight, bias, _ = ridge_fit(x, y, groups)
-    np.testing.assert_allclose(x @ weight.T + bias, sklearn_grouped_ridge(x, y, groups), atol=1e-6)
+    weight, bias, held_out = ridge_fit(x, y, groups)
+    pred, reference_held_out = sklearn_grouped_ridge(x, y, groups)
+    np.testing.assert_allclose(x @ weight.T + bias, pred, atol=1e-6)
+    np.testing.assert_allclose(held_out, reference_held_out, atol=1e-6)
 
 
 def test_ridge_fit_does_not_memorise_people():
@@ -112,9 +120,10 @@ def test_the_temporal_path_sees_which_movement_follows_which():
                                     conv_dilations=(1,), head_hidden=(8,), embed_dim=8, lstm_hidden=8, attn_dim=8,
                                     attn_hops=2))
     truth = np.stack([c.label for c in clips[300:]])[:, 2]
-    fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
+    weights = fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
     stats, temporal, _ = model_paths(model, clips[300:], scaler, torch.device("cpu"))
     assert np.corrcoef(stats[:, 2] + temporal[:, 2], truth)[0, 1] > 0.8
+    np.testing.assert_array_equal(weights, [0, 0, 1, 0, 0])  # held out, it helps the order trait, only there
     assert abs(np.corrcoef(stats[:, 2], truth)[0, 1]) < 0.3  # clip statistics cannot see the order
 
 
@@ -134,6 +143,34 @@ def test_gates_keep_the_branches_only_where_they_help_significantly():
     halves = [0.5 * missing + rng.normal(0, 0.05, (n, 5)), 0.5 * missing + rng.normal(0, 0.05, (n, 5))]
     both = choose_gates(linear, halves, y)  # two half-right estimators: both are used
     assert both.shape == (2, 5) and (both > 0).all()
+
+
+def test_gates_leave_a_default_only_for_a_significant_gain():
+    rng = np.random.default_rng(2)
+    n = 200
+    y = rng.uniform(0.2, 0.8, (n, 5))
+    missing = y - 0.5
+    linear = np.full((n, 5), 0.5)
+    default = np.ones((1, 5))  # a contribution in use unless the clips say otherwise
+    contribution = np.c_[missing[:, 0] + rng.normal(0, 0.01, n), -missing[:, 1], rng.normal(0, 0.02, (n, 3))]
+    gates = choose_gates(linear, [contribution], y, default)[0]
+    assert gates[0] == 1.0  # the best is the default
+    assert gates[1] == 0.0  # the default hurts, significantly: dropped
+    assert (gates[2:] == 1.0).all()  # noise so small that dropping it gains nothing significant: kept
+    assert (choose_gates(linear, [contribution], y)[0][2:] == 0).all()  # from nothing, the noise is not taken up
+
+
+def test_gates_over_source_videos_count_each_video_once():
+    """A contribution that helps 30 clips of one video and nothing else: significant over clips, not over videos."""
+    rng = np.random.default_rng(5)
+    y = np.full((130, 5), 0.5) + rng.normal(0, 0.01, (130, 5))
+    y[:30] += 0.2
+    linear = np.full_like(y, 0.5)
+    contribution = np.zeros_like(y)
+    contribution[:30] = 0.2
+    groups = ["one"] * 30 + [f"v{i}" for i in range(100)]
+    assert (choose_gates(linear, [contribution], y)[0] == 1).all()
+    assert (choose_gates(linear, [contribution], y, groups=groups)[0] == 0).all()
 
 
 def test_an_ensemble_trains_its_members_apart_and_averages_them(tiny_corpus, tmp_path):

@@ -274,8 +274,8 @@ class HybridNet(nn.Module):
     and learns what both miss. The per-trait gates (training.choose_gates) open the temporal path where its
     held-out predictions on the training clips help (folds over source videos), and the validation clips change
     that or open the branches only where it lowers their error significantly, so a path that does not help a
-    trait leaves it alone. Outputs are clipped to [0, 1] in eval mode. Without the
-    statistics path the output is sigmoid(head(branches)), as in the paper."""
+    trait leaves it alone. Outputs are clipped to [0, 1] in eval mode. Without the statistics path the output is
+    sigmoid(head(branches)), as in the paper."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

@@ -1,8 +1,9 @@
 """The network against the baselines on synthetic corpora with planted signals, end to end, with default flags.
 
     python compare.py --quick                      # one small corpus per recipe, a few minutes
-    python compare.py -o docs/comparison           # the README table: 300 / 1,000 / 3,000 clips, 2 seeds (about an hour)
-    python compare.py --tables a/comparison.csv b/comparison.csv -o docs/comparison   # merge runs made in pieces
+    python compare.py -o main                      # 300 / 1,000 / 3,000 clips, 2 seeds (about an hour)
+    python compare.py --recipes fi --seeds 2 3 4 -o more
+    python compare.py --tables main/comparison.csv more/comparison.csv -o docs/comparison   # the README table
 
 For each recipe, size and seed it writes a corpus with data/synthetic/prepare.py's generator, splits it by source
 video (85 % training, 15 % validation), trains the default network exactly as attn_regression.py does, fits the

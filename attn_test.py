@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from baselines import baseline_predictions
+from baselines import baseline_predictions, labels_of
 from cli import (Parser, add_device_option, add_labels_option, add_options, check_outputs, check_writable_folder,
                  options_from, report_user_errors)
 from dataset import held_out_clips, predict
@@ -56,7 +56,7 @@ def leakage_note(ckpt: Checkpoint, test: Sequence[Clip]) -> str | None:
 
 def evaluate(name: str, pred: np.ndarray | None, test: Sequence[Clip], n_boot: int, seed: int) -> Evaluation:
     """Metrics with group-bootstrap intervals; an all-NaN row, noted, for a baseline that could not run."""
-    truth = np.stack([c.label for c in test])
+    truth = labels_of(test)
     if pred is None:
         empty = regression_table(truth, truth) * np.nan
         return Evaluation(name, None, empty, empty, empty, ["not installed (pip install aeon)"])
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = held_out_clips(clips, recorded, args.split, args.whole, args.data[0])
     print(f"test set: {len(chosen.test)} clips from {len({c.group for c in chosen.test})} source videos, "
           f"from {chosen.source}")
-    truth = np.stack([c.label for c in chosen.test])
+    truth = labels_of(chosen.test)
     evals = []
     for name, ckpt in zip(unique_names(args.weights), ckpts):
         pred = predict(ckpt.model, chosen.test, input_scaler(ckpt, chosen.test), 64, device)

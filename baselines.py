@@ -45,15 +45,20 @@ def ridge_basis(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return z.T @ q, np.clip(eigenvalues, 0, None), q.T @ y
 
 
+def video_codes(groups: Sequence[str]) -> np.ndarray:
+    """(N,) an integer code per clip, one per source video, numbered from 0."""
+    return np.unique(np.asarray(groups), return_inverse=True)[1]
+
+
 def cross_validation_folds(groups: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Up to RIDGE_FOLDS (train, validation) index pairs that never split a source video; with one video, its
     clips are the groups."""
     from sklearn.model_selection import GroupKFold
 
-    codes = np.unique(np.asarray(groups), return_inverse=True)[1]  # (N,) one code per source video
-    if len(set(codes.tolist())) == 1:
+    codes = video_codes(groups)
+    if codes.max(initial=0) == 0:
         codes = np.arange(len(codes))
-    n_folds = min(RIDGE_FOLDS, len(set(codes.tolist())))
+    n_folds = min(RIDGE_FOLDS, codes.max(initial=-1) + 1)
     return list(GroupKFold(n_splits=n_folds).split(codes, groups=codes)) if n_folds >= 2 else []
 
 

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from baselines import labels_of, ridge_fit
+from baselines import labels_of, ridge_fit, video_codes
 from cli import option
 from data_augmentation import augment_clips
 from dataset import SPLITS, Normalization, Scaler, SplitRecord, bucketed_batches, collate, data_fingerprint, predict, \
@@ -234,7 +234,7 @@ def run_checkpoint(run: Run, metrics: dict, training_state: dict | None = None) 
 
 
 GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
-GATE_Z = 1.64  # the branches are kept for a trait only when they beat the statistics path by this many standard errors
+GATE_Z = 1.64  # gates leave their default for a trait only when that beats it by this many standard errors
 
 
 @torch.no_grad()
@@ -310,7 +310,7 @@ def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.nd
     nothing adds noise to a trait it does not help. Returns (len(contributions), 5)."""
     grid = np.array(list(itertools.product(np.linspace(0, 1, GATE_STEPS), repeat=len(contributions))))  # (G, C)
     start = np.zeros((len(contributions), y.shape[1])) if default is None else np.asarray(default)  # (C, 5)
-    units = np.unique(np.asarray(groups), return_inverse=True)[1] if groups is not None else np.arange(len(y))
+    units = video_codes(groups) if groups is not None else np.arange(len(y))
     gates = start.astype(np.float32)
     for t in range(y.shape[1]):
         parts = np.stack([c[:, t] for c in contributions], axis=1)  # (N, C)
@@ -330,7 +330,7 @@ def calibrate_gates(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scale
     the temporal path at temporal_default and the branches unused); returns them, (2, 5) with the temporal path,
     else (1, 5)."""
     stats, temporal, branches = model_paths(model, clips, scaler, device)
-    y = np.stack([c.label for c in clips])
+    y = labels_of(clips)
     if model.cfg.temporal_path:
         default = np.stack([np.zeros(y.shape[1]) if temporal_default is None else temporal_default,
                             np.zeros(y.shape[1])])
@@ -370,7 +370,7 @@ def evaluate(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, batc
              device: torch.device) -> tuple[float, pd.DataFrame]:
     """MSE loss over clips and the per-trait metric table."""
     pred = predict(model, clips, scaler, batch_size, device)
-    truth = np.stack([c.label for c in clips])
+    truth = labels_of(clips)
     return float(((pred - truth) ** 2).mean()), regression_table(truth, pred)
 
 

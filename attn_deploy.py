@@ -366,11 +366,11 @@ def run(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: tor
     reading = options_from(args, ReadOptions)
     openface_layout = check_frames_layout(files) if args.frames_output else True
     manifest = Manifest.of(args.weights, files, number_options(args, reading, openface_layout))
+    slots = count_slots(files)  # a table it cannot read is refused here, before OUTPUT.parts/ exists
     with output_lock(args.output) if world.is_main else contextlib.nullcontext():
         if world.is_main:
             prepare_parts(parts, manifest, args.resume)
         world.barrier()
-        slots = count_slots(files)
         share = share_of(sum(slots), world.rank, world.world_size)
         skip = done_slots(parts)
         features = list(ckpt.features)

@@ -204,10 +204,16 @@ def test_the_merge_refuses_rows_that_do_not_match_the_inputs(tiny_corpus, hybrid
     assert not out.exists()
 
 
-def test_header_only_table_is_one_line(hybrid_weights, tmp_path):
-    table = tmp_path / "t.csv"
-    table.write_text("ID,File," + ",".join(FEATURE_SETS["all"]) + "\n")
-    one_line_error(deploy(table, "--weights", hybrid_weights, "-o", tmp_path / "c.csv"), "t.csv: no frames")
+def test_an_unreadable_table_is_refused_before_anything_is_written(tiny_corpus, hybrid_weights, tmp_path):
+    header_only = tmp_path / "t.csv"
+    header_only.write_text("ID,File," + ",".join(FEATURE_SETS["all"]) + "\n")
+    one_line_error(deploy(header_only, "--weights", hybrid_weights, "-o", tmp_path / "c.csv"), "t.csv: no frames")
+    lines = (tiny_corpus / "frames.csv").read_text().split("\n")
+    duplicated = tmp_path / "d.csv"
+    duplicated.write_text("\n".join([lines[0].replace("AU12_r", "AU06_r")] + lines[1:]))
+    one_line_error(deploy(duplicated, "--weights", hybrid_weights, "-o", tmp_path / "c.csv"),
+                   "d.csv: column 'AU06_r' appears 2 times")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "t.csv"]  # no output, no OUTPUT.parts/
 
 
 KILL_OUT = "c.csv"

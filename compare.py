@@ -14,7 +14,7 @@ the noise-free signal). Recipes (prepare.py flags):
 
   standard   means, spreads, nod -> smile order 2 s apart (agreeableness)          (the default corpus)
   short-gap  the order 12 frames apart; openness pure noise                        --pair-gap 12 --openness noise
-  reaction   a second time scale: openness is the 1-4 s delay of a brow raise      --openness reaction
+  reaction   a second time scale: openness is the 1-4 s delay of a look after a nod --openness reaction
   fi         First-Impressions-like noise (best achievable R² 0.25), order 12 apart --snr fi --pair-gap 12
 
 Writes comparison.csv (one row per corpus and method), comparison.md (the table) and comparison.png.

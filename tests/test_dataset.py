@@ -224,3 +224,28 @@ def test_corpus_layouts_agree_and_match_label_distribution(tiny_corpus):
     assert ((labels.mean(axis=0) > 0.47) & (labels.mean(axis=0) < 0.58)).all()
     assert ((labels.std(axis=0) > 0.12) & (labels.std(axis=0) < 0.17)).all()
     assert all(0.6 < t["best_r2"] < 0.9 for t in truth["traits"].values())
+
+
+def test_the_reaction_delay_can_be_read_off_the_frames():
+    """--openness reaction documents the R² of the noise-free mean delay as the best achievable, so the frames
+    must show it: every nod is a pitch dip, every reaction an AU05 rise, and a reaction comes before the next nod."""
+    from scipy.signal import find_peaks
+
+    prepare = load_prepare()
+    rng = np.random.default_rng(3)
+    read, planted = [], []
+    for _ in range(60):
+        person = prepare.person_params(rng, reaction=True)
+        for _ in range(4):
+            frames, _, delay = prepare.clip_frames(rng, person, (12, 16), reaction=True)
+            pitch = frames[:, prepare.AU_INDEX["pose_Rx"]]
+            lid = frames[:, prepare.AU_INDEX["AU05_r"]]
+            nods, _ = find_peaks(np.median(pitch) - pitch, height=0.12, distance=30)
+            lids, _ = find_peaks(np.convolve(lid, np.ones(5) / 5, "same") - np.median(lid), height=0.5, prominence=0.4)
+            seen = [at - nods[nods < at][-1] for at in lids if (nods < at).any()]
+            read.append(np.mean(seen) if seen else np.nan)
+            planted.append(delay)
+    read, planted = np.array(read), np.array(planted)
+    np.testing.assert_array_equal(np.isnan(read), np.isnan(planted))  # no visible reaction exactly when none planted
+    both = ~np.isnan(planted)
+    assert 0.03 < 1 - both.mean() < 0.15 and np.corrcoef(read[both], planted[both])[0, 1] ** 2 > 0.95

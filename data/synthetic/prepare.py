@@ -18,8 +18,10 @@ Planted relationships (each trait = 0.5-ish mean + scaled, standardised signal +
                      the events are 36+ frames apart, beyond the conv branch's 16-frame view      [temporal]
   conscientiousness  minus the per-clip mean of AU04 (brow lowerer)                     [mean-driven]
   openness           std of AU02 (outer brow raiser) over the clip                      [spread-driven]
-                     or, with --openness reaction, the mean delay (1-4 s, a person's tendency) from each head
-                     nod to a brow raise that follows it: a second, slower time scale         [temporal]
+                     or, with --openness reaction, the mean delay (1-4 s, a person's tendency) from a head nod
+                     to the surprised look that answers it (AU05 upper-lid raiser with an AU01/AU02 brow raise),
+                     shown only when it comes before the next nod, so the frames tell which nod each answers
+                     (brow raises also come on their own, AU05 does not): a second, slower time scale [temporal]
                      or, with --openness noise, nothing: the label is pure noise (an overfitting check)
 Clips of one source video share the person's tendencies, so labels correlate within a video.
 
@@ -55,7 +57,7 @@ SNR_PLANTED_R2 = {
     "fi": {trait: 0.25 for trait in TRAITS},
 }
 OPENNESS_SIGNALS = ("spread", "reaction", "noise")
-REACTION_SECONDS = (1.0, 4.0)  # range of a person's nod -> brow-raise delay (--openness reaction)
+REACTION_SECONDS = (1.0, 4.0)  # range of a person's nod -> surprised-look delay (--openness reaction)
 AU_INDEX = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
 OPENFACE_AU_C = ("AU01_c", "AU02_c", "AU04_c", "AU05_c", "AU06_c", "AU07_c", "AU09_c", "AU10_c", "AU12_c",
                  "AU14_c", "AU15_c", "AU17_c", "AU20_c", "AU23_c", "AU25_c", "AU26_c", "AU28_c", "AU45_c")
@@ -93,13 +95,15 @@ def person_params(rng: np.random.Generator, reaction: bool = False) -> dict:
     }
     if reaction:
         params["reaction"] = rng.uniform(*REACTION_SECONDS) * FPS
+        params["lid_amp"] = rng.uniform(1.0, 2.0)
     return params
 
 
 def clip_frames(rng: np.random.Generator, person: dict, seconds: tuple[float, float], pair_gap: int = PAIR_GAP,
                 reaction: bool = False) -> tuple[np.ndarray, float, float]:
     """One clip's 22 feature tracks (T, 22), its realised share of nod -> smile pairs and, with `reaction`, the
-    mean delay in frames from a nod to the brow raise that follows it (NaN without one)."""
+    mean delay in frames from a nod to the reaction that answers it (NaN when no reaction fits in the clip before
+    the next nod)."""
     n = int(rng.integers(int(seconds[0] * FPS), int(seconds[1] * FPS) + 1))
     x = np.zeros((n, len(FEATURE_COLUMNS)))
     for j in range(len(AU_COLUMNS)):
@@ -111,6 +115,7 @@ def clip_frames(rng: np.random.Generator, person: dict, seconds: tuple[float, fl
     n_pairs = int(rng.integers(min(2, slots), min(4, slots) + 1))
     pair_slots = set(rng.choice(slots, n_pairs, replace=False).tolist())
     follows, delays = 0, []
+    nods: list[tuple[int, float]] = []  # (frame, delay of the reaction it would get), with `reaction`
     for slot in range(slots):
         start = slot * SLOT + int(rng.integers(0, 6))
         amp = person["smile_amp"] * rng.uniform(0.8, 1.2)
@@ -120,18 +125,21 @@ def clip_frames(rng: np.random.Generator, person: dict, seconds: tuple[float, fl
             nod_at, smile_at = (start, start + pair_gap) if follow else (start + pair_gap, start)
             add_event(pitch, nod_at, bump(NOD_LEN), -0.25)
             if reaction:
-                delay = person["reaction"] * rng.uniform(0.85, 1.15)
-                brow_at = nod_at + int(round(delay))
-                if brow_at + BROW_LEN <= n:
-                    delays.append(delay)
-                    add_event(x[:, AU_INDEX["AU02_r"]], brow_at, bump(BROW_LEN), 1.5 * person["brow_amp"])
-                    add_event(x[:, AU_INDEX["AU01_r"]], brow_at, bump(BROW_LEN), 1.0 * person["brow_amp"])
+                nods.append((nod_at, person["reaction"] * rng.uniform(0.85, 1.15)))
         elif rng.random() < person["free_smiles"]:
             smile_at = start + int(rng.integers(0, SLOT - SMILE_LEN))
         else:
             continue
         for track, scale in ((au12, 1.0), (au06, 0.6), (au25, 0.5)):
             add_event(track, smile_at, bump(SMILE_LEN), amp * scale)
+    nods.sort()
+    for (nod_at, delay), (next_nod, _) in zip(nods, nods[1:] + [(n, 0.0)]):
+        react_at = nod_at + int(round(delay))
+        if react_at + BROW_LEN <= n and react_at < next_nod:
+            delays.append(delay)
+            add_event(x[:, AU_INDEX["AU05_r"]], react_at, bump(BROW_LEN), person["lid_amp"])
+            add_event(x[:, AU_INDEX["AU02_r"]], react_at, bump(BROW_LEN), 1.5 * person["brow_amp"])
+            add_event(x[:, AU_INDEX["AU01_r"]], react_at, bump(BROW_LEN), 1.0 * person["brow_amp"])
     for _ in range(rng.poisson(person["brow_rate"] * n / FPS)):
         amp = person["brow_amp"] * rng.lognormal(0, 0.3)
         at = int(rng.integers(0, n))

@@ -13,9 +13,10 @@ statistics, the paper's raw weights with the paper's min-max of gaze/pose over t
 
 Work is written in chunks to OUTPUT.parts/ with a manifest (checkpoint SHA-256, inputs, options, code
 version) and merged into OUTPUT only when every input clip has its row, so a crash never leaves a complete-
-looking file; --resume continues only a run with the same manifest. The finished output gets the manifest as
-OUTPUT.json. One run at a time per output (OUTPUT.lock). Under torchrun each rank labels a contiguous share of
-the clips and rank 0 merges. Output is CSV, or Parquet when a name ends in .parquet.
+looking file; --resume continues only a run with the same manifest, and a fresh run refused on its inputs
+removes its chunks again. The finished output gets the manifest as OUTPUT.json. One run at a time per output
+(OUTPUT.lock). Under torchrun each rank labels a contiguous share of the clips and rank 0 merges. Output is CSV,
+or Parquet when a name ends in .parquet.
 """
 from __future__ import annotations
 
@@ -121,8 +122,9 @@ def manifest_path(parts: Path) -> Path:
     return parts / "manifest.json"
 
 
-def prepare_parts(parts: Path, manifest: Manifest, resume: bool) -> None:
-    """A fresh parts folder, or on --resume the one of the same run (refusing another run's, naming why)."""
+def prepare_parts(parts: Path, manifest: Manifest, resume: bool) -> bool:
+    """A fresh parts folder, or on --resume the one of the same run (refusing another run's, naming why); True
+    when it made a fresh one."""
     if resume and parts.is_dir():
         if not manifest_path(parts).exists():
             raise DataError(parts, "has no manifest: it was not written by this version; delete it and start again")
@@ -133,13 +135,27 @@ def prepare_parts(parts: Path, manifest: Manifest, resume: bool) -> None:
         for frames in parts.glob("*.frames.parquet"):
             if not clips_part(frames).exists():
                 frames.unlink()  # an incomplete chunk
-        return
+        return False
     if resume:
         print(f"nothing to resume in {parts}: labelling from the beginning", flush=True)
     if parts.exists():
         shutil.rmtree(parts)
     parts.mkdir(parents=True)
     write_text_atomic(manifest_path(parts), json.dumps(manifest.record(), indent=1) + "\n")
+    return True
+
+
+@contextlib.contextmanager
+def parts_folder(parts: Path, manifest: Manifest, resume: bool, is_main: bool) -> Iterator[None]:
+    """prepare_parts on rank 0 for the run inside; a folder it made fresh is removed again when the run is refused
+    (DataError), as its chunks could never be resumed: the fix changes the inputs its manifest records."""
+    fresh = is_main and prepare_parts(parts, manifest, resume)
+    try:
+        yield
+    except DataError:
+        if fresh:
+            shutil.rmtree(parts, ignore_errors=True)
+        raise
 
 
 def clips_part(frames_part: Path) -> Path:
@@ -366,10 +382,9 @@ def run(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: tor
     reading = options_from(args, ReadOptions)
     openface_layout = check_frames_layout(files) if args.frames_output else True
     manifest = Manifest.of(args.weights, files, number_options(args, reading, openface_layout))
-    slots = count_slots(files)  # a table it cannot read is refused here, before OUTPUT.parts/ exists
-    with output_lock(args.output) if world.is_main else contextlib.nullcontext():
-        if world.is_main:
-            prepare_parts(parts, manifest, args.resume)
+    slots = count_slots(files)  # a table without clips is refused here, before any work
+    with (output_lock(args.output) if world.is_main else contextlib.nullcontext(),
+          parts_folder(parts, manifest, args.resume, world.is_main)):
         world.barrier()
         share = share_of(sum(slots), world.rank, world.world_size)
         skip = done_slots(parts)

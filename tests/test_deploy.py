@@ -216,6 +216,24 @@ def test_an_unreadable_table_is_refused_before_anything_is_written(tiny_corpus, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "t.csv"]  # no output, no OUTPUT.parts/
 
 
+def test_a_run_refused_midway_leaves_no_parts_but_a_refused_resume_keeps_them(tiny_corpus, hybrid_weights, tmp_path):
+    """A table that turns out unusable only when its turn comes (after other files were labelled): the fresh
+    run's chunks are removed with the refusal; the chunks of an earlier run survive a refused --resume."""
+    folder = tmp_path / "in"
+    shutil.copytree(tiny_corpus / "openface", folder)
+    (folder / "zz_old.csv").write_text("ID,File,AU01_r\n1,a.mp4,0.5\n")
+    one_line_error(deploy(folder, "--weights", hybrid_weights, "-o", tmp_path / "c.csv", "--chunk-size", "5"),
+                   "zz_old.csv: missing AU02_r", "can serve no feature set")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    assert deploy(folder, "--weights", hybrid_weights, "-o", tmp_path / "c.csv", "--chunk-size", "5", "--limit",
+                  "10").returncode == 0
+    chunks = sorted(p.name for p in (tmp_path / "c.csv.parts").iterdir())
+    one_line_error(deploy(folder, "--weights", hybrid_weights, "-o", tmp_path / "c.csv", "--chunk-size", "5",
+                          "--resume"), "zz_old.csv: missing AU02_r")
+    kept = sorted(p.name for p in (tmp_path / "c.csv.parts").iterdir())
+    assert len(chunks) == 3 and set(chunks) < set(kept)  # the earlier chunks, and the ones this resume added
+
+
 KILL_OUT = "c.csv"
 
 

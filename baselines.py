@@ -18,6 +18,7 @@ from openface import Clip
 BASELINES: tuple[str, ...] = ("train-mean", "ridge", "minirocket")
 RIDGE_ALPHAS = np.logspace(-2, 6, 25)  # penalties ridge_fit chooses from, per trait, on standardised features
 RIDGE_FOLDS = 5
+SCREEN_SIZES = (1, 2, 4, 8, 16, 32, 64)  # how many features screened_ridge_fit may keep for a trait
 MINIROCKET_ALPHAS = np.logspace(-1, 5, 13)
 
 
@@ -93,7 +94,8 @@ def ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> Rid
     """Ridge regression on standardised features with a penalty per trait chosen by ridge_alphas (a trait without
     signal gets a flat fit)."""
     features, y = np.asarray(features, np.float64), np.asarray(y, np.float64)
-    mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-8
+    mean, std = features.mean(axis=0), features.std(axis=0)
+    scale = np.where(std > 1e-8, std, 1.0)  # a constant column gets no weight, wherever it varies later
     z = (features - mean) / scale  # (N, P), centred
     y_mean = y.mean(axis=0)
     basis, eigenvalues, proj = ridge_basis(z, y - y_mean)
@@ -101,6 +103,40 @@ def ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> Rid
     coef = basis @ (proj / (eigenvalues[:, None] + alphas[None, :]))  # (P, T)
     weight = coef.T / scale[None, :]
     return RidgeFit(weight, y_mean - weight @ mean, held_out)
+
+
+def strongest_features(features: np.ndarray, target: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` columns of features (N, P) most correlated with target (N,), either sign."""
+    std = features.std(axis=0)
+    z = (features - features.mean(axis=0)) / np.where(std > 1e-8, std, np.inf)  # a constant column scores 0
+    return np.argsort(-np.abs(z.T @ (target - target.mean())), kind="stable")[:count]
+
+
+def screened_ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> RidgeFit:
+    """Per trait, ridge_fit on the few features most correlated with it, for many candidate features of which few
+    matter (ridge on all of them spreads its weight thin). How many (SCREEN_SIZES) is chosen by cross-validation
+    over source videos, screening inside each fold, so the held-out predictions are honest; the other features
+    get weight 0."""
+    features, y = np.asarray(features, np.float64), np.asarray(y, np.float64)
+    groups = np.asarray(groups)
+    weight = np.zeros((y.shape[1], features.shape[1]))
+    bias, held_out = y.mean(axis=0), np.broadcast_to(y.mean(axis=0), y.shape).copy()
+    folds = cross_validation_folds(groups)
+    if not folds:
+        return RidgeFit(weight, bias, held_out)
+    sizes = [size for size in SCREEN_SIZES if size <= features.shape[1]]
+    for t in range(y.shape[1]):
+        trials = np.zeros((len(sizes), len(y)))  # (S, N) held-out predictions per size
+        for train, val in folds:
+            ranked = strongest_features(features[train], y[train, t], sizes[-1])
+            for s, size in enumerate(sizes):
+                fit = ridge_fit(features[train][:, ranked[:size]], y[train, t:t + 1], groups[train])
+                trials[s, val] = features[val][:, ranked[:size]] @ fit.weight[0] + fit.bias[0]
+        best = int(((trials - y[:, t]) ** 2).sum(axis=1).argmin())
+        columns = strongest_features(features, y[:, t], sizes[best])
+        fit = ridge_fit(features[:, columns], y[:, t:t + 1], groups)
+        weight[t, columns], bias[t], held_out[:, t] = fit.weight[0], fit.bias[0], trials[best]
+    return RidgeFit(weight, bias, held_out)
 
 
 def ridge_on_statistics(train: Sequence[Clip], test: Sequence[Clip]) -> np.ndarray:

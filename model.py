@@ -37,6 +37,11 @@ PAPER_FRAMES = 700  # the original pads every clip to exactly this many frames
 PAPER_WINDOW = 699  # longer clips are cut into windows of at most this many frames and averaged
 PAPER_GAP = 24  # PaperNet.forward_valid: the all-padding run kept (> the conv stack's receptive field, 16)
 PAPER_EDGE = 8  # and the padding kept at the right end, where the convolutions' own zero padding shows
+EVENT_Z = 2.5  # event path: a peak of an input beyond this many standard deviations of its clip is an event
+EVENT_CAP = 180  # frames (6 s at 30 fps): the longest time between events the event path tells apart
+
+
+PATH_SWITCHES = {"temporal": ("temporal", "--no-temporal-path"), "events": ("event", "--no-event-path")}
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class ModelConfig:
     temporal_path: bool = option(True, "with the statistics path: a second linear path from each clip's lagged "
                                        "cross-correlations between inputs (which movement follows which), fitted by "
                                        "ridge regression on what the statistics path misses")
+    event_path: bool = option(True, "with the statistics path: a third linear path from the mean time between "
+                                    "peaks of two inputs (how long after a nod a surprised look comes), fitted on "
+                                    "what the other linear paths miss")
     temporal_lags: tuple[int, ...] = option((2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128), "lags of the temporal path "
                                             "in frames", minimum=1, metavar="FRAMES")
     embed_dim: int = option(64, "per-frame embedding and time-encoding width", minimum=1)
@@ -91,9 +99,13 @@ class ModelConfig:
                                   f"{self.se_reduction}; use wider layers or a smaller --se-reduction")
         if not 0 <= self.dropout < 1:
             raise DataError(None, f"dropout must be in [0, 1), got {self.dropout}")
-        if self.temporal_path and not (self.stats_path and self.temporal_lags):
-            raise DataError(None, "the temporal path needs the statistics path and at least one lag (add "
-                                  "--no-temporal-path, or drop --no-stats-path)")
+        if not self.stats_path and self.gated_paths:
+            words, flags = zip(*(PATH_SWITCHES[name] for name in self.gated_paths))
+            raise DataError(None, f"the {' and '.join(words)} path{'s' if len(words) > 1 else ''} need"
+                                  f"{'' if len(words) > 1 else 's'} the statistics path (add {' '.join(flags)}, or "
+                                  "drop --no-stats-path)")
+        if self.temporal_path and not self.temporal_lags:
+            raise DataError(None, "the temporal path needs at least one lag (add --no-temporal-path)")
         if self.kind == "paper":
             differs = [name for name, value in PAPER_SIZES.items() if getattr(self, name) != value and name != "dropout"]
             differs += ["members"] if self.members != 1 else []
@@ -101,12 +113,18 @@ class ModelConfig:
                 raise DataError(None, f"the paper's network has fixed sizes; drop the flags for {', '.join(differs)}")
 
     @property
+    def gated_paths(self) -> tuple[str, ...]:
+        """The linear paths beside the statistics path, each weighed per trait by its gates: their layers' names."""
+        return tuple(name for name, on in (("temporal", self.temporal_path), ("events", self.event_path)) if on)
+
+    @property
     def receptive_field(self) -> int:
         return 1 + sum((k - 1) * d for k, d in zip(self.conv_kernels, self.conv_dilations))
 
 
+ADDED_LATER: dict[str, object] = {"event_path": False}  # config fields a format-2 record may lack: off there
 LEGACY_ARCHITECTURE: dict[str, object] = {  # the conv branch and output of the first HybridNet (format 1)
-    "stats_path": False, "temporal_path": False, "members": 1, "conv_dilations": (1, 1, 1, 1), "conv_residual": False, "conv_pool": "mean",
+    **ADDED_LATER, "stats_path": False, "temporal_path": False, "members": 1, "conv_dilations": (1, 1, 1, 1), "conv_residual": False, "conv_pool": "mean",
     "squeeze_excite": True}
 PAPER_SIZES: dict[str, object] = {  # the published network (PAPER.md section 5)
     "embed_dim": 512, "lstm_hidden": 256, "attn_dim": 700, "attn_hops": 256, "conv_channels": (128, 256, 256, 256),
@@ -176,6 +194,28 @@ def lagged_correlations(x: torch.Tensor, lengths: torch.Tensor, lags: Sequence[i
         products = torch.bmm(z[:, :-lag].transpose(1, 2), z[:, lag:])  # (B, F, F)
         parts.append(products.flatten(1) / pairs[:, None])
     return torch.cat(parts, dim=1)
+
+
+def event_latencies(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, 2F * F): for each input i's rises and dips and each input j's rises, the mean time in
+    frames from the last i-event to each j-rise over each clip's valid frames (EVENT_CAP when there is none, or j
+    never rises). An event is a peak beyond EVENT_Z standard deviations of the clip. How long after a nod a
+    surprised look comes is one such number; lagged correlations spread it thinly over many lags."""
+    steps, n = x.shape[1], x.shape[2]
+    mask = valid_mask(lengths, steps)  # (B, T)
+    mean, std = masked_moments(x.transpose(1, 2), mask)  # (B, F) each
+    z = (x - mean[:, None, :]) / (std[:, None, :] + 1e-3)  # (B, T, F)
+    z = torch.cat([z, -z], dim=2).masked_fill(~mask[:, :, None], -math.inf)  # (B, T, 2F): rises, then dips
+    before = F.pad(z, (0, 0, 1, 0), value=-math.inf)[:, :-1]
+    after = F.pad(z, (0, 0, 0, 1), value=-math.inf)[:, 1:]
+    peaks = (z > EVENT_Z) & (z >= before) & (z > after)  # (B, T, 2F)
+    t = torch.arange(steps, device=x.device, dtype=x.dtype)[None, :, None]  # (1, T, 1)
+    last = torch.where(peaks, t, t.new_tensor(-EVENT_CAP)).cummax(dim=1).values  # (B, T, 2F)
+    since = (t - last).clamp(max=EVENT_CAP)  # (B, T, 2F) frames since the last event of each channel
+    rises = peaks[:, :, :n].to(x.dtype)  # (B, T, F)
+    count = rises.sum(dim=1)[:, None, :]  # (B, 1, F)
+    total = torch.bmm(since.transpose(1, 2), rises)  # (B, 2F, F)
+    return torch.where(count > 0, total / count.clamp(min=1), float(EVENT_CAP)).flatten(1)
 
 
 def masked_moments(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,14 +307,16 @@ class HybridNet(nn.Module):
 
     With the statistics path the output is
 
-        stats(mean, std of x) + temporal_gates * temporal(lagged correlations of x) + gates * head(branches)
+        stats(mean, std of x) + temporal_gates * temporal(lagged correlations of x)
+                              + event_gates * events(event latencies of x) + gates * head(branches)
 
-    The two linear paths are fitted by ridge regression before training (training.fit_linear_paths: the
-    statistics path on the labels, the temporal path on what it misses) and kept fixed; the head starts at zero
-    and learns what both miss. The per-trait gates (training.choose_gates) open the temporal path where its
-    held-out predictions on the training clips help (folds over source videos), and the validation clips change
-    that or open the branches only where it lowers their error significantly, so a path that does not help a
-    trait leaves it alone. Outputs are clipped to [0, 1] in eval mode. Without the statistics path the output is
+    The linear paths are fitted before training (training.fit_linear_paths: the statistics path on the labels by
+    ridge regression, the temporal path by ridge on what it misses, the event path by ridge on the few latencies
+    that best predict what both miss) and kept fixed; the head starts at zero and learns what the statistics path
+    misses. The per-trait gates (training.choose_gates) open the temporal and event paths where their held-out
+    predictions on the training clips help (folds over source videos), and the validation clips change that or
+    open the branches only where it lowers their error significantly, so a path that does not help a trait
+    leaves it alone. Outputs are clipped to [0, 1] in eval mode. Without the statistics path the output is
     sigmoid(head(branches)), as in the paper."""
 
     def __init__(self, cfg: ModelConfig):
@@ -310,6 +352,11 @@ class HybridNet(nn.Module):
             self.register_buffer("temporal_gates", torch.zeros(cfg.n_traits))
             nn.init.zeros_(self.temporal.weight)
             nn.init.zeros_(self.temporal.bias)
+        if cfg.event_path:
+            self.events = nn.Linear(2 * cfg.n_features ** 2, cfg.n_traits)
+            self.register_buffer("event_gates", torch.zeros(cfg.n_traits))
+            nn.init.zeros_(self.events.weight)
+            nn.init.zeros_(self.events.bias)
 
     def input_statistics(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, F) -> (B, 2F): each clip's mean and std of every input over its valid frames."""
@@ -333,25 +380,36 @@ class HybridNet(nn.Module):
         """(B, T, F) -> (B, lags * F * F), the temporal path's inputs."""
         return lagged_correlations(x, lengths, self.cfg.temporal_lags)
 
-    def paths(self, x: torch.Tensor, lengths: torch.Tensor, temporal: bool = True
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The statistics path's, the temporal path's (zeros without one, or when not asked for) and the branches'
-        contributions, before the gates: (B, 5) each (networks with the statistics path)."""
+    def event_statistics(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) -> (B, 2F * F), the event path's inputs."""
+        return event_latencies(x, lengths)
+
+    def paths(self, x: torch.Tensor, lengths: torch.Tensor, linear: Sequence[str] = ("temporal", "events")
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The statistics path's, the temporal path's, the event path's and the branches' contributions before
+        their gates, (B, 5) each (networks with the statistics path); a path this network lacks, or that is not
+        in `linear`, gives zeros."""
         x = x.masked_fill(~valid_mask(lengths, x.shape[1])[:, :, None], 0.0)
         stats = self.stats(self.input_statistics(x, lengths))
-        if self.cfg.temporal_path and temporal:
+        lagged, events = torch.zeros_like(stats), torch.zeros_like(stats)
+        if self.cfg.temporal_path and "temporal" in linear:
             lagged = self.temporal(self.temporal_statistics(x, lengths))
-        else:
-            lagged = torch.zeros_like(stats)
-        return stats, lagged, self.branches(x, lengths)
+        if self.cfg.event_path and "events" in linear:
+            events = self.events(self.event_statistics(x, lengths))
+        return stats, lagged, events, self.branches(x, lengths)
 
     def parts(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The linear paths' contribution (gated) and the branches' (before their gates), (B, 5) each. The
-        lagged correlations are computed only when a trait uses the temporal path (never while training, when its
-        gates are closed)."""
-        temporal = self.cfg.temporal_path and bool(self.temporal_gates.any())
-        stats, lagged, branches = self.paths(x, lengths, temporal)
-        return (stats + self.temporal_gates * lagged if temporal else stats), branches
+        """The linear paths' contribution (gated) and the branches' (before their gates), (B, 5) each. The temporal
+        and event paths' inputs are computed only when a trait uses them (never while training, when their gates
+        are closed)."""
+        used = [name for name in self.cfg.gated_paths if bool(getattr(self, GATES[name]).any())]
+        stats, lagged, events, branches = self.paths(x, lengths, used)
+        linear = stats
+        if "temporal" in used:
+            linear = linear + self.temporal_gates * lagged
+        if "events" in used:
+            linear = linear + self.event_gates * events
+        return linear, branches
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: (B, T, F), zero or garbage beyond each length; lengths: (B,) -> (B, 5)
@@ -378,10 +436,15 @@ class Ensemble(nn.Module):
     def temporal_statistics(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.members[0].temporal_statistics(x, lengths)
 
-    def paths(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def event_statistics(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.members[0].event_statistics(x, lengths)
+
+    def paths(self, x: torch.Tensor, lengths: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The shared linear paths' contributions and the members' mean branch contribution."""
-        triples = [member.paths(x, lengths) for member in self.members]
-        return triples[0][0], triples[0][1], torch.stack([branches for _, _, branches in triples]).mean(dim=0)
+        first = self.members[0].paths(x, lengths)
+        rest = [member.paths(x, lengths, linear=())[3] for member in self.members[1:]]
+        return first[0], first[1], first[2], torch.stack([first[3], *rest]).mean(dim=0)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         outputs = torch.stack([member(x, lengths) for member in self.members])  # (K, B, 5)
@@ -402,6 +465,14 @@ class Ensemble(nn.Module):
     @property
     def temporal_gates(self) -> list[torch.Tensor]:
         return [member.temporal_gates for member in self.members]
+
+    @property
+    def events(self) -> list[nn.Linear]:
+        return [member.events for member in self.members]
+
+    @property
+    def event_gates(self) -> list[torch.Tensor]:
+        return [member.event_gates for member in self.members]
 
 
 class PaperNet(nn.Module):
@@ -503,11 +574,13 @@ def paper_windows(x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor,
     return torch.stack(pieces), torch.tensor(owner, device=x.device)
 
 
+GATES = {"temporal": "temporal_gates", "events": "event_gates"}  # each gated linear path's gate buffer
 BRANCH_PREFIXES = {
     "conv": ("convs.", "ses.", "conv1d_y", "squeeze_excite"),
     "attention": ("au_emb.", "time_embed.", "attention_lstm."),
     "stats": ("stats.",),
     "temporal": ("temporal.",),
+    "events": ("events.",),
 }
 
 
@@ -646,6 +719,7 @@ def _load_ours(path: Path, payload: dict) -> Checkpoint:
         saved = dict(payload["config"])
         if payload.get("format") == CHECKPOINT_FORMAT_V1:
             saved = {**LEGACY_ARCHITECTURE, "conv_dilations": (1,) * len(saved["conv_kernels"]), **saved}
+        saved = {**ADDED_LATER, **saved}
         cfg = ModelConfig(**saved)
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(path, f"bad model config: {err}") from None

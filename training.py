@@ -21,14 +21,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from baselines import labels_of, ridge_fit, video_codes
+from baselines import labels_of, ridge_fit, screened_ridge_fit, video_codes
 from cli import option
 from data_augmentation import augment_clips
 from dataset import SPLITS, Normalization, Scaler, SplitRecord, bucketed_batches, collate, data_fingerprint, predict, \
     prepare_split, split_clips
 from errors import DataError
 from metrics import regression_table
-from model import Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint, save_checkpoint
+from model import GATES, Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint, save_checkpoint
 from openface import TRAIT_LETTERS, TRAITS, Clip, ReadOptions, ReadSummary, attach_labels, read_clips, read_labels
 from plots import pyplot, save_figure
 from tables import write_text_atomic
@@ -237,18 +237,21 @@ GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
 GATE_Z = 1.64  # gates leave their default for a trait only when that beats it by this many standard errors
 
 
+PATH_NAMES = {"temporal": "temporal path", "events": "event path"}
+
+
 @torch.no_grad()
 def model_paths(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler,
-                device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The statistics path's, the temporal path's and the branches' contributions for the clips, before their
-    gates: (N, 5) each."""
+                device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The statistics path's, the temporal path's, the event path's and the branches' contributions for the clips,
+    before their gates: (N, 5) each."""
     model.eval()
-    out = [np.zeros((len(clips), len(TRAITS)), np.float32) for _ in range(3)]
+    out = [np.zeros((len(clips), len(TRAITS)), np.float32) for _ in range(4)]
     for index in bucketed_batches([c.n_frames for c in clips], 64, seed=0, epoch=0, shuffle=False):
         batch = collate(clips, index, scaler)
         for array, part in zip(out, model.paths(batch.x.to(device), batch.lengths.to(device))):
             array[index] = part.cpu().numpy()
-    return out[0], out[1], out[2]
+    return out[0], out[1], out[2], out[3]
 
 
 def each(value) -> list:
@@ -258,20 +261,20 @@ def each(value) -> list:
 
 @torch.no_grad()
 def linear_path_inputs(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler,
-                       device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
-    """The linear paths' inputs for the clips: statistics (N, 2F) and lagged correlations (N, L F^2) or None."""
+                       device: torch.device) -> dict[str, np.ndarray]:
+    """The linear paths' inputs for the clips, by layer name: 'stats' (N, 2F) and, for the gated paths the network
+    has, 'temporal' lagged correlations (N, L F^2) and 'events' latencies (N, 2F^2)."""
     model.eval()
-    temporal = model.cfg.temporal_path
-    stats, lagged = np.zeros((len(clips), 2 * model.cfg.n_features)), None
-    if temporal:
-        lagged = np.zeros((len(clips), len(model.cfg.temporal_lags) * model.cfg.n_features ** 2))
+    compute = {"stats": model.input_statistics, "temporal": model.temporal_statistics,
+               "events": model.event_statistics}
+    out: dict[str, np.ndarray] = {}
     for index in bucketed_batches([c.n_frames for c in clips], 64, seed=0, epoch=0, shuffle=False):
         batch = collate(clips, index, scaler)
         x, lengths = batch.x.to(device), batch.lengths.to(device)
-        stats[index] = model.input_statistics(x, lengths).cpu().numpy()
-        if temporal:
-            lagged[index] = model.temporal_statistics(x, lengths).cpu().numpy()
-    return stats, lagged
+        for name in ("stats", *model.cfg.gated_paths):
+            values = compute[name](x, lengths).cpu().numpy()
+            out.setdefault(name, np.zeros((len(clips), values.shape[1])))[index] = values
+    return out
 
 
 def set_linear(layers: list, weight: np.ndarray, bias: np.ndarray) -> None:
@@ -283,22 +286,26 @@ def set_linear(layers: list, weight: np.ndarray, bias: np.ndarray) -> None:
 @torch.no_grad()
 def fit_linear_paths(model: torch.nn.Module, train: Sequence[Clip], scaler: Scaler,
                      device: torch.device) -> np.ndarray | None:
-    """Fit the statistics path to the training labels and the temporal path to what it misses (baselines.ridge_fit:
-    closed form, penalties by cross-validation over source videos; the statistics path is the ridge baseline).
-    Both are then kept fixed; the branches learn what the statistics path misses too, independently of the
-    temporal path. Returns the temporal path's weight per trait (5,) as its held-out predictions support it on
-    all training clips (choose_gates over source videos), or None without the path: calibrate_gates departs from
-    it only where the validation clips say so significantly."""
-    stats, lagged = linear_path_inputs(model, train, scaler, device)
+    """Fit the statistics path to the training labels, then each gated path to what the paths before it miss
+    (baselines.ridge_fit: closed form, penalties by cross-validation over source videos; the statistics path is
+    the ridge baseline; the event path by screened_ridge_fit, as few of its latencies matter). All are then kept
+    fixed; the branches learn what the statistics path misses, independently of the others. Returns each gated
+    path's weight per trait ((len(cfg.gated_paths), 5)), as its held-out predictions support it on all training
+    clips (choose_gates over source videos), or None without one: calibrate_gates departs from these only where
+    the validation clips say so significantly."""
+    inputs = linear_path_inputs(model, train, scaler, device)
     y, groups = labels_of(train), [c.group for c in train]
-    weight, bias, _ = ridge_fit(stats, y, groups)
+    weight, bias, _ = ridge_fit(inputs["stats"], y, groups)
     set_linear(each(model.stats), weight, bias)
-    if lagged is None:
-        return None
-    fitted = stats @ weight.T + bias  # (N, 5)
-    temporal = ridge_fit(lagged, y - fitted, groups)
-    set_linear(each(model.temporal), temporal.weight, temporal.bias)
-    return choose_gates(fitted, [temporal.held_out], y, groups=groups)[0]
+    fitted = inputs["stats"] @ weight.T + bias  # (N, 5)
+    defaults = []
+    for name in model.cfg.gated_paths:
+        path = (screened_ridge_fit if name == "events" else ridge_fit)(inputs[name], y - fitted, groups)
+        set_linear(each(getattr(model, name)), path.weight, path.bias)
+        gate = choose_gates(fitted, [path.held_out], y, groups=groups)[0]
+        fitted = fitted + gate * path.held_out
+        defaults.append(gate)
+    return np.stack(defaults) if defaults else None
 
 
 def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.ndarray,
@@ -325,20 +332,21 @@ def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.nd
 
 @torch.no_grad()
 def calibrate_gates(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, device: torch.device,
-                    temporal_default: np.ndarray | None = None) -> np.ndarray:
-    """Set the weights of the temporal path and the branches from validation clips (choose_gates, departing from
-    the temporal path at temporal_default and the branches unused); returns them, (2, 5) with the temporal path,
-    else (1, 5)."""
-    stats, temporal, branches = model_paths(model, clips, scaler, device)
+                    defaults: np.ndarray | None = None) -> np.ndarray:
+    """Set the weights of the gated linear paths and the branches from validation clips (choose_gates, departing
+    from the paths at `defaults` (fit_linear_paths; zeros when None) and the branches unused); returns them,
+    (len(cfg.gated_paths) + 1, 5), the branches last."""
+    stats, *paths, branches = model_paths(model, clips, scaler, device)
+    contribution = dict(zip(("temporal", "events"), paths))
     y = labels_of(clips)
-    if model.cfg.temporal_path:
-        default = np.stack([np.zeros(y.shape[1]) if temporal_default is None else temporal_default,
-                            np.zeros(y.shape[1])])
-        gates = choose_gates(stats, [temporal, branches], y, default)
-        for buffer in each(model.temporal_gates):
-            buffer.copy_(torch.as_tensor(gates[0]))
-    else:
-        gates = choose_gates(stats, [branches], y)
+    names = model.cfg.gated_paths
+    start = np.zeros((len(names) + 1, y.shape[1]))
+    if defaults is not None:
+        start[:-1] = defaults
+    gates = choose_gates(stats, [contribution[name] for name in names] + [branches], y, start)
+    for name, row in zip(names, gates):
+        for buffer in each(getattr(model, GATES[name])):
+            buffer.copy_(torch.as_tensor(row))
     for buffer in each(model.gates):
         buffer.copy_(torch.as_tensor(gates[-1]))
     return gates
@@ -347,8 +355,7 @@ def calibrate_gates(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scale
 def make_optimizer(run: Run) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW over the trainable parameters (not a frozen branch, not the linear paths) with a cosine schedule."""
     frozen = [run.options.freeze] if run.options.freeze else []
-    frozen += ["stats"] if run.config.stats_path else []
-    frozen += ["temporal"] if run.config.temporal_path else []
+    frozen += ["stats", *run.config.gated_paths] if run.config.stats_path else []
     for branch in frozen:
         for p in branch_parameters(run.model, branch):
             p.requires_grad_(False)
@@ -381,7 +388,7 @@ def fit(run: Run) -> dict:
     opts = run.options
     train_clips = augment_clips(run.split.parts["train"]) if opts.augment else list(run.split.parts["train"])
     scaler = run.scaler
-    temporal_default = prepare_linear_paths(run) if run.config.stats_path else None
+    path_defaults = prepare_linear_paths(run) if run.config.stats_path else None
     optimizer, scheduler = make_optimizer(run)
     state = restore_training_state(run, optimizer, scheduler) if run.resume else LoopState()
     if state.history and run.world.is_main:  # a kill may have come between the last checkpoint and the log
@@ -411,34 +418,35 @@ def fit(run: Run) -> dict:
         run.report(f"early stop: no validation improvement for {opts.patience} epochs")
     best = dict(state.best or state.history[-1])
     if run.config.stats_path:
-        best["gates"] = finish_with_gates(run, temporal_default)
+        best["gates"] = finish_with_gates(run, path_defaults)
     return best
 
 
 def prepare_linear_paths(run: Run) -> np.ndarray | None:
     """Before training: fit the linear paths; the branches then learn everything the statistics path misses
-    (their gates open, the temporal path's closed); both are weighed after training (finish_with_gates, from the
-    temporal path's weights returned here)."""
-    temporal_default = fit_linear_paths(run.model, run.split.parts["train"], run.scaler, run.device)
+    (their gates open, the other paths' closed); all are weighed after training (finish_with_gates, from the
+    paths' weights returned here)."""
+    path_defaults = fit_linear_paths(run.model, run.split.parts["train"], run.scaler, run.device)
     for gates in each(run.model.gates):
         gates.fill_(1.0)
-    if run.config.temporal_path:
-        for gates in each(run.model.temporal_gates):
+    for name in run.config.gated_paths:
+        for gates in each(getattr(run.model, GATES[name])):
             gates.fill_(0.0)
-    return temporal_default
+    return path_defaults
 
 
-def finish_with_gates(run: Run, temporal_default: np.ndarray | None) -> dict[str, dict[str, float]]:
-    """Weigh the temporal path and the best epoch's branches per trait on validation clips; rank 0 saves it again."""
+def finish_with_gates(run: Run, path_defaults: np.ndarray | None) -> dict[str, dict[str, float]]:
+    """Weigh the gated linear paths and the best epoch's branches per trait on validation clips; rank 0 saves it
+    again."""
     run.world.barrier()
     best_ckpt = load_checkpoint(run.outputs.best, run.device)
     run.model.load_state_dict(best_ckpt.model.state_dict())
-    gates = calibrate_gates(run.model, run.split.parts["val"], run.scaler, run.device, temporal_default)
+    gates = calibrate_gates(run.model, run.split.parts["val"], run.scaler, run.device, path_defaults)
     if run.world.is_main:
         best_ckpt.model.load_state_dict(run.model.state_dict())
         save_checkpoint(run.outputs.best, best_ckpt)
     run.world.barrier()
-    names = ["temporal path", "branches"] if run.config.temporal_path else ["branches"]
+    names = [PATH_NAMES[name] for name in run.config.gated_paths] + ["branches"]
     run.report("weights per trait over the statistics path (0: not used): " + "; ".join(
         f"{name} " + " ".join(f"{TRAIT_LETTERS[t]} {g:.2f}" for t, g in zip(TRAITS, row)) for name, row in zip(names, gates)))
     return {name: dict(zip(TRAITS, map(float, row))) for name, row in zip(names, gates)}

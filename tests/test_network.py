@@ -40,7 +40,7 @@ def test_the_statistics_path_is_the_ridge_baseline():
                                     conv_channels=(8,), conv_kernels=(3,), conv_dilations=(1,), head_hidden=(8,),
                                     temporal_path=False))
     fit_linear_paths(model, clips, scaler, torch.device("cpu"))
-    linear, _, residual = model_paths(model, clips, scaler, torch.device("cpu"))
+    linear, _, _, residual = model_paths(model, clips, scaler, torch.device("cpu"))
     assert np.abs(residual).max() == 0  # the head starts at zero: the untrained network is the ridge fit
     y = np.stack([c.label for c in clips])
     truth_r2 = 1 - ((linear[:, 0] - y[:, 0]) ** 2).sum() / ((y[:, 0] - y[:, 0].mean()) ** 2).sum()
@@ -118,12 +118,12 @@ def test_the_temporal_path_sees_which_movement_follows_which():
     torch.manual_seed(0)
     model = build_model(ModelConfig(temporal_lags=(5, 10, 20), conv_channels=(8,), conv_kernels=(3,),
                                     conv_dilations=(1,), head_hidden=(8,), embed_dim=8, lstm_hidden=8, attn_dim=8,
-                                    attn_hops=2))
+                                    attn_hops=2, event_path=False))
     truth = np.stack([c.label for c in clips[300:]])[:, 2]
     weights = fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
-    stats, temporal, _ = model_paths(model, clips[300:], scaler, torch.device("cpu"))
+    stats, temporal, _, _ = model_paths(model, clips[300:], scaler, torch.device("cpu"))
     assert np.corrcoef(stats[:, 2] + temporal[:, 2], truth)[0, 1] > 0.8
-    np.testing.assert_array_equal(weights, [0, 0, 1, 0, 0])  # held out, it helps the order trait, only there
+    np.testing.assert_array_equal(weights, [[0, 0, 1, 0, 0]])  # held out, it helps the order trait, only there
     assert abs(np.corrcoef(stats[:, 2], truth)[0, 1]) < 0.3  # clip statistics cannot see the order
 
 

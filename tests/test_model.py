@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from dataset import Normalization, SplitRecord
 from errors import DataError
-from model import (PAPER_FEATURE_SETS, PRESETS, Checkpoint, CheckpointError, ModelConfig, PaperNet, build_model, check_features,
-                   config_record, load_checkpoint, paper_config, save_checkpoint)
-from openface import FEATURE_SETS, TRAITS
+from model import (EVENT_CAP, PAPER_FEATURE_SETS, PRESETS, Checkpoint, CheckpointError, ModelConfig, PaperNet, build_model,
+                   check_features, config_record, event_latencies, load_checkpoint, paper_config, save_checkpoint)
+from openface import FEATURE_COLUMNS, FEATURE_SETS, TRAITS
 
 SMALL = dict(embed_dim=32, lstm_hidden=16, attn_dim=24, attn_hops=4)
 
@@ -56,6 +56,35 @@ def test_padding_and_garbage_beyond_length_do_not_change_outputs(kind):
         batched = unclipped(model, batch, torch.tensor(lengths))
     torch.testing.assert_close(batched, alone, atol=2e-6, rtol=0)
     assert (alone[:, None] - alone[None]).abs().max() > 1e-4  # clips differ by 50x the tolerance
+
+
+def test_event_latencies_are_the_frames_from_the_last_peak_of_one_input_to_the_peaks_of_another():
+    n = len(FEATURE_COLUMNS)
+    pitch, lid, smile = (FEATURE_COLUMNS.index(name) for name in ("pose_Rx", "AU05_r", "AU12_r"))
+    x = torch.zeros(1, 60, n)
+    x[0, [5, 30], pitch] = -1.0  # two nods (dips)
+    x[0, [12, 40], lid] = 1.0  # each answered 7 and 10 frames later
+    x[0, 50, smile] = 1.0  # one smile, after both
+    latency = event_latencies(x, torch.tensor([60])).view(2 * n, n)  # (rises then dips of i, rises of j)
+    assert latency[n + pitch, lid] == 8.5  # (7 + 10) / 2
+    assert latency[n + pitch, smile] == 20  # 50 - 30
+    assert latency[lid, lid] == 0 and latency[lid, smile] == 10  # a peak is its own last event
+    assert latency[smile, lid] == EVENT_CAP  # no smile before any lid raise
+    assert latency[n + pitch, pitch] == EVENT_CAP  # pitch never rises
+    x[0, :, smile] = torch.linspace(0, 1, 60)  # a slow rise is no event: its highest frame is 1.7 sd up
+    assert event_latencies(x, torch.tensor([60])).view(2 * n, n)[n + pitch, smile] == EVENT_CAP
+
+
+def test_event_latencies_ignore_what_lies_beyond_each_clip():
+    torch.manual_seed(0)
+    lengths = [80, 45, 120]
+    clips = [torch.randn(length, 22) for length in lengths]
+    alone = torch.cat([event_latencies(c[None], torch.tensor([len(c)])) for c in clips])
+    batch = torch.zeros(3, 150, 22)  # zeros beyond each length, as HybridNet.paths gives them
+    for i, c in enumerate(clips):
+        batch[i, : len(c)] = c
+    torch.testing.assert_close(event_latencies(batch, torch.tensor(lengths)), alone, atol=0, rtol=0)
+    assert (alone < EVENT_CAP).float().mean() > 0.05  # real latencies (11 %), not only the cap
 
 
 def test_attention_branch_depends_on_the_clip():
@@ -207,6 +236,20 @@ def test_first_format_checkpoints_still_load(tmp_path):
     assert ckpt.split.assignment == {"a": "train"} and ckpt.code_version == "1.0.0+abc"
 
 
+def test_checkpoints_from_before_the_event_path_load_with_it_off(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_features=22, event_path=False, **SMALL)
+    model = sensitive(build_model(cfg))
+    record = config_record(cfg)
+    del record["event_path"]  # what the format-2 checkpoints trained before it hold
+    torch.save({"format": "openface-bigfive/2", "config": record, "state_dict": model.state_dict(),
+                "fields": {"features": list(FEATURE_COLUMNS), "normalization": {"kind": "none"}}}, tmp_path / "old.pt")
+    ckpt = load_checkpoint(tmp_path / "old.pt")
+    assert ckpt.config == cfg and not hasattr(ckpt.model, "events")
+    x = torch.randn(2, 50, 22)
+    torch.testing.assert_close(ckpt.model(x, torch.tensor([50, 30])), model(x, torch.tensor([50, 30])))
+
+
 def test_inconsistent_checkpoints_are_refused(tmp_path):
     cfg = ModelConfig(kind="conv", n_features=17, **SMALL)
     model = build_model(cfg)
@@ -293,6 +336,11 @@ def test_model_config_refuses_impossible_sizes():
     assert ModelConfig().receptive_field == 125 and PRESETS["paper"].receptive_field == 16
     with pytest.raises(DataError, match="the paper's network has fixed sizes; drop the flags for embed_dim"):
         ModelConfig(kind="paper", embed_dim=64)
+    with pytest.raises(DataError, match="the temporal and event paths need the statistics path "
+                                        r"\(add --no-temporal-path --no-event-path, or drop --no-stats-path\)"):
+        ModelConfig(stats_path=False)
+    with pytest.raises(DataError, match="the event path needs the statistics path"):
+        ModelConfig(stats_path=False, temporal_path=False)
 
 
 def test_feature_mismatch_names_columns(tmp_path):

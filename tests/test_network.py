@@ -12,7 +12,7 @@ import torch
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import GroupKFold
 
-from baselines import RIDGE_ALPHAS, ridge_fit, ridge_on_statistics
+from baselines import RIDGE_ALPHAS, ridge_fit, ridge_on_statistics, screened_ridge_fit
 from conftest import ROOT, TINY_MODEL, one_line_error, run_script
 from dataset import Normalization
 from model import Ensemble, HybridNet, ModelConfig, build_model, load_checkpoint
@@ -100,6 +100,18 @@ def test_ridge_fit_does_not_memorise_people():
     assert r2(new_people @ weight.T + bias) > -0.05
 
 
+@pytest.mark.parametrize("fit", [ridge_fit, screened_ridge_fit])
+def test_a_column_constant_in_training_gets_no_weight(fit):
+    """A latency that is the cap on every training clip, or an input that never moved there, says nothing; a new
+    clip where it varies must not get a large prediction from it."""
+    rng = np.random.default_rng(6)
+    x = np.c_[rng.normal(0, 1, (200, 40)), np.full((200, 3), 180.0)]
+    y = x[:, :1] * 0.1 + rng.normal(0, 0.05, (200, 1))
+    weight, bias, held_out = fit(x, y, [f"p{i // 2}" for i in range(200)])
+    assert (weight[:, 40:] == 0).all() and abs(weight[0, 0] - 0.1) < 0.02
+    assert np.corrcoef(held_out[:, 0], y[:, 0])[0, 1] > 0.8
+
+
 def test_the_temporal_path_sees_which_movement_follows_which():
     """Labels that depend only on whether AU12 rises 10 frames after pose_Rx or 10 frames before it: clip means and
     spreads are the same either way, the lagged correlations are not."""
@@ -125,6 +137,33 @@ def test_the_temporal_path_sees_which_movement_follows_which():
     assert np.corrcoef(stats[:, 2] + temporal[:, 2], truth)[0, 1] > 0.8
     np.testing.assert_array_equal(weights, [[0, 0, 1, 0, 0]])  # held out, it helps the order trait, only there
     assert abs(np.corrcoef(stats[:, 2], truth)[0, 1]) < 0.3  # clip statistics cannot see the order
+
+
+def test_the_event_path_reads_how_long_after_one_movement_another_comes():
+    """Openness is the delay (10-40 frames, one per clip) from each nod (a pitch dip) to a lid raise: clip means and
+    spreads are the same whatever the delay, and the event path reads it off the frames."""
+    rng = np.random.default_rng(5)
+    bump = np.hanning(9).astype(np.float32) * 2.0
+    clips = []
+    for i in range(400):
+        frames = rng.normal(0, 0.2, (200, 22)).astype(np.float32)
+        delay = int(rng.integers(10, 41))
+        for nod in (10, 70, 130):
+            frames[nod: nod + 9, FEATURE_COLUMNS.index("pose_Rx")] -= bump
+            frames[nod + delay: nod + delay + 9, FEATURE_COLUMNS.index("AU05_r")] += bump
+        label = np.array([0.5, 0.5, 0.5, 0.5, 0.3 + 0.4 * (delay - 10) / 30], np.float32)
+        clips.append(Clip(f"c{i}", "", f"c{i}", frames, label))
+    scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(conv_channels=(8,), conv_kernels=(3,), conv_dilations=(1,), head_hidden=(8,),
+                                    embed_dim=8, lstm_hidden=8, attn_dim=8, attn_hops=2, temporal_path=False))
+    weights = fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
+    stats, _, events, _ = model_paths(model, clips[300:], scaler, torch.device("cpu"))
+    truth = np.stack([c.label for c in clips[300:]])[:, 4]
+    np.testing.assert_array_equal(weights, [[0, 0, 0, 0, 1]])  # held out, it helps the delay trait, only there
+    assert np.corrcoef(stats[:, 4] + events[:, 4], truth)[0, 1] > 0.95
+    assert abs(np.corrcoef(stats[:, 4], truth)[0, 1]) < 0.3  # clip statistics cannot see the delay
+    assert (model.events.weight[:4] == 0).all() and 0 < (model.events.weight[4] != 0).sum() <= 64  # a few latencies
 
 
 def test_gates_keep_the_branches_only_where_they_help_significantly():

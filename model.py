@@ -17,7 +17,7 @@ import re
 import subprocess
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -41,7 +41,16 @@ EVENT_Z = 2.5  # event path: a peak of an input beyond this many standard deviat
 EVENT_CAP = 180  # frames (6 s at 30 fps): the longest time between events the event path tells apart
 
 
-PATH_SWITCHES = {"temporal": ("temporal", "--no-temporal-path"), "events": ("event", "--no-event-path")}
+class GatedPath(NamedTuple):
+    """A linear path beside the statistics path that gates weigh per trait (its layer's name is its key)."""
+
+    name: str  # as reports say it
+    gates: str  # its gate buffer
+    switch: str  # the flag that turns it off
+
+
+GATED_PATHS = {"temporal": GatedPath("temporal path", "temporal_gates", "--no-temporal-path"),
+               "events": GatedPath("event path", "event_gates", "--no-event-path")}
 
 
 @dataclass(frozen=True)
@@ -100,10 +109,10 @@ class ModelConfig:
         if not 0 <= self.dropout < 1:
             raise DataError(None, f"dropout must be in [0, 1), got {self.dropout}")
         if not self.stats_path and self.gated_paths:
-            words, flags = zip(*(PATH_SWITCHES[name] for name in self.gated_paths))
-            raise DataError(None, f"the {' and '.join(words)} path{'s' if len(words) > 1 else ''} need"
-                                  f"{'' if len(words) > 1 else 's'} the statistics path (add {' '.join(flags)}, or "
-                                  "drop --no-stats-path)")
+            paths = [GATED_PATHS[name] for name in self.gated_paths]
+            raise DataError(None, f"the {' and the '.join(p.name for p in paths)} need{'s' if len(paths) == 1 else ''} "
+                                  f"the statistics path (add {' '.join(p.switch for p in paths)}, or drop "
+                                  "--no-stats-path)")
         if self.temporal_path and not self.temporal_lags:
             raise DataError(None, "the temporal path needs at least one lag (add --no-temporal-path)")
         if self.kind == "paper":
@@ -124,8 +133,8 @@ class ModelConfig:
 
 ADDED_LATER: dict[str, object] = {"event_path": False}  # config fields a format-2 record may lack: off there
 LEGACY_ARCHITECTURE: dict[str, object] = {  # the conv branch and output of the first HybridNet (format 1)
-    **ADDED_LATER, "stats_path": False, "temporal_path": False, "members": 1, "conv_dilations": (1, 1, 1, 1), "conv_residual": False, "conv_pool": "mean",
-    "squeeze_excite": True}
+    **ADDED_LATER, "stats_path": False, "temporal_path": False, "members": 1, "conv_dilations": (1, 1, 1, 1),
+    "conv_residual": False, "conv_pool": "mean", "squeeze_excite": True}
 PAPER_SIZES: dict[str, object] = {  # the published network (PAPER.md section 5)
     "embed_dim": 512, "lstm_hidden": 256, "attn_dim": 700, "attn_hops": 256, "conv_channels": (128, 256, 256, 256),
     "conv_kernels": (8, 5, 3, 3), "se_reduction": 16, "head_hidden": (256, 128), "dropout": 0.2,
@@ -402,7 +411,7 @@ class HybridNet(nn.Module):
         """The linear paths' contribution (gated) and the branches' (before their gates), (B, 5) each. The temporal
         and event paths' inputs are computed only when a trait uses them (never while training, when their gates
         are closed)."""
-        used = [name for name in self.cfg.gated_paths if bool(getattr(self, GATES[name]).any())]
+        used = [name for name in self.cfg.gated_paths if bool(getattr(self, GATED_PATHS[name].gates).any())]
         stats, lagged, events, branches = self.paths(x, lengths, used)
         linear = stats
         if "temporal" in used:
@@ -574,7 +583,6 @@ def paper_windows(x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor,
     return torch.stack(pieces), torch.tensor(owner, device=x.device)
 
 
-GATES = {"temporal": "temporal_gates", "events": "event_gates"}  # each gated linear path's gate buffer
 BRANCH_PREFIXES = {
     "conv": ("convs.", "ses.", "conv1d_y", "squeeze_excite"),
     "attention": ("au_emb.", "time_embed.", "attention_lstm."),

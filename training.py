@@ -28,7 +28,7 @@ from dataset import SPLITS, Normalization, Scaler, SplitRecord, bucketed_batches
     prepare_split, split_clips
 from errors import DataError
 from metrics import regression_table
-from model import GATES, Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint, save_checkpoint
+from model import GATED_PATHS, Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint, save_checkpoint
 from openface import TRAIT_LETTERS, TRAITS, Clip, ReadOptions, ReadSummary, attach_labels, read_clips, read_labels
 from plots import pyplot, save_figure
 from tables import write_text_atomic
@@ -237,9 +237,6 @@ GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
 GATE_Z = 1.64  # gates leave their default for a trait only when that beats it by this many standard errors
 
 
-PATH_NAMES = {"temporal": "temporal path", "events": "event path"}
-
-
 @torch.no_grad()
 def model_paths(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler,
                 device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -345,7 +342,7 @@ def calibrate_gates(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scale
         start[:-1] = defaults
     gates = choose_gates(stats, [contribution[name] for name in names] + [branches], y, start)
     for name, row in zip(names, gates):
-        for buffer in each(getattr(model, GATES[name])):
+        for buffer in each(getattr(model, GATED_PATHS[name].gates)):
             buffer.copy_(torch.as_tensor(row))
     for buffer in each(model.gates):
         buffer.copy_(torch.as_tensor(gates[-1]))
@@ -430,7 +427,7 @@ def prepare_linear_paths(run: Run) -> np.ndarray | None:
     for gates in each(run.model.gates):
         gates.fill_(1.0)
     for name in run.config.gated_paths:
-        for gates in each(getattr(run.model, GATES[name])):
+        for gates in each(getattr(run.model, GATED_PATHS[name].gates)):
             gates.fill_(0.0)
     return path_defaults
 
@@ -446,7 +443,7 @@ def finish_with_gates(run: Run, path_defaults: np.ndarray | None) -> dict[str, d
         best_ckpt.model.load_state_dict(run.model.state_dict())
         save_checkpoint(run.outputs.best, best_ckpt)
     run.world.barrier()
-    names = [PATH_NAMES[name] for name in run.config.gated_paths] + ["branches"]
+    names = [GATED_PATHS[name].name for name in run.config.gated_paths] + ["branches"]
     run.report("weights per trait over the statistics path (0: not used): " + "; ".join(
         f"{name} " + " ".join(f"{TRAIT_LETTERS[t]} {g:.2f}" for t, g in zip(TRAITS, row)) for name, row in zip(names, gates)))
     return {name: dict(zip(TRAITS, map(float, row))) for name, row in zip(names, gates)}

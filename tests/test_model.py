@@ -336,7 +336,7 @@ def test_model_config_refuses_impossible_sizes():
     assert ModelConfig().receptive_field == 125 and PRESETS["paper"].receptive_field == 16
     with pytest.raises(DataError, match="the paper's network has fixed sizes; drop the flags for embed_dim"):
         ModelConfig(kind="paper", embed_dim=64)
-    with pytest.raises(DataError, match="the temporal and event paths need the statistics path "
+    with pytest.raises(DataError, match="the temporal path and the event path need the statistics path "
                                         r"\(add --no-temporal-path --no-event-path, or drop --no-stats-path\)"):
         ModelConfig(stats_path=False)
     with pytest.raises(DataError, match="the event path needs the statistics path"):

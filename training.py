@@ -28,7 +28,8 @@ from dataset import SPLITS, Normalization, Scaler, SplitRecord, bucketed_batches
     prepare_split, split_clips
 from errors import DataError
 from metrics import regression_table
-from model import GATED_PATHS, Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint, save_checkpoint
+from model import (GATED_PATHS, Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint,
+                   save_checkpoint)
 from openface import TRAIT_LETTERS, TRAITS, Clip, ReadOptions, ReadSummary, attach_labels, read_clips, read_labels
 from plots import pyplot, save_figure
 from tables import write_text_atomic

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from dataset import Normalization, SplitRecord
 from errors import DataError
-from model import (EVENT_CAP, PAPER_FEATURE_SETS, PRESETS, Checkpoint, CheckpointError, ModelConfig, PaperNet, build_model,
-                   check_features, config_record, event_latencies, load_checkpoint, paper_config, save_checkpoint)
+from model import (EVENT_CAP, PAPER_FEATURE_SETS, PRESETS, Checkpoint, CheckpointError, ModelConfig, PaperNet,
+                   build_model, check_features, config_record, event_latencies, load_checkpoint, paper_config,
+                   save_checkpoint)
 from openface import FEATURE_COLUMNS, FEATURE_SETS, TRAITS
 
 SMALL = dict(embed_dim=32, lstm_hidden=16, attn_dim=24, attn_hops=4)

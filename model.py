@@ -47,10 +47,11 @@ class GatedPath(NamedTuple):
     name: str  # as reports say it
     gates: str  # its gate buffer
     switch: str  # the flag that turns it off
+    screened: bool  # many inputs of which few matter: fitted on the few (baselines.screened_ridge_fit)
 
 
-GATED_PATHS = {"temporal": GatedPath("temporal path", "temporal_gates", "--no-temporal-path"),
-               "events": GatedPath("event path", "event_gates", "--no-event-path")}
+GATED_PATHS = {"temporal": GatedPath("temporal path", "temporal_gates", "--no-temporal-path", screened=False),
+               "events": GatedPath("event path", "event_gates", "--no-event-path", screened=True)}  # paths() order
 
 
 @dataclass(frozen=True)

@@ -298,7 +298,7 @@ def fit_linear_paths(model: torch.nn.Module, train: Sequence[Clip], scaler: Scal
     fitted = inputs["stats"] @ weight.T + bias  # (N, 5)
     defaults = []
     for name in model.cfg.gated_paths:
-        path = (screened_ridge_fit if name == "events" else ridge_fit)(inputs[name], y - fitted, groups)
+        path = (screened_ridge_fit if GATED_PATHS[name].screened else ridge_fit)(inputs[name], y - fitted, groups)
         set_linear(each(getattr(model, name)), path.weight, path.bias)
         gate = choose_gates(fitted, [path.held_out], y, groups=groups)[0]
         fitted = fitted + gate * path.held_out
@@ -335,7 +335,7 @@ def calibrate_gates(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scale
     from the paths at `defaults` (fit_linear_paths; zeros when None) and the branches unused); returns them,
     (len(cfg.gated_paths) + 1, 5), the branches last."""
     stats, *paths, branches = model_paths(model, clips, scaler, device)
-    contribution = dict(zip(("temporal", "events"), paths))
+    contribution = dict(zip(GATED_PATHS, paths))
     y = labels_of(clips)
     names = model.cfg.gated_paths
     start = np.zeros((len(names) + 1, y.shape[1]))

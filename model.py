@@ -29,7 +29,7 @@ from errors import DataError
 from openface import FEATURE_COLUMNS, FEATURE_SETS, TRAITS, Clip, feature_set_name
 from tables import atomic_output
 
-__version__ = "2.0.0"
+__version__ = "2.0.1"
 CHECKPOINT_FORMAT = "openface-bigfive/2"
 CHECKPOINT_FORMAT_V1 = "openface-bigfive/1"  # metadata in an untyped dict; still loads
 KINDS = ("hybrid", "conv", "attention", "paper")
@@ -38,7 +38,7 @@ PAPER_WINDOW = 699  # longer clips are cut into windows of at most this many fra
 PAPER_GAP = 24  # PaperNet.forward_valid: the all-padding run kept (> the conv stack's receptive field, 16)
 PAPER_EDGE = 8  # and the padding kept at the right end, where the convolutions' own zero padding shows
 EVENT_Z = 2.5  # event path: a peak of an input beyond this many standard deviations of its clip is an event
-EVENT_CAP = 180  # frames (6 s at 30 fps): the longest time between events the event path tells apart
+EVENT_CAP = 180  # frames (6 s at 30 fps): the longest time from one event to another that the event path counts
 
 
 class GatedPath(NamedTuple):
@@ -208,9 +208,10 @@ def lagged_correlations(x: torch.Tensor, lengths: torch.Tensor, lags: Sequence[i
 
 def event_latencies(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, T, F) -> (B, 2F * F): for each input i's rises and dips and each input j's rises, the mean time in
-    frames from the last i-event to each j-rise over each clip's valid frames (EVENT_CAP when there is none, or j
-    never rises). An event is a peak beyond EVENT_Z standard deviations of the clip. How long after a nod a
-    surprised look comes is one such number; lagged correlations spread it thinly over many lags."""
+    frames from the last i-event to each j-rise that comes at most EVENT_CAP frames after one, over each clip's valid
+    frames; NaN where no j-rise does (HybridNet.event_statistics fills those in). An event is a peak beyond EVENT_Z
+    standard deviations of the clip. How long after a nod a surprised look comes is one such number; lagged
+    correlations spread it thinly over many lags."""
     steps, n = x.shape[1], x.shape[2]
     mask = valid_mask(lengths, steps)  # (B, T)
     mean, std = masked_moments(x.transpose(1, 2), mask)  # (B, F) each
@@ -220,12 +221,13 @@ def event_latencies(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     after = F.pad(z, (0, 0, 0, 1), value=-math.inf)[:, 1:]
     peaks = (z > EVENT_Z) & (z >= before) & (z > after)  # (B, T, 2F)
     t = torch.arange(steps, device=x.device, dtype=x.dtype)[None, :, None]  # (1, T, 1)
-    last = torch.where(peaks, t, t.new_tensor(-EVENT_CAP)).cummax(dim=1).values  # (B, T, 2F)
-    since = (t - last).clamp(max=EVENT_CAP)  # (B, T, 2F) frames since the last event of each channel
+    last = torch.where(peaks, t, t.new_tensor(-math.inf)).cummax(dim=1).values  # (B, T, 2F)
+    since = t - last  # (B, T, 2F) frames since the last event of each channel (inf before the first)
+    answered = since <= EVENT_CAP  # (B, T, 2F)
     rises = peaks[:, :, :n].to(x.dtype)  # (B, T, F)
-    count = rises.sum(dim=1)[:, None, :]  # (B, 1, F)
-    total = torch.bmm(since.transpose(1, 2), rises)  # (B, 2F, F)
-    return torch.where(count > 0, total / count.clamp(min=1), float(EVENT_CAP)).flatten(1)
+    count = torch.bmm(answered.to(x.dtype).transpose(1, 2), rises)  # (B, 2F, F) j-rises after an i-event
+    total = torch.bmm(since.masked_fill(~answered, 0.0).transpose(1, 2), rises)  # (B, 2F, F)
+    return torch.where(count > 0, total / count.clamp(min=1), math.nan).flatten(1)
 
 
 def masked_moments(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -321,9 +323,10 @@ class HybridNet(nn.Module):
                               + event_gates * events(event latencies of x) + gates * head(branches)
 
     The linear paths are fitted before training (training.fit_linear_paths: the statistics path on the labels by
-    ridge regression, the temporal path by ridge on what it misses, the event path by ridge on the few latencies
-    that best predict what both miss) and kept fixed; the head starts at zero and learns what the statistics path
-    misses. The per-trait gates (training.choose_gates) open the temporal and event paths where their held-out
+    ridge regression, then the temporal and event paths one after the other, each on what the paths before it
+    miss, in the order that predicts each trait best on held-out clips; the temporal path by ridge, the event path
+    by ridge on its few latencies that best predict that) and kept fixed; the head starts at zero and learns what
+    the statistics path misses. The per-trait gates (training.choose_gates) open the temporal and event paths where their held-out
     predictions on the training clips help (folds over source videos), and the validation clips change that or
     open the branches only where it lowers their error significantly, so a path that does not help a trait
     leaves it alone. Outputs are clipped to [0, 1] in eval mode. Without the statistics path the output is
@@ -365,6 +368,7 @@ class HybridNet(nn.Module):
         if cfg.event_path:
             self.events = nn.Linear(2 * cfg.n_features ** 2, cfg.n_traits)
             self.register_buffer("event_gates", torch.zeros(cfg.n_traits))
+            self.register_buffer("event_fill", torch.zeros(2 * cfg.n_features ** 2))
             nn.init.zeros_(self.events.weight)
             nn.init.zeros_(self.events.bias)
 
@@ -391,8 +395,13 @@ class HybridNet(nn.Module):
         return lagged_correlations(x, lengths, self.cfg.temporal_lags)
 
     def event_statistics(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) -> (B, 2F * F), the event path's inputs."""
+        """(B, T, F) -> (B, 2F * F), the event path's inputs: event_latencies, NaN where a clip has none."""
         return event_latencies(x, lengths)
+
+    def filled(self, latencies: torch.Tensor) -> torch.Tensor:
+        """(B, 2F * F) latencies with each missing one replaced by its mean over the training clips (event_fill, set
+        by training.fit_linear_paths), so a clip without such events gets that latency's average effect."""
+        return torch.where(latencies.isnan(), self.event_fill, latencies)
 
     def paths(self, x: torch.Tensor, lengths: torch.Tensor, linear: Sequence[str] = ("temporal", "events")
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -405,7 +414,7 @@ class HybridNet(nn.Module):
         if self.cfg.temporal_path and "temporal" in linear:
             lagged = self.temporal(self.temporal_statistics(x, lengths))
         if self.cfg.event_path and "events" in linear:
-            events = self.events(self.event_statistics(x, lengths))
+            events = self.events(self.filled(self.event_statistics(x, lengths)))
         return stats, lagged, events, self.branches(x, lengths)
 
     def parts(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -483,6 +492,10 @@ class Ensemble(nn.Module):
     @property
     def event_gates(self) -> list[torch.Tensor]:
         return [member.event_gates for member in self.members]
+
+    @property
+    def event_fill(self) -> list[torch.Tensor]:
+        return [member.event_fill for member in self.members]
 
 
 class PaperNet(nn.Module):
@@ -747,7 +760,13 @@ def _load_ours(path: Path, payload: dict) -> Checkpoint:
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(path, f"bad checkpoint field: {type(err).__name__} {err}") from None
     _check_consistent(path, ckpt)
-    _load_state(path, model, payload["state_dict"])
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(path, "no state_dict of weights")
+    if cfg.event_path and not any(str(key).endswith("event_fill") for key in state):
+        raise CheckpointError(path, f"its event path is the first one (code {ckpt.code_version or 'before 2.0.1'}), "
+                                    "whose latencies this code counts differently: retrain it")
+    _load_state(path, model, state)
     return ckpt
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,14 +21,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from baselines import labels_of, ridge_fit, screened_ridge_fit, video_codes
+from baselines import RidgeFit, labels_of, ridge_fit, screened_ridge_fit, video_codes
 from cli import option
 from data_augmentation import augment_clips
 from dataset import SPLITS, Normalization, Scaler, SplitRecord, bucketed_batches, collate, data_fingerprint, predict, \
     prepare_split, split_clips
 from errors import DataError
 from metrics import regression_table
-from model import (GATED_PATHS, Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint,
+from model import (EVENT_CAP, GATED_PATHS, Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint,
                    save_checkpoint)
 from openface import TRAIT_LETTERS, TRAITS, Clip, ReadOptions, ReadSummary, attach_labels, read_clips, read_labels
 from plots import pyplot, save_figure
@@ -261,7 +261,7 @@ def each(value) -> list:
 def linear_path_inputs(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler,
                        device: torch.device) -> dict[str, np.ndarray]:
     """The linear paths' inputs for the clips, by layer name: 'stats' (N, 2F) and, for the gated paths the network
-    has, 'temporal' lagged correlations (N, L F^2) and 'events' latencies (N, 2F^2)."""
+    has, 'temporal' lagged correlations (N, L F^2) and 'events' latencies (N, 2F^2), NaN where a clip has none."""
     model.eval()
     compute = {"stats": model.input_statistics, "temporal": model.temporal_statistics,
                "events": model.event_statistics}
@@ -281,29 +281,65 @@ def set_linear(layers: list, weight: np.ndarray, bias: np.ndarray) -> None:
         layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
 
+class PathFit(NamedTuple):
+    """The gated paths fitted one after the other: each path's fit and gates, and all paths' held-out predictions
+    added to the statistics path's fit, (N, 5)."""
+
+    fits: dict[str, RidgeFit]
+    gates: dict[str, np.ndarray]
+    held_out: np.ndarray
+
+
+def fit_in_order(inputs: dict[str, np.ndarray], y: np.ndarray, groups: Sequence[str], base: np.ndarray,
+                 order: Sequence[str]) -> PathFit:
+    """Fit the gated paths in `order`, each on what the base (N, 5) and the paths before it miss; each path's gates
+    are the weights its held-out predictions support (choose_gates over source videos)."""
+    fits, gates, fitted = {}, {}, base
+    for name in order:
+        fit = (screened_ridge_fit if GATED_PATHS[name].screened else ridge_fit)(inputs[name], y - fitted, groups)
+        gate = choose_gates(fitted, [fit.held_out], y, groups=groups)[0]
+        fits[name], gates[name], fitted = fit, gate, fitted + gate * fit.held_out
+    return PathFit(fits, gates, fitted)
+
+
+def missing_filled(latencies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Latencies (N, P) with each NaN replaced by its column's mean over the clips that have it (EVENT_CAP for a
+    column no clip has), and those means (P,)."""
+    present = ~np.isnan(latencies)
+    fill = np.where(present.any(axis=0), np.nansum(latencies, axis=0) / np.maximum(present.sum(axis=0), 1),
+                    float(EVENT_CAP))
+    return np.where(present, latencies, fill), fill
+
+
 @torch.no_grad()
 def fit_linear_paths(model: torch.nn.Module, train: Sequence[Clip], scaler: Scaler,
                      device: torch.device) -> np.ndarray | None:
-    """Fit the statistics path to the training labels, then each gated path to what the paths before it miss
-    (baselines.ridge_fit: closed form, penalties by cross-validation over source videos; the statistics path is
-    the ridge baseline; the event path by screened_ridge_fit, as few of its latencies matter). All are then kept
-    fixed; the branches learn what the statistics path misses, independently of the others. Returns each gated
-    path's weight per trait ((len(cfg.gated_paths), 5)), as its held-out predictions support it on all training
-    clips (choose_gates over source videos), or None without one: calibrate_gates departs from these only where
-    the validation clips say so significantly."""
+    """Fit the statistics path to the training labels (baselines.ridge_fit: closed form, penalties by
+    cross-validation over source videos; it is the ridge baseline), then the gated paths one after the other, each
+    to what the paths before it miss (fit_in_order), per trait in the order whose held-out predictions are best.
+    All are then kept fixed; the branches learn what the statistics path misses, independently of the others.
+    Returns each gated path's weight per trait ((len(cfg.gated_paths), 5)), as its held-out predictions support
+    it on all training clips, or None without one: calibrate_gates departs from these only where the validation
+    clips say so significantly."""
     inputs = linear_path_inputs(model, train, scaler, device)
     y, groups = labels_of(train), [c.group for c in train]
     weight, bias, _ = ridge_fit(inputs["stats"], y, groups)
     set_linear(each(model.stats), weight, bias)
-    fitted = inputs["stats"] @ weight.T + bias  # (N, 5)
-    defaults = []
-    for name in model.cfg.gated_paths:
-        path = (screened_ridge_fit if GATED_PATHS[name].screened else ridge_fit)(inputs[name], y - fitted, groups)
-        set_linear(each(getattr(model, name)), path.weight, path.bias)
-        gate = choose_gates(fitted, [path.held_out], y, groups=groups)[0]
-        fitted = fitted + gate * path.held_out
-        defaults.append(gate)
-    return np.stack(defaults) if defaults else None
+    names = model.cfg.gated_paths
+    if not names:
+        return None
+    if "events" in inputs:
+        inputs["events"], fill = missing_filled(inputs["events"])
+        for buffer in each(model.event_fill):
+            buffer.copy_(torch.as_tensor(fill, dtype=torch.float32))
+    base = inputs["stats"] @ weight.T + bias  # (N, 5)
+    orders = [fit_in_order(inputs, y, groups, base, order) for order in itertools.permutations(names)]
+    errors = np.stack([((np.clip(order.held_out, 0, 1) - y) ** 2).mean(axis=0) for order in orders])  # (orders, 5)
+    best = [orders[o] for o in errors.argmin(axis=0)]  # per trait; the first order on a tie
+    for name in names:
+        set_linear(each(getattr(model, name)), np.stack([fit.fits[name].weight[t] for t, fit in enumerate(best)]),
+                   np.array([fit.fits[name].bias[t] for t, fit in enumerate(best)]))
+    return np.stack([[fit.gates[name][t] for t, fit in enumerate(best)] for name in names])
 
 
 def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.ndarray,

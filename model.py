@@ -206,12 +206,13 @@ def lagged_correlations(x: torch.Tensor, lengths: torch.Tensor, lags: Sequence[i
     return torch.cat(parts, dim=1)
 
 
-def event_latencies(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(B, T, F) -> (B, 2F * F): for each input i's rises and dips and each input j's rises, the mean time in
-    frames from the last i-event to each j-rise that comes at most EVENT_CAP frames after one, over each clip's valid
-    frames; NaN where no j-rise does (HybridNet.event_statistics fills those in). An event is a peak beyond EVENT_Z
-    standard deviations of the clip. How long after a nod a surprised look comes is one such number; lagged
-    correlations spread it thinly over many lags."""
+def event_timings(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, 2 * 2F * F): for each input i's rises and dips and each input j's rises, first the mean
+    time in frames from the last i-event to each j-rise that comes at most EVENT_CAP frames after one, then the
+    share of j-rises that do, over each clip's valid frames; NaN where no j-rise does, or j never rises
+    (HybridNet.filled fills those in). An event is a peak beyond EVENT_Z standard deviations of the clip. How long
+    after a nod a surprised look comes is one such latency, how many smiles follow a nod one such share; lagged
+    correlations spread both thinly over many lags."""
     steps, n = x.shape[1], x.shape[2]
     mask = valid_mask(lengths, steps)  # (B, T)
     mean, std = masked_moments(x.transpose(1, 2), mask)  # (B, F) each
@@ -227,7 +228,10 @@ def event_latencies(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     rises = peaks[:, :, :n].to(x.dtype)  # (B, T, F)
     count = torch.bmm(answered.to(x.dtype).transpose(1, 2), rises)  # (B, 2F, F) j-rises after an i-event
     total = torch.bmm(since.masked_fill(~answered, 0.0).transpose(1, 2), rises)  # (B, 2F, F)
-    return torch.where(count > 0, total / count.clamp(min=1), math.nan).flatten(1)
+    all_rises = rises.sum(dim=1)[:, None, :]  # (B, 1, F)
+    latency = torch.where(count > 0, total / count.clamp(min=1), math.nan)  # (B, 2F, F)
+    share = torch.where(all_rises > 0, count / all_rises.clamp(min=1), math.nan)  # (B, 2F, F)
+    return torch.cat([latency.flatten(1), share.flatten(1)], dim=1)
 
 
 def masked_moments(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,17 +324,17 @@ class HybridNet(nn.Module):
     With the statistics path the output is
 
         stats(mean, std of x) + temporal_gates * temporal(lagged correlations of x)
-                              + event_gates * events(event latencies of x) + gates * head(branches)
+                              + event_gates * events(event timings of x) + gates * head(branches)
 
     The linear paths are fitted before training (training.fit_linear_paths: the statistics path on the labels by
     ridge regression, then the temporal and event paths one after the other, each on what the paths before it
     miss, in the order that predicts each trait best on held-out clips; the temporal path by ridge, the event path
-    by ridge on its few latencies that best predict that) and kept fixed; the head starts at zero and learns what
-    the statistics path misses. The per-trait gates (training.choose_gates) open the temporal and event paths where their held-out
-    predictions on the training clips help (folds over source videos), and the validation clips change that or
-    open the branches only where it lowers their error significantly, so a path that does not help a trait
-    leaves it alone. Outputs are clipped to [0, 1] in eval mode. Without the statistics path the output is
-    sigmoid(head(branches)), as in the paper."""
+    by ridge on its few event timings that best predict that) and kept fixed; the head starts at zero and learns what
+    the statistics path misses. The per-trait gates (training.choose_gates) open the temporal and event paths
+    where their held-out predictions on the training clips help (folds over source videos), and the validation
+    clips change that or open the branches only where it lowers their error significantly, so a path that does
+    not help a trait leaves it alone. Outputs are clipped to [0, 1] in eval mode. Without the statistics path the
+    output is sigmoid(head(branches)), as in the paper."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -366,9 +370,9 @@ class HybridNet(nn.Module):
             nn.init.zeros_(self.temporal.weight)
             nn.init.zeros_(self.temporal.bias)
         if cfg.event_path:
-            self.events = nn.Linear(2 * cfg.n_features ** 2, cfg.n_traits)
+            self.events = nn.Linear(4 * cfg.n_features ** 2, cfg.n_traits)
             self.register_buffer("event_gates", torch.zeros(cfg.n_traits))
-            self.register_buffer("event_fill", torch.zeros(2 * cfg.n_features ** 2))
+            self.register_buffer("event_fill", torch.zeros(4 * cfg.n_features ** 2))
             nn.init.zeros_(self.events.weight)
             nn.init.zeros_(self.events.bias)
 
@@ -395,13 +399,13 @@ class HybridNet(nn.Module):
         return lagged_correlations(x, lengths, self.cfg.temporal_lags)
 
     def event_statistics(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) -> (B, 2F * F), the event path's inputs: event_latencies, NaN where a clip has none."""
-        return event_latencies(x, lengths)
+        """(B, T, F) -> (B, 4F * F), the event path's inputs: event_timings, NaN where a clip has none."""
+        return event_timings(x, lengths)
 
-    def filled(self, latencies: torch.Tensor) -> torch.Tensor:
-        """(B, 2F * F) latencies with each missing one replaced by its mean over the training clips (event_fill, set
-        by training.fit_linear_paths), so a clip without such events gets that latency's average effect."""
-        return torch.where(latencies.isnan(), self.event_fill, latencies)
+    def filled(self, timings: torch.Tensor) -> torch.Tensor:
+        """(B, 4F * F) event timings with each missing one replaced by its mean over the training clips (event_fill,
+        set by training.fit_linear_paths), so a clip without such events gets that timing's average effect."""
+        return torch.where(timings.isnan(), self.event_fill, timings)
 
     def paths(self, x: torch.Tensor, lengths: torch.Tensor, linear: Sequence[str] = ("temporal", "events")
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -765,7 +769,7 @@ def _load_ours(path: Path, payload: dict) -> Checkpoint:
         raise CheckpointError(path, "no state_dict of weights")
     if cfg.event_path and not any(str(key).endswith("event_fill") for key in state):
         raise CheckpointError(path, f"its event path is the first one (code {ckpt.code_version or 'before 2.0.1'}), "
-                                    "whose latencies this code counts differently: retrain it")
+                                    "whose inputs this code counts differently: retrain it")
     _load_state(path, model, state)
     return ckpt
 

@@ -28,7 +28,7 @@ from dataset import SPLITS, Normalization, Scaler, SplitRecord, bucketed_batches
     prepare_split, split_clips
 from errors import DataError
 from metrics import regression_table
-from model import (EVENT_CAP, GATED_PATHS, Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint,
+from model import (GATED_PATHS, Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint,
                    save_checkpoint)
 from openface import TRAIT_LETTERS, TRAITS, Clip, ReadOptions, ReadSummary, attach_labels, read_clips, read_labels
 from plots import pyplot, save_figure
@@ -261,7 +261,7 @@ def each(value) -> list:
 def linear_path_inputs(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler,
                        device: torch.device) -> dict[str, np.ndarray]:
     """The linear paths' inputs for the clips, by layer name: 'stats' (N, 2F) and, for the gated paths the network
-    has, 'temporal' lagged correlations (N, L F^2) and 'events' latencies (N, 2F^2), NaN where a clip has none."""
+    has, 'temporal' lagged correlations (N, L F^2) and 'events' timings (N, 4F^2), NaN where a clip has none."""
     model.eval()
     compute = {"stats": model.input_statistics, "temporal": model.temporal_statistics,
                "events": model.event_statistics}
@@ -302,13 +302,12 @@ def fit_in_order(inputs: dict[str, np.ndarray], y: np.ndarray, groups: Sequence[
     return PathFit(fits, gates, fitted)
 
 
-def missing_filled(latencies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Latencies (N, P) with each NaN replaced by its column's mean over the clips that have it (EVENT_CAP for a
-    column no clip has), and those means (P,)."""
-    present = ~np.isnan(latencies)
-    fill = np.where(present.any(axis=0), np.nansum(latencies, axis=0) / np.maximum(present.sum(axis=0), 1),
-                    float(EVENT_CAP))
-    return np.where(present, latencies, fill), fill
+def missing_filled(timings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Event timings (N, P) with each NaN replaced by its column's mean over the clips that have it (0 for a
+    column no clip has, which then gets no weight), and those means (P,)."""
+    present = ~np.isnan(timings)
+    fill = np.nansum(timings, axis=0) / np.maximum(present.sum(axis=0), 1)  # (P,)
+    return np.where(present, timings, fill), fill
 
 
 @torch.no_grad()
@@ -334,7 +333,7 @@ def fit_linear_paths(model: torch.nn.Module, train: Sequence[Clip], scaler: Scal
             buffer.copy_(torch.as_tensor(fill, dtype=torch.float32))
     base = inputs["stats"] @ weight.T + bias  # (N, 5)
     orders = [fit_in_order(inputs, y, groups, base, order) for order in itertools.permutations(names)]
-    errors = np.stack([((np.clip(order.held_out, 0, 1) - y) ** 2).mean(axis=0) for order in orders])  # (orders, 5)
+    errors = np.stack([((np.clip(fit.held_out, 0, 1) - y) ** 2).mean(axis=0) for fit in orders])  # (orders, 5)
     best = [orders[o] for o in errors.argmin(axis=0)]  # per trait; the first order on a tie
     for name in names:
         set_linear(each(getattr(model, name)), np.stack([fit.fits[name].weight[t] for t, fit in enumerate(best)]),

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from dataset import Normalization, SplitRecord
 from errors import DataError
-from model import (EVENT_CAP, PAPER_FEATURE_SETS, PRESETS, Checkpoint, CheckpointError, ModelConfig, PaperNet,
-                   build_model, check_features, config_record, event_latencies, load_checkpoint, paper_config,
+from model import (PAPER_FEATURE_SETS, PRESETS, Checkpoint, CheckpointError, ModelConfig, PaperNet,
+                   build_model, check_features, config_record, event_timings, load_checkpoint, paper_config,
                    save_checkpoint)
 from openface import FEATURE_COLUMNS, FEATURE_SETS, TRAITS
 
@@ -59,36 +59,37 @@ def test_padding_and_garbage_beyond_length_do_not_change_outputs(kind):
     assert (alone[:, None] - alone[None]).abs().max() > 1e-4  # clips differ by 50x the tolerance
 
 
-def test_event_latencies_are_the_frames_from_the_last_peak_of_one_input_to_the_peaks_of_another():
+def test_event_timings_are_the_frames_from_the_last_peak_of_one_input_to_the_peaks_of_another_and_their_share():
     n = len(FEATURE_COLUMNS)
     pitch, lid, smile = (FEATURE_COLUMNS.index(name) for name in ("pose_Rx", "AU05_r", "AU12_r"))
     x = torch.zeros(1, 300, n)
     x[0, [5, 30], pitch] = -1.0  # two nods (dips)
     x[0, [12, 40, 220], lid] = 1.0  # the first two answered 7 and 10 frames later; the third too late to count
     x[0, 50, smile] = 1.0  # one smile, after both
-    latency = event_latencies(x, torch.tensor([300])).view(2 * n, n)  # (rises then dips of i, rises of j)
-    assert latency[n + pitch, lid] == 8.5  # (7 + 10) / 2: 220 is more than EVENT_CAP frames after the last nod
-    assert latency[n + pitch, smile] == 20  # 50 - 30
+    latency, share = event_timings(x, torch.tensor([300])).view(2, 2 * n, n)  # (rises then dips of i, rises of j)
+    assert latency[n + pitch, lid] == 8.5 and share[n + pitch, lid] == 2 / 3  # 220 is > EVENT_CAP after a nod
+    assert latency[n + pitch, smile] == 20 and share[n + pitch, smile] == 1  # 50 - 30
     assert latency[lid, lid] == 0 and latency[lid, smile] == 10  # a peak is its own last event
-    assert latency[smile, lid] == 170  # only the lid raise at 220 comes after the smile
-    assert latency[smile, smile] == 0 and latency[n + pitch, pitch].isnan()  # pitch never rises: no latency
+    assert latency[smile, lid] == 170 and share[smile, lid] == 1 / 3  # only the lid raise at 220 follows the smile
+    assert latency[n + pitch, pitch].isnan() and share[n + pitch, pitch].isnan()  # pitch never rises
     x[0, :, lid] = 0.0
     x[0, 260, lid] = 1.0  # now every lid raise comes too late after a nod
-    assert event_latencies(x, torch.tensor([300])).view(2 * n, n)[n + pitch, lid].isnan()
+    latency, share = event_timings(x, torch.tensor([300])).view(2, 2 * n, n)
+    assert latency[n + pitch, lid].isnan() and share[n + pitch, lid] == 0
     x[0, :, smile] = torch.linspace(0, 1, 300)  # a slow rise is no event: its highest frame is 1.7 sd up
-    assert event_latencies(x, torch.tensor([300])).view(2 * n, n)[n + pitch, smile].isnan()
+    assert event_timings(x, torch.tensor([300])).view(2, 2 * n, n)[:, n + pitch, smile].isnan().all()
 
 
-def test_event_latencies_ignore_what_lies_beyond_each_clip():
+def test_event_timings_ignore_what_lies_beyond_each_clip():
     torch.manual_seed(0)
     lengths = [80, 45, 120]
     clips = [torch.randn(length, 22) for length in lengths]
-    alone = torch.cat([event_latencies(c[None], torch.tensor([len(c)])) for c in clips])
+    alone = torch.cat([event_timings(c[None], torch.tensor([len(c)])) for c in clips])
     batch = torch.zeros(3, 150, 22)  # zeros beyond each length, as HybridNet.paths gives them
     for i, c in enumerate(clips):
         batch[i, : len(c)] = c
-    torch.testing.assert_close(event_latencies(batch, torch.tensor(lengths)), alone, atol=0, rtol=0, equal_nan=True)
-    assert (~alone.isnan()).float().mean() > 0.05  # real latencies, not only missing ones
+    torch.testing.assert_close(event_timings(batch, torch.tensor(lengths)), alone, atol=0, rtol=0, equal_nan=True)
+    assert (~alone.isnan()).float().mean() > 0.05  # real timings, not only missing ones
 
 
 def test_attention_branch_depends_on_the_clip():
@@ -252,6 +253,18 @@ def test_checkpoints_from_before_the_event_path_load_with_it_off(tmp_path):
     assert ckpt.config == cfg and not hasattr(ckpt.model, "events")
     x = torch.randn(2, 50, 22)
     torch.testing.assert_close(ckpt.model(x, torch.tensor([50, 30])), model(x, torch.tensor([50, 30])))
+
+
+def test_checkpoints_with_the_first_event_path_are_refused_in_one_line(tmp_path):
+    """Its inputs were counted otherwise (every rise, the cap for a missing latency): it would give other outputs."""
+    cfg = ModelConfig(n_features=22, **SMALL)
+    state = {k: v for k, v in build_model(cfg).state_dict().items() if k != "event_fill"}
+    torch.save({"format": "openface-bigfive/2", "config": config_record(cfg), "state_dict": state,
+                "fields": {"features": list(FEATURE_COLUMNS), "normalization": {"kind": "none"},
+                           "code_version": "2.0.0+81eec06"}}, tmp_path / "first.pt")
+    with pytest.raises(CheckpointError, match=r"first.pt: its event path is the first one \(code 2.0.0\+81eec06\), "
+                                              "whose inputs this code counts differently: retrain it"):
+        load_checkpoint(tmp_path / "first.pt")
 
 
 def test_inconsistent_checkpoints_are_refused(tmp_path):

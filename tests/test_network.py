@@ -17,7 +17,7 @@ from conftest import ROOT, TINY_MODEL, one_line_error, run_script
 from dataset import Normalization
 from model import Ensemble, HybridNet, ModelConfig, build_model, load_checkpoint
 from openface import FEATURE_COLUMNS, TRAITS, Clip
-from training import choose_gates, fit_linear_paths, model_paths
+from training import choose_gates, fit_linear_paths, missing_filled, model_paths
 
 
 def clips_with_mean_signal(n: int, seed: int) -> list[Clip]:
@@ -139,31 +139,48 @@ def test_the_temporal_path_sees_which_movement_follows_which():
     assert abs(np.corrcoef(stats[:, 2], truth)[0, 1]) < 0.3  # clip statistics cannot see the order
 
 
-def test_the_event_path_reads_how_long_after_one_movement_another_comes():
+@pytest.mark.parametrize("temporal_path", [False, True])
+def test_the_event_path_reads_how_long_after_one_movement_another_comes(temporal_path):
     """Openness is the delay (10-40 frames, one per clip) from each nod (a pitch dip) to a lid raise: clip means and
-    spreads are the same whatever the delay, and the event path reads it off the frames."""
+    spreads are the same whatever the delay, and the event path reads it off the frames, also when the temporal
+    path, which sees part of it, is fitted beside it. In one clip in ten the lids never move: that latency is then
+    the training clips' mean, so the clip gets the mean delay (its label)."""
     rng = np.random.default_rng(5)
     bump = np.hanning(9).astype(np.float32) * 2.0
     clips = []
     for i in range(400):
         frames = rng.normal(0, 0.2, (200, 22)).astype(np.float32)
-        delay = int(rng.integers(10, 41))
+        delay = int(rng.integers(10, 41)) if i % 10 else 25
         for nod in (10, 70, 130):
             frames[nod: nod + 9, FEATURE_COLUMNS.index("pose_Rx")] -= bump
             frames[nod + delay: nod + delay + 9, FEATURE_COLUMNS.index("AU05_r")] += bump
+        if i % 10 == 0:
+            frames[:, FEATURE_COLUMNS.index("AU05_r")] = 0.0
         label = np.array([0.5, 0.5, 0.5, 0.5, 0.3 + 0.4 * (delay - 10) / 30], np.float32)
         clips.append(Clip(f"c{i}", "", f"c{i}", frames, label))
     scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
     torch.manual_seed(0)
     model = build_model(ModelConfig(conv_channels=(8,), conv_kernels=(3,), conv_dilations=(1,), head_hidden=(8,),
-                                    embed_dim=8, lstm_hidden=8, attn_dim=8, attn_hops=2, temporal_path=False))
+                                    embed_dim=8, lstm_hidden=8, attn_dim=8, attn_hops=2, temporal_path=temporal_path))
     weights = fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
     stats, _, events, _ = model_paths(model, clips[300:], scaler, torch.device("cpu"))
     truth = np.stack([c.label for c in clips[300:]])[:, 4]
-    np.testing.assert_array_equal(weights, [[0, 0, 0, 0, 1]])  # held out, it helps the delay trait, only there
+    np.testing.assert_array_equal(weights[-1], [0, 0, 0, 0, 1])  # held out, it helps the delay trait, only there
     assert np.corrcoef(stats[:, 4] + events[:, 4], truth)[0, 1] > 0.95
     assert abs(np.corrcoef(stats[:, 4], truth)[0, 1]) < 0.3  # clip statistics cannot see the delay
     assert (model.events.weight[:4] == 0).all() and 0 < (model.events.weight[4] != 0).sum() <= 64  # a few latencies
+    silent = np.arange(300, 400) % 10 == 0
+    np.testing.assert_allclose(stats[silent, 4] + events[silent, 4], 0.5, atol=0.05)  # the mean delay's label
+    n = len(FEATURE_COLUMNS)
+    pair = (n + FEATURE_COLUMNS.index("pose_Rx")) * n + FEATURE_COLUMNS.index("AU05_r")  # pitch dips, lid rises
+    assert 22 < float(model.event_fill[pair]) < 28  # the mean nod -> lid raise delay of the clips that have one
+
+
+def test_missing_event_timings_are_filled_with_the_mean_of_the_clips_that_have_them():
+    timings = np.array([[1.0, np.nan, np.nan], [3.0, 4.0, np.nan], [np.nan, 6.0, np.nan]])
+    filled, fill = missing_filled(timings)
+    np.testing.assert_array_equal(fill, [2.0, 5.0, 0.0])  # a timing no clip has: 0, a constant
+    np.testing.assert_array_equal(filled, [[1, 5, 0], [3, 4, 0], [2, 6, 0]])
 
 
 def test_gates_keep_the_branches_only_where_they_help_significantly():

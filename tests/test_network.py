@@ -12,12 +12,13 @@ import torch
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import GroupKFold
 
-from baselines import RIDGE_ALPHAS, ridge_fit, ridge_on_statistics, screened_ridge_fit
+from baselines import RIDGE_ALPHAS, labels_of, ridge_fit, ridge_on_statistics, screened_ridge_fit
 from conftest import ROOT, TINY_MODEL, one_line_error, run_script
-from dataset import Normalization
+from dataset import Normalization, Scaler
 from model import Ensemble, HybridNet, ModelConfig, build_model, load_checkpoint
 from openface import FEATURE_COLUMNS, TRAITS, Clip
-from training import choose_gates, fit_linear_paths, missing_filled, model_paths
+from training import (choose_gates, fit_in_order, fit_linear_paths, linear_path_inputs, missing_filled,
+                      model_paths)
 
 
 def clips_with_mean_signal(n: int, seed: int) -> list[Clip]:
@@ -139,12 +140,10 @@ def test_the_temporal_path_sees_which_movement_follows_which():
     assert abs(np.corrcoef(stats[:, 2], truth)[0, 1]) < 0.3  # clip statistics cannot see the order
 
 
-@pytest.mark.parametrize("temporal_path", [False, True])
-def test_the_event_path_reads_how_long_after_one_movement_another_comes(temporal_path):
-    """Openness is the delay (10-40 frames, one per clip) from each nod (a pitch dip) to a lid raise: clip means and
-    spreads are the same whatever the delay, and the event path reads it off the frames, also when the temporal
-    path, which sees part of it, is fitted beside it. In one clip in ten the lids never move: that latency is then
-    the training clips' mean, so the clip gets the mean delay (its label)."""
+def clips_with_a_delay() -> tuple[list[Clip], Scaler]:
+    """400 clips whose openness is the delay (10-40 frames, one per clip) from each nod (a pitch dip) to a lid raise;
+    in one clip in ten the lids never move (delay 25, the mean: label 0.5). Clip means and spreads are the same
+    whatever the delay."""
     rng = np.random.default_rng(5)
     bump = np.hanning(9).astype(np.float32) * 2.0
     clips = []
@@ -158,10 +157,22 @@ def test_the_event_path_reads_how_long_after_one_movement_another_comes(temporal
             frames[:, FEATURE_COLUMNS.index("AU05_r")] = 0.0
         label = np.array([0.5, 0.5, 0.5, 0.5, 0.3 + 0.4 * (delay - 10) / 30], np.float32)
         clips.append(Clip(f"c{i}", "", f"c{i}", frames, label))
-    scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+    return clips, Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+
+
+def small_network(**paths) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(conv_channels=(8,), conv_kernels=(3,), conv_dilations=(1,), head_hidden=(8,),
-                                    embed_dim=8, lstm_hidden=8, attn_dim=8, attn_hops=2, temporal_path=temporal_path))
+    return build_model(ModelConfig(conv_channels=(8,), conv_kernels=(3,), conv_dilations=(1,), head_hidden=(8,),
+                                   embed_dim=8, lstm_hidden=8, attn_dim=8, attn_hops=2, **paths))
+
+
+@pytest.mark.parametrize("temporal_path", [False, True])
+def test_the_event_path_reads_how_long_after_one_movement_another_comes(temporal_path):
+    """Clip statistics cannot see the delay; the event path reads it off the frames, also when the temporal path,
+    which sees part of it, is fitted beside it. Where the lids never move, the latency is the training clips'
+    mean, so the clip gets the mean delay (its label)."""
+    clips, scaler = clips_with_a_delay()
+    model = small_network(temporal_path=temporal_path)
     weights = fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
     stats, _, events, _ = model_paths(model, clips[300:], scaler, torch.device("cpu"))
     truth = np.stack([c.label for c in clips[300:]])[:, 4]
@@ -174,6 +185,30 @@ def test_the_event_path_reads_how_long_after_one_movement_another_comes(temporal
     n = len(FEATURE_COLUMNS)
     pair = (n + FEATURE_COLUMNS.index("pose_Rx")) * n + FEATURE_COLUMNS.index("AU05_r")  # pitch dips, lid rises
     assert 22 < float(model.event_fill[pair]) < 28  # the mean nod -> lid raise delay of the clips that have one
+
+
+def test_each_trait_keeps_the_order_of_the_paths_its_held_out_predictions_prefer():
+    """Fitted first, the temporal path takes a slice of the delay and leaves the event path less to find: openness
+    prefers the event path first, and gets it; the traits without a signal tie and keep the configured order."""
+    clips, scaler = clips_with_a_delay()
+    train = clips[:300]
+    model = small_network()
+    defaults = fit_linear_paths(model, train, scaler, torch.device("cpu"))
+    inputs = linear_path_inputs(model, train, scaler, torch.device("cpu"))
+    inputs["events"], _ = missing_filled(inputs["events"])
+    y, groups = labels_of(train), [c.group for c in train]
+    weight, bias, _ = ridge_fit(inputs["stats"], y, groups)  # the statistics path
+    base = inputs["stats"] @ weight.T + bias  # (N, 5)
+    orders = [("temporal", "events"), ("events", "temporal")]
+    fits = [fit_in_order(inputs, y, groups, base, order) for order in orders]
+    errors = np.stack([((np.clip(fit.held_out, 0, 1) - y) ** 2).mean(axis=0) for fit in fits])  # (2, 5)
+    assert errors[1, 4] < 0.5 * errors[0, 4]  # the event path first predicts openness better, held out
+    for t in range(len(TRAITS)):
+        chosen = fits[int(errors[1, t] < errors[0, t])]  # the temporal path first on a tie
+        for row, name in enumerate(("temporal", "events")):
+            np.testing.assert_allclose(getattr(model, name).weight[t].detach().numpy(), chosen.fits[name].weight[t],
+                                       rtol=1e-5, atol=1e-7)
+            assert defaults[row, t] == chosen.gates[name][t]
 
 
 def test_missing_event_timings_are_filled_with_the_mean_of_the_clips_that_have_them():

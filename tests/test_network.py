@@ -33,13 +33,16 @@ def clips_with_mean_signal(n: int, seed: int) -> list[Clip]:
     return clips
 
 
+def small_network(**options) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelConfig(conv_channels=(8,), conv_kernels=(3,), conv_dilations=(1,), head_hidden=(8,),
+                                   embed_dim=8, lstm_hidden=8, attn_dim=8, attn_hops=2, **options))
+
+
 def test_the_statistics_path_is_the_ridge_baseline():
     clips = clips_with_mean_signal(120, 0)
     scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(n_features=22, embed_dim=8, lstm_hidden=8, attn_dim=8, attn_hops=2,
-                                    conv_channels=(8,), conv_kernels=(3,), conv_dilations=(1,), head_hidden=(8,),
-                                    temporal_path=False))
+    model = small_network(temporal_path=False)
     fit_linear_paths(model, clips, scaler, torch.device("cpu"))
     linear, _, _, residual = model_paths(model, clips, scaler, torch.device("cpu"))
     assert np.abs(residual).max() == 0  # the head starts at zero: the untrained network is the ridge fit
@@ -128,10 +131,7 @@ def test_the_temporal_path_sees_which_movement_follows_which():
         clips.append(Clip(f"c{i}", "", f"c{i}", frames, np.array([0.5, 0.5, 0.7 if follows else 0.3, 0.5, 0.5],
                                                                    np.float32)))
     scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(temporal_lags=(5, 10, 20), conv_channels=(8,), conv_kernels=(3,),
-                                    conv_dilations=(1,), head_hidden=(8,), embed_dim=8, lstm_hidden=8, attn_dim=8,
-                                    attn_hops=2, event_path=False))
+    model = small_network(temporal_lags=(5, 10, 20), event_path=False)
     truth = np.stack([c.label for c in clips[300:]])[:, 2]
     weights = fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
     stats, temporal, _, _ = model_paths(model, clips[300:], scaler, torch.device("cpu"))
@@ -158,12 +158,6 @@ def clips_with_a_delay() -> tuple[list[Clip], Scaler]:
         label = np.array([0.5, 0.5, 0.5, 0.5, 0.3 + 0.4 * (delay - 10) / 30], np.float32)
         clips.append(Clip(f"c{i}", "", f"c{i}", frames, label))
     return clips, Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
-
-
-def small_network(**paths) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model(ModelConfig(conv_channels=(8,), conv_kernels=(3,), conv_dilations=(1,), head_hidden=(8,),
-                                   embed_dim=8, lstm_hidden=8, attn_dim=8, attn_hops=2, **paths))
 
 
 @pytest.mark.parametrize("temporal_path", [False, True])

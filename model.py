@@ -48,10 +48,13 @@ class GatedPath(NamedTuple):
     gates: str  # its gate buffer
     switch: str  # the flag that turns it off
     screened: bool  # many inputs of which few matter: fitted on the few (baselines.screened_ridge_fit)
+    fill: str | None  # the buffer of training means that stand in for its inputs a clip lacks (NaN), if any
 
 
-GATED_PATHS = {"temporal": GatedPath("temporal path", "temporal_gates", "--no-temporal-path", screened=False),
-               "events": GatedPath("event path", "event_gates", "--no-event-path", screened=True)}  # paths() order
+GATED_PATHS = {"temporal": GatedPath("temporal path", "temporal_gates", "--no-temporal-path", screened=False,
+                                     fill=None),
+               "events": GatedPath("event path", "event_gates", "--no-event-path", screened=True,
+                                   fill="event_fill")}  # paths() order
 
 
 @dataclass(frozen=True)
@@ -767,7 +770,7 @@ def _load_ours(path: Path, payload: dict) -> Checkpoint:
     state = payload.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(path, "no state_dict of weights")
-    if cfg.event_path and not any(str(key).endswith("event_fill") for key in state):
+    if cfg.event_path and not any(str(key).endswith(GATED_PATHS["events"].fill) for key in state):
         raise CheckpointError(path, f"its event path is the first one (code {ckpt.code_version or 'before 2.0.1'}), "
                                     "whose inputs this code counts differently: retrain it")
     _load_state(path, model, state)

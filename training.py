@@ -327,10 +327,11 @@ def fit_linear_paths(model: torch.nn.Module, train: Sequence[Clip], scaler: Scal
     names = model.cfg.gated_paths
     if not names:
         return None
-    if "events" in inputs:
-        inputs["events"], fill = missing_filled(inputs["events"])
-        for buffer in each(model.event_fill):
-            buffer.copy_(torch.as_tensor(fill, dtype=torch.float32))
+    for name in names:
+        if GATED_PATHS[name].fill:
+            inputs[name], fill = missing_filled(inputs[name])
+            for buffer in each(getattr(model, GATED_PATHS[name].fill)):
+                buffer.copy_(torch.as_tensor(fill, dtype=torch.float32))
     base = inputs["stats"] @ weight.T + bias  # (N, 5)
     orders = [fit_in_order(inputs, y, groups, base, order) for order in itertools.permutations(names)]
     errors = np.stack([((np.clip(fit.held_out, 0, 1) - y) ** 2).mean(axis=0) for fit in orders])  # (orders, 5)

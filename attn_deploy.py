@@ -39,7 +39,7 @@ from tqdm import tqdm
 from cli import Parser, add_device_option, add_options, check_outputs, options_from, output_lock, report_user_errors
 from dataset import predict
 from errors import DataError
-from extract_features import ExtractOptions, Video, extract_videos, summary_line, video_files
+from extract_features import ExtractOptions, Video, extract_videos, recorded_provenance, summary_line, video_files
 from model import Checkpoint, code_version, file_sha256, input_scaler, load_checkpoint
 from openface import (OPENFACE_OUTPUT_COLUMNS, PARTS_SUFFIX, TRAITS, VIDEO_CACHE_SUFFIX, Clip, InputFile, ReadOptions,
                       ReadSummary, Status, count_table_clips, input_files, iter_clips, read_header)
@@ -97,13 +97,15 @@ def _size_and_time(path: Path) -> tuple[int, int]:
     return info.st_size, info.st_mtime_ns
 
 
-def published_manifest(manifest: Manifest, weights: Path, files: Sequence[InputFile], table: pa.Table) -> dict:
-    """The manifest written beside a finished output: which model, inputs and options made it, with inputs named
-    as in the table (relative to the folder given), so it does not leak the machine it was made on."""
+def published_manifest(manifest: Manifest, weights: Path, files: Sequence[InputFile], table: pa.Table,
+                       openface: list[dict[str, str]]) -> dict:
+    """The manifest written beside a finished output: which model, inputs, options and OpenFace made it, with
+    inputs named as in the table (relative to the folder given), so it does not leak the machine it was made on."""
     statuses = table.column("status").to_pylist()
     return {"weights": weights.name, "checkpoint_sha256": manifest.checkpoint_sha256,
             "inputs": [[f.name, size] for f, (_, size, _) in zip(files, manifest.inputs)],
-            "options": manifest.options, "code_version": manifest.code_version, "clips": table.num_rows,
+            "options": manifest.options, "openface": openface, "code_version": manifest.code_version,
+            "clips": table.num_rows,
             "statuses": {s: statuses.count(s) for s in sorted(set(statuses))},
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -184,7 +186,8 @@ class Share:
 
 
 def count_slots(files: Sequence[InputFile]) -> list[int]:
-    """Clips per input file: one per OpenFace file, one per clip of a combined table (reads only its clip ids)."""
+    """Slots per input file: one per OpenFace file (its clips, one per face), one per clip of a combined table
+    (reads only its clip ids)."""
     return [count_table_clips(f.path) if f.is_table else 1 for f in files]
 
 
@@ -193,28 +196,27 @@ def share_of(total: int, rank: int, world_size: int) -> Share:
 
 
 def iter_share(files: Sequence[InputFile], slots: Sequence[int], features: Sequence[str], reading: ReadOptions,
-               share: Share, keep_rows: bool, skip: set[int], workers: int) -> Iterator[tuple[int, Clip]]:
-    """(slot, clip) for this process's slots not in `skip`; unreadable inputs become clips with that status."""
+               share: Share, keep_rows: bool, skip: set[int], workers: int) -> Iterator[tuple[int, list[Clip]]]:
+    """(slot, its clips) for this process's slots not in `skip`: one clip per clip of a table, one per face of an
+    OpenFace file (unreadable inputs become a clip with that status)."""
     first = np.r_[0, np.cumsum(slots)[:-1]]
     wanted = [(f, int(s)) for f, s, n in zip(files, first, slots) if s < share.stop and s + n > share.start]
 
-    def read(entry: tuple[InputFile, int]) -> list[tuple[int, Clip]]:
+    def read(entry: tuple[InputFile, int]) -> list[Clip] | None:
         item, slot = entry
-        if item.is_table:
-            return []  # streamed below, not held in memory whole
-        if slot in skip:
-            return [(slot, None)]
-        return [(slot, next(iter_clips([item], features, reading, keep_rows=keep_rows, strict=False, labels=False)))]
+        if item.is_table or slot in skip:
+            return None  # a table is streamed below, not held in memory whole
+        return list(iter_clips([item], features, reading, keep_rows=keep_rows, strict=False, labels=False))
 
-    for (item, slot), done in zip(wanted, ordered_map(read, wanted, workers, READ_AHEAD)):
+    for (item, slot), clips in zip(wanted, ordered_map(read, wanted, workers, READ_AHEAD)):
         if not item.is_table:
-            if done[0][1] is not None:
-                yield done[0]
+            if clips is not None:
+                yield slot, clips
             continue
         for k, clip in enumerate(iter_clips([item], features, reading, keep_rows=keep_rows, strict=False,
                                             labels=False)):
             if share.start <= slot + k < share.stop and slot + k not in skip:
-                yield slot + k, clip
+                yield slot + k, [clip]
 
 
 def batched(items: Iterator, size: int) -> Iterator[list]:
@@ -246,7 +248,7 @@ def trait_arrays(scores: np.ndarray) -> list[pa.Array]:
 
 
 def clip_rows(slots: Sequence[int], clips: Sequence[Clip], scores: np.ndarray) -> pa.Table:
-    """One row per clip: ids, counts, status and reason, traits (empty unless ok)."""
+    """One row per clip: ids, counts, status and reason, traits (empty unless ok); `slots` is each clip's slot."""
     columns = [pa.array([c.clip_id for c in clips], pa.string()), pa.array([c.file for c in clips], pa.string()),
                pa.array([c.n_frames for c in clips], pa.int64()), pa.array([c.n_dropped for c in clips], pa.int64()),
                pa.array([c.status.value for c in clips], pa.string()), pa.array([c.reason for c in clips], pa.string())]
@@ -285,14 +287,20 @@ def write_chunk(parts: Path, clips: pa.Table, frames: pa.Table | None) -> None:
 
 
 def merge(parts: Path, total: int, output: Path, frames_output: Path | None) -> pa.Table:
-    """Write the outputs from the chunks, only when the chunks hold exactly one row per input clip."""
+    """Write the outputs from the chunks, only when the chunks hold every input slot exactly once (a slot is one
+    clip of a table, or the clips of one OpenFace file, which a chunk never splits)."""
     pieces = sorted(parts.glob("*.clips.parquet"))
     clips = pa.concat_tables([pq.read_table(p) for p in pieces]) if pieces else None
-    slots = np.sort(clips.column("_slot").to_numpy()) if clips is not None else np.zeros(0, np.int64)
-    if len(slots) != total or not np.array_equal(slots, np.arange(total)):
-        raise DataError(parts, f"the chunks hold {len(slots)} rows ({len(np.unique(slots))} distinct clips) for "
-                               f"{total} input clips; nothing was written. Start again without --resume")
-    clips = clips.take(pa.array(np.argsort(clips.column("_slot").to_numpy(), kind="stable"))).drop_columns(["_slot"])
+    slots = clips.column("_slot").to_numpy() if clips is not None else np.zeros(0, np.int64)
+    chunk_of = np.concatenate([np.full(pq.read_metadata(p).num_rows, k) for k, p in enumerate(pieces)]) \
+        if pieces else np.zeros(0, np.int64)
+    distinct = np.unique(slots)
+    split = len(np.unique(np.stack([slots, chunk_of]), axis=1).T) if len(slots) else 0
+    if len(distinct) != total or not np.array_equal(distinct, np.arange(total)) or split != total:
+        raise DataError(parts, f"the chunks hold {len(slots)} rows for {len(distinct)} of {total} input slots "
+                               f"({split - len(distinct)} written twice); nothing was written. Start again without "
+                               "--resume")
+    clips = clips.take(pa.array(np.argsort(slots, kind="stable"))).drop_columns(["_slot"])
     if frames_output is not None:
         with TableWriter(frames_output) as writer:
             for piece in sorted(parts.glob("*.frames.parquet")):
@@ -343,7 +351,7 @@ def extracted_inputs(args, videos: Sequence[Video]) -> list[InputFile]:
         raise DataError(videos[0].path, "videos under torchrun: extract them first (extract_features.py), then "
                                         "label the CSV folder")
     cache = args.output.with_name(args.output.name + VIDEO_CACHE_SUFFIX)
-    results = extract_videos(videos, cache, options_from(args, ExtractOptions), progress=True)
+    results = extract_videos(videos, cache, options_from(args, ExtractOptions), announce=print)
     print(summary_line(results, cache))
     return [InputFile(r.csv, r.video.name) if r.csv else InputFile(r.video.path, r.video.name,
                                                                        f"OpenFace failed: {r.reason}")
@@ -373,11 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     check_outputs(outputs, [v.path for v in videos] + [f.path for f in files] + [args.weights])
     ckpt = load_checkpoint(args.weights)  # refused before any work, OpenFace's included
     files = extracted_inputs(args, videos) if videos else files
+    openface = recorded_provenance([args.output.with_name(args.output.name + VIDEO_CACHE_SUFFIX)] if videos else
+                                   [p for p in args.inputs if Path(p).is_dir()])
     with distributed_session(args.device) as (device, world):
-        return run(args, files, parts, ckpt, device, world)
+        return run(args, files, parts, ckpt, device, world, openface)
 
 
-def run(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: torch.device, world: Distributed) -> int:
+def run(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: torch.device, world: Distributed,
+        openface: list[dict[str, str]]) -> int:
     ckpt.model.to(device)
     reading = options_from(args, ReadOptions)
     openface_layout = check_frames_layout(files) if args.frames_output else True
@@ -401,7 +412,8 @@ def run(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: tor
                    disable=not sys.stderr.isatty())
         with torch.inference_mode():
             for chunk in batched(items, args.chunk_size):
-                chunk_slots, clips = [s for s, _ in chunk], [c for _, c in chunk]
+                chunk_slots = [slot for slot, clips in chunk for _ in clips]
+                clips = [clip for _, clips in chunk for clip in clips]
                 scores = label_chunk(ckpt, scaler, clips, args.batch_size, device)
                 frames = frame_rows(clips, scores, openface_layout) if args.frames_output else None
                 write_chunk(parts, clip_rows(chunk_slots, clips, scores), frames)
@@ -418,7 +430,7 @@ def run(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: tor
             print(f"stopped after --limit {args.limit}: {remaining} clip(s) left; continue with --resume")
             return 0
         table = merge(parts, share.total, args.output, args.frames_output)
-        sidecar = published_manifest(manifest, args.weights, files, table)
+        sidecar = published_manifest(manifest, args.weights, files, table, openface)
         for out in [args.output] + ([args.frames_output] if args.frames_output else []):
             write_text_atomic(sidecar_path(out), json.dumps(sidecar, indent=1) + "\n")
         shutil.rmtree(parts)

@@ -77,9 +77,12 @@ CLIP_COLUMNS: tuple[str, ...] = ("ID", "clip_id")  # the clip column of a combin
 LABEL_KEY_COLUMNS: tuple[str, ...] = ("File", "clip_id", "video_name", "ID")
 TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".parquet")
 EXTRACTION_STATUS = "extraction_status.csv"  # extract_features.py's table in its output folder: never an input
+SHARD_STATUS = re.compile(r"^extraction_status\.shard-\d+-of-\d+\.csv$")  # one shard's table (--shard K/N)
+FACE_SEPARATOR = "#face"  # a face of a multi-face file is clip KEY#faceN
 PARTS_SUFFIX, VIDEO_CACHE_SUFFIX = ".parts", ".openface"  # attn_deploy.py's work folders OUTPUT.parts, OUTPUT.openface
 WORK_FOLDERS: tuple[str, ...] = (PARTS_SUFFIX, VIDEO_CACHE_SUFFIX)
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".csv", ".parquet")
+VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+KEY_SUFFIXES: tuple[str, ...] = VIDEO_SUFFIXES + TABLE_SUFFIXES  # what a clip key leaves out of a file name
 FIRST_IMPRESSIONS_NAME = re.compile(r"^(?P<video>.+)\.\d{3}$")
 
 
@@ -88,9 +91,21 @@ FIRST_IMPRESSIONS_NAME = re.compile(r"^(?P<video>.+)\.\d{3}$")
 class ReadOptions:
     """How OpenFace frames become clips; the same options for every script (their flags come from here)."""
 
-    face_id: int = option(0, "face to use in multi-face OpenFace files", minimum=0)
+    face_id: int | None = option(None, "face to label in multi-face OpenFace files (default: every face, each its "
+                                       "own clip KEY#faceN)", minimum=0)
+    min_face_share: float = option(0.2, "in a multi-face file, a face found in a smaller share of the video's frames "
+                                        "is too_short (a passer-by or a tracking fragment)", minimum=0.0)
     min_confidence: float = option(0.75, "drop frames with lower OpenFace confidence", minimum=0.0)
     min_frames: int = option(41, "skip clips with fewer usable frames", minimum=1)
+
+
+def shard_status_name(index: int, count: int) -> str:
+    return f"extraction_status.shard-{index}-of-{count}.csv"
+
+
+def is_status_table(name: str) -> bool:
+    """extract_features.py's status tables (never inputs): the merged one and each shard's."""
+    return name == EXTRACTION_STATUS or SHARD_STATUS.match(name) is not None
 
 
 def display_name(column: str) -> str:
@@ -151,7 +166,7 @@ def trait_columns_in(header: Iterable[str]) -> dict[str, str]:
 def clip_key(name: str) -> str:
     """Join key of a clip: the base name without a video/CSV extension ('x/ab.000.mp4' -> 'ab.000')."""
     base = Path(str(name)).name
-    for ext in VIDEO_EXTENSIONS:
+    for ext in KEY_SUFFIXES:
         if base.lower().endswith(ext):
             return base[: -len(ext)]
     return base
@@ -194,11 +209,14 @@ class Clip:
     augmentation: str = "original"
     source_id: str | None = None
     rows: pa.Table | None = None  # the input rows of this clip, only when asked for
+    face: int | None = None  # the face of a multi-face file that this clip is
 
     @property
     def key(self) -> str:
-        """The key labels are joined on."""
-        return clip_key(self.file) if self.file else self.clip_id
+        """The key labels are joined on: KEY, or KEY#faceN for one face of a multi-face file."""
+        if not self.file:
+            return self.clip_id
+        return clip_key(self.file) + (f"{FACE_SEPARATOR}{self.face}" if self.face is not None else "")
 
     @property
     def n_dropped(self) -> int:
@@ -247,10 +265,15 @@ class ReadSummary:
         return "\n".join(lines)
 
 
-def clip_status(n_usable: int, n_rows: int, min_frames: int) -> Status:
+def usable_status(n_usable: int, n_rows: int, min_frames: int, drops: Counter) -> tuple[Status, str]:
+    """Whether a clip of `n_rows` rows with `n_usable` usable frames can be scored, and why not."""
     if n_usable >= min_frames and n_usable > 0:
-        return Status.OK
-    return Status.NO_FACE if n_usable == 0 and n_rows > 0 else Status.TOO_SHORT
+        return Status.OK, ""
+    dropped = "; ".join(f"{n} {reason}" for reason, n in sorted(drops.items()))
+    if n_usable == 0 and n_rows > 0:
+        return Status.NO_FACE, f"no usable frame in {n_rows} ({dropped})"
+    return Status.TOO_SHORT, (f"{n_usable} usable frame(s), fewer than --min-frames {min_frames}"
+                              + (f" ({dropped})" if dropped else ""))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -289,7 +312,7 @@ def input_files(inputs: Sequence[str | Path], exclude: Iterable[str | Path] = ()
             for folder, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.endswith(WORK_FOLDERS))
                 for name in sorted(files):
-                    if name.lower().endswith(TABLE_SUFFIXES) and not name.startswith(".") and name != EXTRACTION_STATUS:
+                    if name.lower().endswith(TABLE_SUFFIXES) and not name.startswith(".") and not is_status_table(name):
                         file = InputFile(Path(folder) / name, (Path(folder) / name).relative_to(path).as_posix())
                         if file.real not in skip:
                             found.append(file)
@@ -405,8 +428,9 @@ OPENFACE_OUTPUT_COLUMNS: tuple[str, ...] = OPENFACE_META_COLUMNS + FEATURE_COLUM
 
 
 def read_openface_csv(item: InputFile, features: Sequence[str], reading: ReadOptions = ReadOptions(),
-                      keep_rows: bool = False) -> Clip:
-    """One raw OpenFace CSV as one clip. Raises DataError for input that cannot be used."""
+                      keep_rows: bool = False) -> list[Clip]:
+    """One raw OpenFace CSV as clips: one, or one per face of a multi-face file (KEY#faceN, by face id) unless
+    reading.face_id picks one. Raises DataError for input that cannot be used."""
     path, face_id = item.path, reading.face_id
     header = checked_header(path)
     require_features(path, header, features)
@@ -415,22 +439,36 @@ def read_openface_csv(item: InputFile, features: Sequence[str], reading: ReadOpt
     if table.num_rows == 0:
         raise DataError(path, "no frames (header only)")
     lines = np.arange(table.num_rows) + 2
-    if face_id is not None and "face_id" in table.column_names:
-        faces = table.column("face_id").to_numpy(zero_copy_only=False)
-        this_face = faces == face_id
-        if not this_face.any():
-            present = sorted({int(v) for v in faces if np.isfinite(v)})
-            raise DataError(path, f"no rows with face_id {face_id} (faces present: {present}); use --face-id")
-        table, lines = table.filter(pa.array(this_face)), lines[this_face]
+    faces = table.column("face_id").to_numpy(zero_copy_only=False) if "face_id" in table.column_names else None
+    present = sorted({int(v) for v in faces if np.isfinite(v)}) if faces is not None else [0]
+    if face_id is not None and faces is not None and face_id not in present:
+        raise DataError(path, f"no rows with face_id {face_id} (faces present: {present}); use --face-id")
+    chosen = [face_id] if face_id is not None else present
     block = frame_block(table, features, reading.min_confidence)
-    if (block.bad >= 0).any():
-        row = int(np.argmax(block.bad >= 0))
-        raise DataError(path, impossible_value_reason(block, row, f"line {lines[row]}"))
-    frames = block.features[block.keep]
+    rows_of = {f: (faces == f) if faces is not None else np.ones(table.num_rows, bool) for f in chosen}
+    bad = np.flatnonzero((block.bad >= 0) & np.logical_or.reduce(list(rows_of.values())))
+    if len(bad):
+        raise DataError(path, impossible_value_reason(block, int(bad[0]), f"line {lines[bad[0]]}"))
+    frame_numbers = table.column("frame").to_numpy(zero_copy_only=False) if "frame" in table.column_names else None
+    video_frames = len(np.unique(frame_numbers)) if frame_numbers is not None else table.num_rows
     key = clip_key(item.name)
-    return Clip(clip_id=key, file=item.name, group=source_group(key), frames=frames,
-                status=clip_status(len(frames), table.num_rows, reading.min_frames),
-                drops=drop_counts(block.drop_reason, reading.min_confidence), rows=table if keep_rows else None)
+    clips = []
+    for face in chosen:
+        rows = rows_of[face]
+        status, reason = usable_status(int(block.keep[rows].sum()), int(rows.sum()), reading.min_frames,
+                                       drop_counts(block.drop_reason[rows], reading.min_confidence))
+        if len(present) > 1:
+            tracked = int((block.drop_reason[rows] != 1).sum())
+            share = tracked / max(video_frames, 1)
+            if status is Status.OK and share < reading.min_face_share:
+                status, reason = Status.TOO_SHORT, (f"face {face} found in {share:.0%} of the video's {video_frames} "
+                                                    f"frames, less than --min-face-share {reading.min_face_share:g}")
+        name = key if face_id is not None or len(present) == 1 else f"{key}{FACE_SEPARATOR}{face}"
+        clips.append(Clip(clip_id=name, file=item.name, group=source_group(key), frames=block.features[rows & block.keep],
+                          status=status, reason=reason, face=None if name == key else face,
+                          drops=drop_counts(block.drop_reason[rows], reading.min_confidence),
+                          rows=table.filter(pa.array(rows)) if keep_rows else None))
+    return clips
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -641,9 +679,10 @@ def _table_clips(path: Path, table: pa.Table, plan: TablePlan, reading: ReadOpti
         frames = kept_frames[kept_before[start]: kept_before[end]]
         label = labels[start].astype(np.float32) if labels is not None and np.isfinite(labels[start]).all() else None
         key = clip_key(file) if file else clip_id
+        drops = drop_counts(block.drop_reason[start:end], reading.min_confidence)
+        status, why = usable_status(len(frames), int(end - start), reading.min_frames, drops)
         yield Clip(clip_id=clip_id, file=file, group=source_group(key), frames=frames, label=label,
-                   status=clip_status(len(frames), int(end - start), reading.min_frames),
-                   drops=drop_counts(block.drop_reason[start:end], reading.min_confidence),
+                   status=status, reason=why, drops=drops,
                    augmentation=kinds[k] if kinds is not None else "original",
                    source_id=sources[k] if sources is not None else None, rows=clip_rows)
 
@@ -721,7 +760,7 @@ def iter_clips(inputs: Sequence[InputFile], features: Sequence[str], reading: Re
             yield from iter_frame_table(item.path, features, reading, keep_rows, labels, strict)
             continue
         try:
-            yield read_openface_csv(item, features, reading, keep_rows)
+            yield from read_openface_csv(item, features, reading, keep_rows)
         except DataError as err:
             if strict:
                 raise

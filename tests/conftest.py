@@ -30,6 +30,10 @@ TINY_MODEL = ["--embed-dim", "16", "--lstm-hidden", "16", "--attn-dim", "16", "-
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real is absent")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs real processes or programs (make test-fast leaves it out)")
+
+
 def load_prepare():
     spec = importlib.util.spec_from_file_location("prepare", ROOT / "data" / "synthetic" / "prepare.py")
     module = importlib.util.module_from_spec(spec)
@@ -85,9 +89,16 @@ def tree_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def read_one(path: Path, features=FEATURE_COLUMNS, **reading):
-    """One raw OpenFace CSV as a clip, with ReadOptions(**reading)."""
+def read_faces(path: Path, features=FEATURE_COLUMNS, **reading):
+    """The clips of one raw OpenFace CSV (one per face), with ReadOptions(**reading)."""
     return read_openface_csv(InputFile(Path(path), Path(path).name), features, ReadOptions(**reading))
+
+
+def read_one(path: Path, features=FEATURE_COLUMNS, **reading):
+    """The one clip of a raw OpenFace CSV, with ReadOptions(**reading)."""
+    clips = read_faces(path, features, **reading)
+    assert len(clips) == 1, [c.clip_id for c in clips]
+    return clips[0]
 
 
 @pytest.fixture(scope="session")

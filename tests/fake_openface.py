@@ -3,7 +3,7 @@
 It honours -f VIDEO, -out_dir DIR and the output-group flags, and writes the OpenFace CSV named by
 $FAKE_OPENFACE_SOURCE (a real OpenFace 2.2 output) as DIR/<video stem>.csv, as OpenFace does. The dummy video's
 text steers it: 'fail' exits 1 with a message, 'nocsv' exits 0 writing nothing, 'noface' marks every frame
-success 0, 'slow S' sleeps S seconds first. Each call is appended to $FAKE_OPENFACE_LOG as
+success 0, 'slow S' sleeps S seconds first, 'killself' dies by SIGKILL. Each call is appended to $FAKE_OPENFACE_LOG as
 'start end argv...' (tab-separated), so tests can see the command line and which calls overlapped.
 Standard library only: it runs under any Python."""
 import csv
@@ -18,6 +18,8 @@ def main(argv: list[str]) -> int:
     out_dir = argv[argv.index("-out_dir") + 1]
     with open(video, encoding="utf-8", errors="replace") as handle:
         script = handle.read().split()
+    if "killself" in script:
+        os.kill(os.getpid(), 9)
     if "slow" in script:
         time.sleep(float(script[script.index("slow") + 1]))
     try:

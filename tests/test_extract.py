@@ -2,6 +2,7 @@
 that writes a real OpenFace 2.2 CSV. The real OpenFace program is not run here."""
 from __future__ import annotations
 
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -11,7 +12,9 @@ import pandas as pd
 import pytest
 
 from conftest import REAL, ROOT, one_line_error, our_checkpoint, run_script, write_openface
+from extract_features import Shard, Video
 from openface import TRAITS
+from openface_program import VERSION_FILE
 
 REAL_SOURCE = REAL / "unity_smyle_openface" / "SMYLE_AD_GGLM_GG_1_test.csv"  # 705 frames, 252 without a face
 
@@ -22,8 +25,11 @@ def openface(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     program = bin_dir / "FeatureExtraction"
-    program.write_text(f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = {str(ROOT / 'tests' / 'fake_openface.py')!r}\n"
-                       f"runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    program.write_text(f"#!{sys.executable}\nimport os, runpy, sys\n"
+                       "with open(os.environ['FAKE_OPENFACE_LOG'] + '.programs', 'a') as log:\n"
+                       "    log.write(os.path.basename(__file__) + '\\n')\n"
+                       f"sys.argv[0] = {str(ROOT / 'tests' / 'fake_openface.py')!r}\n"
+                       "runpy.run_path(sys.argv[0], run_name='__main__')\n")
     program.chmod(program.stat().st_mode | stat.S_IEXEC)
     source = REAL_SOURCE
     if not source.exists():
@@ -34,6 +40,7 @@ def openface(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_OPENFACE_SOURCE", str(source))
     monkeypatch.setenv("FAKE_OPENFACE_LOG", str(log))
     monkeypatch.delenv("OPENFACE_BIN", raising=False)
+    monkeypatch.setenv("OPENFACE_CACHE", str(tmp_path / "no-build"))  # never the real build of make openface
     return program, log, source
 
 
@@ -75,7 +82,7 @@ def test_failures_leave_no_csv_and_never_stop_the_others_and_a_rerun_resumes(ope
     _, log, _ = openface
     folder = videos(tmp_path / "videos", {"bad.mp4": "fail", "empty.mp4": "nocsv", "good.mp4": "", "late.mp4": ""})
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / ".openface-late-1-dead").mkdir()  # left by a run that was killed
+    (tmp_path / "out" / ".openface-late.1.deadbeef").mkdir()  # left by a run that was killed
     result = run_script("extract_features.py", folder, "-o", tmp_path / "out", "--jobs", "2")
     assert result.returncode == 0, result.stderr
     status = pd.read_csv(tmp_path / "out" / "extraction_status.csv", keep_default_na=False).set_index("video")
@@ -108,9 +115,11 @@ def test_videos_run_in_parallel_up_to_jobs(openface, tmp_path):
 def test_missing_openface_says_how_to_get_it_and_runs_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     monkeypatch.delenv("OPENFACE_BIN", raising=False)
+    monkeypatch.setenv("OPENFACE_CACHE", str(tmp_path / "no-build"))
     folder = videos(tmp_path / "videos", {"a.mp4": ""})
     line = one_line_error(run_script("extract_features.py", folder, "-o", tmp_path / "out"),
-                          "OpenFace's FeatureExtraction was not found", "algebr/openface", "OPENFACE_BIN")
+                          "OpenFace's FeatureExtraction was not found", "make openface", "algebr/openface",
+                          "OPENFACE_BIN")
     assert "docker run" in line and not (tmp_path / "out").exists()
     one_line_error(run_script("extract_features.py", folder, "-o", tmp_path / "out", "--openface", tmp_path / "no"),
                    "was not found")
@@ -167,3 +176,107 @@ def test_deploy_refuses_before_running_openface(openface, tiny_corpus, tmp_path)
         one_line_error(run_script("attn_deploy.py", folder, "--weights", weights, "-o", tmp_path / "c.csv"),
                        "a.mp4: videos under torchrun: extract them first")
     assert calls(log) == [] and not (tmp_path / "c.csv.openface").exists()
+
+
+def test_the_landmark_model_is_the_installed_one_and_every_status_row_says_what_made_it(openface, tmp_path):
+    program, log, _ = openface
+    folder = videos(tmp_path / "videos", {"a.mp4": ""})
+    (program.parent / "model").mkdir()
+    (program.parent / "model" / "main_clnf_general.txt").write_text("")
+    (program.parent / VERSION_FILE).write_text("2.2.0\n")
+    result = run_script("extract_features.py", folder, "-o", tmp_path / "clnf")
+    assert result.returncode == 0, result.stderr
+    assert "landmark model CLNF (CE-CLM's patch experts are not installed" in result.stdout
+    argv = calls(log)[-1][2:]
+    assert argv[argv.index("-mloc") + 1] == str(program.parent / "model" / "main_clnf_general.txt")
+    status = pd.read_csv(tmp_path / "clnf" / "extraction_status.csv", keep_default_na=False).iloc[0]
+    assert (status["openface_version"], status["openface_program"], status["landmark_model"]) == (
+        "2.2.0", "FeatureExtraction", "CLNF")
+    assert status["openface_flags"] == f"-mloc {program.parent / 'model' / 'main_clnf_general.txt'} -aus -gaze -pose"
+    experts = program.parent / "model" / "patch_experts"
+    experts.mkdir()
+    (experts / "cen_patches_0.25_of.dat").write_text("")
+    result = run_script("extract_features.py", folder, "-o", tmp_path / "ceclm")
+    assert "landmark model CE-CLM (its patch experts are installed)" in result.stdout and "-mloc" not in calls(log)[-1]
+    assert pd.read_csv(tmp_path / "ceclm" / "extraction_status.csv")["landmark_model"].tolist() == ["CE-CLM"]
+    run_script("extract_features.py", folder, "-o", tmp_path / "forced", "--landmark-model", "clnf")
+    assert "-mloc" in calls(log)[-1]
+    experts.joinpath("cen_patches_0.25_of.dat").unlink()
+    one_line_error(run_script("extract_features.py", folder, "-o", tmp_path / "x", "--landmark-model", "ce-clm"),
+                   "CE-CLM's patch experts", "download_models.sh", "--landmark-model clnf")
+    given = f"{program} -mloc model/my_model.txt"
+    result = run_script("extract_features.py", folder, "-o", tmp_path / "given", "--openface", given)
+    assert calls(log)[-1].count("-mloc") == 1 and "landmark model my_model.txt" in result.stdout
+    again = run_script("extract_features.py", folder, "-o", tmp_path / "clnf")  # reused: what made it is kept
+    assert again.returncode == 0
+    assert pd.read_csv(tmp_path / "clnf" / "extraction_status.csv")["landmark_model"].tolist() == ["CLNF"]
+
+
+def test_multi_face_runs_the_multi_face_program_beside_feature_extraction(openface, tmp_path, monkeypatch):
+    program, log, _ = openface
+    shutil.copy(program, program.parent / "FaceLandmarkVidMulti")
+    monkeypatch.setenv("OPENFACE_BIN", str(program))
+    folder = videos(tmp_path / "videos", {"a.mp4": ""})
+    result = run_script("extract_features.py", folder, "-o", tmp_path / "out", "--multi-face")
+    assert result.returncode == 0, result.stderr
+    assert Path(str(log) + ".programs").read_text().split() == ["FaceLandmarkVidMulti"]
+    status = pd.read_csv(tmp_path / "out" / "extraction_status.csv")
+    assert status["openface_program"].tolist() == ["FaceLandmarkVidMulti"]
+    (program.parent / "FaceLandmarkVidMulti").unlink()
+    one_line_error(run_script("extract_features.py", folder, "-o", tmp_path / "o2", "--multi-face"),
+                   "--multi-face needs FaceLandmarkVidMulti beside it")
+
+
+def test_shards_split_the_videos_by_name_and_check_merges_them(openface, tmp_path, monkeypatch):
+    _, log, _ = openface
+    names = [f"v{k:02d}.mp4" for k in range(12)]
+    folder = videos(tmp_path / "videos", {n: "" for n in names})
+    out = tmp_path / "out"
+    for k in range(3):
+        result = run_script("extract_features.py", folder, "-o", out, "--shard", f"{k}/3")
+        assert result.returncode == 0, result.stderr
+    shards = [pd.read_csv(out / f"extraction_status.shard-{k}-of-3.csv")["video"].tolist() for k in range(3)]
+    assert sorted(sum(shards, [])) == names and all(shards)  # each video in exactly one shard, none empty
+    assert len(calls(log)) == 12 and not (out / "extraction_status.csv").exists()
+    (folder / "new.mp4").write_text("video")  # a video added later: the others keep their shard
+    assert [v for s in range(3) for v in shards[s] if not Shard(s, 3).holds(Video(folder / v, v))] == []
+    (out / shards[1][0]).with_suffix(".csv").unlink()
+    checked = run_script("extract_features.py", folder, "-o", out, "--check")
+    assert checked.returncode == 1 and "have no CSV yet" in checked.stderr
+    assert f"missing: {shards[1][0]}: no run has extracted it" in checked.stdout and "missing: new.mp4" in checked.stdout
+    merged = pd.read_csv(out / "extraction_status.csv", keep_default_na=False).set_index("video")
+    assert len(merged) == 13 and merged.loc["new.mp4", "status"] == "missing"
+    assert (merged["status"] == "ok").sum() == 11
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")  # an array --array=1-3: task 2 is shard 1 of 3
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    rerun = run_script("extract_features.py", folder, "-o", out)
+    assert rerun.returncode == 0 and "shard 1/3" in rerun.stdout
+    assert run_script("extract_features.py", folder, "-o", out, "--check").returncode == 1  # new.mp4 (or its shard)
+    for k in range(3):
+        run_script("extract_features.py", folder, "-o", out, "--shard", f"{k}/3")
+    done = run_script("extract_features.py", folder, "-o", out, "--check")
+    assert done.returncode == 0 and "13 video(s): 13 ok" in done.stdout
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        one_line_error(run_script("extract_features.py", folder, "-o", out, f"--shard={bad}"), "give K/N with 0 <= K < N")
+
+
+def test_a_shard_removes_only_its_own_leftovers(openface, tmp_path):
+    folder = videos(tmp_path / "videos", {f"v{k}.mp4": "" for k in range(6)})
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = next(f"v{k}" for k in range(6) if Shard(0, 2).holds(Video(folder / f"v{k}.mp4", f"v{k}.mp4")))
+    theirs = next(f"v{k}" for k in range(6) if not Shard(0, 2).holds(Video(folder / f"v{k}.mp4", f"v{k}.mp4")))
+    for stem in (mine, theirs):
+        (out / f".openface-{stem}.4242.0123abcd").mkdir()
+    assert run_script("extract_features.py", folder, "-o", out, "--shard", "0/2").returncode == 0
+    assert not (out / f".openface-{mine}.4242.0123abcd").exists() and (out / f".openface-{theirs}.4242.0123abcd").exists()
+
+
+def test_an_openface_killed_by_a_signal_is_named(openface, tmp_path):
+    folder = videos(tmp_path / "videos", {"a.mp4": "", "b.mp4": "killself"})
+    result = run_script("extract_features.py", folder, "-o", tmp_path / "out")
+    status = pd.read_csv(tmp_path / "out" / "extraction_status.csv", keep_default_na=False).set_index("video")
+    assert result.returncode == 0 and status.loc["b.mp4", "status"] == "failed"
+    assert status.loc["b.mp4", "reason"].startswith("OpenFace was killed by SIGKILL")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.csv", "extraction_status.csv"]

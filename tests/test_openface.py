@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REAL, five, needs_real, read_one, set_cell, write_openface
+from conftest import REAL, five, needs_real, read_faces, read_one, set_cell, write_openface
 from errors import DataError
 from openface import (AU_COLUMNS, FEATURE_COLUMNS, FEATURE_SETS, TRAITS, Status, attach_labels, clip_key,
                       count_table_clips, feature_columns, input_files, iter_clips, iter_frame_table, read_clips,
@@ -85,12 +85,32 @@ def test_a_faceless_clip_is_never_usable(tmp_path):
     assert read_one(tmp_path / "noface.csv", min_frames=1).status is Status.NO_FACE
 
 
-def test_two_faces_pick_one(tmp_path):
+def test_each_face_of_a_multi_face_file_is_its_own_clip_or_one_is_picked(tmp_path):
     path = tmp_path / "multi.csv"
     faces = np.tile([0, 1], 60)
-    values = write_openface(path, 120, face_ids=faces)
-    np.testing.assert_allclose(read_one(path, AU_COLUMNS).frames, values[faces == 0, :17], atol=1e-6)
-    np.testing.assert_allclose(read_one(path, AU_COLUMNS, face_id=1).frames, values[faces == 1, :17], atol=1e-6)
+    values = write_openface(path, 120, face_ids=faces, extra={"frame": np.repeat(np.arange(1, 61), 2)})
+    both = read_faces(path, AU_COLUMNS)
+    assert [(c.clip_id, c.key, c.face, c.status) for c in both] == [
+        ("multi#face0", "multi#face0", 0, Status.OK), ("multi#face1", "multi#face1", 1, Status.OK)]
+    np.testing.assert_allclose(both[1].frames, values[faces == 1, :17], atol=1e-6)
+    picked = read_one(path, AU_COLUMNS, face_id=1)
+    assert (picked.clip_id, picked.face) == ("multi", None)
+    np.testing.assert_allclose(picked.frames, values[faces == 1, :17], atol=1e-6)
+    single = tmp_path / "single.csv"
+    write_openface(single, 50, face_ids=np.full(50, 2))
+    assert read_one(single, AU_COLUMNS, min_frames=1).clip_id == "single"  # one face: no suffix, whatever its id
+
+
+def test_a_face_found_in_too_few_of_the_video_frames_is_too_short_with_the_reason(tmp_path):
+    path = tmp_path / "passer.csv"
+    frames = np.r_[np.arange(1, 101), np.arange(1, 101)]
+    faces = np.r_[np.zeros(100, int), np.ones(100, int)]
+    success = np.r_[np.ones(100, int), (np.arange(100) < 15).astype(int)]  # face 1 is there in 15 of 100 frames
+    write_openface(path, 200, face_ids=faces, success=success, extra={"frame": frames})
+    clips = read_faces(path, AU_COLUMNS, min_frames=10)
+    assert [c.status for c in clips] == [Status.OK, Status.TOO_SHORT]
+    assert clips[1].reason == "face 1 found in 15% of the video's 100 frames, less than --min-face-share 0.2"
+    assert read_faces(path, AU_COLUMNS, min_frames=10, min_face_share=0.1)[1].status is Status.OK
     with pytest.raises(DataError, match=r"no rows with face_id 3 \(faces present: \[0, 1\]\)"):
         read_one(path, AU_COLUMNS, face_id=3)
 
@@ -341,13 +361,15 @@ REAL_OPENFACE = sorted(p for p in REAL.glob("*/*.csv") if "fi_annotations" not i
 def test_every_real_openface_file_is_read_or_refused_by_name(path, feature_set):
     features = FEATURE_SETS[feature_set]
     try:
-        clip = read_one(path, features, min_frames=1)
+        clips = read_faces(path, features, min_frames=1)
     except DataError as err:
         assert err.reason.startswith("missing ") and ("gaze_angle_x" in err.reason or "AU01_r" in err.reason)
         assert "feature sets" in err.reason
         return
-    assert clip.frames.shape[1] == len(features) and np.isfinite(clip.frames).all()
-    assert clip.status in (Status.OK, Status.NO_FACE) and clip.n_frames + clip.n_dropped > 0
+    for clip in clips:
+        assert clip.frames.shape[1] == len(features) and np.isfinite(clip.frames).all()
+        assert clip.n_frames + clip.n_dropped > 0
+        assert clip.status in (Status.OK, Status.NO_FACE) or "--min-face-share" in clip.reason
 
 
 @needs_real

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 SAMPLE := data/synthetic
 
-.PHONY: setup demo test bench compare clean
+.PHONY: setup demo test test-fast openface bench compare clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+# OpenFace 2.2 into ~/.cache/openface-bigfive (OPENFACE_SRC: a source folder or tarball; else a clone, which needs internet)
+openface:
+	tools/build_openface.sh
 
 bench: setup
 	$(PY) bench.py --quick

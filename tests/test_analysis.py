@@ -58,6 +58,7 @@ def test_false_discoveries_stay_near_the_fdr_level():
     assert np.mean(fdp) < 0.065
 
 
+@pytest.mark.slow
 def test_planted_relationships_are_found(tmp_path):
     prepare = load_prepare()
     clips, truth = prepare.generate(160, 4, seed=3)
@@ -75,6 +76,7 @@ def test_planted_relationships_are_found(tmp_path):
         assert (tmp_path / "fig" / f"{name}.pdf").stat().st_size > 5_000
 
 
+@pytest.mark.slow
 def test_permutation_importance_and_bad_inputs(tiny_corpus, tmp_path):
     out = tmp_path / "m.pt"
     assert run_script("attn_regression.py", tiny_corpus / "frames.csv", "-o", out, "--split", tmp_path / "s.csv",

@@ -246,6 +246,7 @@ def deployed_whole(tiny_corpus, hybrid_weights, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parts_done", [0, 1, 3])
 def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_corpus, hybrid_weights, deployed_whole, tmp_path,
                                                            parts_done):
@@ -269,6 +270,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_corpus, hybrid_w
     assert_same_table(tmp_path / "f.csv", deployed_whole / "f.csv")
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_give_the_same_file(tiny_corpus, hybrid_weights, tmp_path):
     one = deploy(tiny_corpus / "openface", "--weights", hybrid_weights, "-o", tmp_path / "one.csv")
     two = run_process("attn_deploy.py", tiny_corpus / "openface", "--weights", hybrid_weights, "-o",

@@ -60,6 +60,7 @@ def trained(tiny_corpus, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_attn_test_compares_checkpoints_with_baselines(tiny_corpus, trained, tmp_path):
     torch.manual_seed(0)
     torch.save(PaperNet(paper_config(22)).state_dict(), tmp_path / "paper.pt")
@@ -87,6 +88,7 @@ def test_attn_test_compares_checkpoints_with_baselines(tiny_corpus, trained, tmp
     assert mean_row["r2_low"] <= mean_row["r2"] <= mean_row["r2_high"]
 
 
+@pytest.mark.slow
 def test_leakage_warning_fires_when_test_clips_were_trained_on(tiny_corpus, trained, tmp_path):
     ckpt = load_checkpoint(trained / "hybrid.pt")
     ckpt.split = SplitRecord(ckpt.split.path, ckpt.split.sha256, {g: "train" for g in ckpt.split.assignment})
@@ -145,6 +147,7 @@ def test_test_deploy_and_analysis_give_a_checkpoint_the_same_inputs(tiny_corpus,
     assert spread > 1e-4  # the scores differ between clips, so equal tables mean equal inputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights", ["ours", "paper22"])
 def test_analysis_scores_held_out_clips_as_attn_test_does(tiny_corpus, tmp_path, weights):
     from dataset import assign_splits, save_split

@@ -286,6 +286,7 @@ def test_the_default_network_is_the_statistics_path_where_its_branches_do_not_he
     assert ((gates >= 0) & (gates <= 1)).all() and (gates == 0).any()  # 24 clips: nothing is significant
 
 
+@pytest.mark.slow
 def test_compare_runs_end_to_end(tmp_path):
     result = run_script("compare.py", "--recipes", "standard", "short-gap", "--sizes", "48", "--seeds", "0",
                         "--test-clips", "40", "--epochs", "2", "--bootstrap", "20", "--previous", "-o", tmp_path / "cmp")
@@ -356,6 +357,7 @@ def test_the_verdict_names_the_worst_trait_over_seeds_and_the_noise_trait():
     assert verdict["share_network"] == pytest.approx(0.9) and verdict["share_minirocket"] == pytest.approx(0.7)
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_on_stdout_ends_quietly_with_the_files_written(tmp_path):
     two_seed_comparison().to_csv(tmp_path / "saved.csv", index=False)
     process = subprocess.Popen([sys.executable, str(ROOT / "compare.py"), "--tables", str(tmp_path / "saved.csv"),

@@ -68,6 +68,7 @@ def uninterrupted(tiny_corpus, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epochs_done", [0, 2, 5])
 def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_corpus, uninterrupted, tmp_path, epochs_done):
     out = tmp_path / "m.pt"
@@ -103,6 +104,7 @@ def test_resume_refuses_another_run_naming_the_difference(tiny_corpus, tmp_path)
     one_line_error(result, "cannot resume", "lr: 0.001 -> 0.5")
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(tiny_corpus, tmp_path):
     result = run_process("attn_regression.py", tiny_corpus / "frames.csv", "-o", tmp_path / "ddp.pt",
                          "--split", tmp_path / "split.csv", *FAST, torchrun=2)

@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -40,15 +40,16 @@ from cli import Parser, add_device_option, add_options, check_outputs, options_f
 from dataset import predict
 from errors import DataError
 from extract_features import ExtractOptions, Video, extract_videos, recorded_provenance, summary_line, video_files
-from model import Checkpoint, code_version, file_sha256, input_scaler, load_checkpoint
+from model import Checkpoint, code_version, input_scaler, load_checkpoint
 from openface import (OPENFACE_OUTPUT_COLUMNS, PARTS_SUFFIX, TRAITS, VIDEO_CACHE_SUFFIX, Clip, InputFile, ReadOptions,
                       ReadSummary, Status, count_table_clips, input_files, iter_clips, read_header)
-from tables import TableWriter, ordered_map, write_text_atomic
+from tables import TableWriter, ordered_map, remove_temporaries, temporary_sibling, write_text_atomic
 from training import Distributed, distributed_session, under_torchrun
 
 OPENFACE_FRAME_COLUMNS: tuple[str, ...] = ("File", "clip_id") + OPENFACE_OUTPUT_COLUMNS
 CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "File", "n_frames", "n_dropped", "status", "reason") + TRAITS
 READ_AHEAD = 64  # OpenFace files parsed ahead of the model, in parallel
+KEPT = "the chunks labelled so far are kept in OUTPUT.parts/; run the same command with --resume to continue"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -65,9 +66,10 @@ class Manifest:
     code_version: str
 
     @classmethod
-    def of(cls, weights: Path, files: Sequence[InputFile], options: dict) -> "Manifest":
+    def of(cls, ckpt: Checkpoint, files: Sequence[InputFile], options: dict) -> "Manifest":
+        """The checkpoint's hash is of the bytes the model was loaded from (the file may change later)."""
         stats = tuple((f.real, *_size_and_time(f.path)) for f in files)
-        return cls(file_sha256(weights), stats, options, code_version())
+        return cls(ckpt.sha256, stats, options, code_version())
 
     def record(self) -> dict:
         return {**asdict(self), "inputs": [list(i) for i in self.inputs]}
@@ -137,6 +139,8 @@ def prepare_parts(parts: Path, manifest: Manifest, resume: bool) -> bool:
         for frames in parts.glob("*.frames.parquet"):
             if not clips_part(frames).exists():
                 frames.unlink()  # an incomplete chunk
+        for temporary in parts.glob(".*.tmp"):
+            temporary.unlink()  # a chunk a killed run was writing
         return False
     if resume:
         print(f"nothing to resume in {parts}: labelling from the beginning", flush=True)
@@ -311,6 +315,60 @@ def merge(parts: Path, total: int, output: Path, frames_output: Path | None) -> 
     return clips
 
 
+def publish(parts: Path, total: int, output: Path, frames_output: Path | None,
+            manifest_of: Callable[[pa.Table], dict]) -> pa.Table:
+    """Merge the chunks and publish the outputs with their manifests. Everything is written first under temporary
+    names beside each output, then renamed into place (old manifests removed first, new ones last), so a full disk
+    or a kill leaves the earlier outputs as they were, or an output without a manifest, which is unfinished."""
+    outputs = [output] + ([frames_output] if frames_output is not None else [])
+    staged = {out: temporary_sibling(out) for out in outputs}
+    manifests = {out: temporary_sibling(sidecar_path(out)) for out in outputs}
+    try:
+        table = merge(parts, total, staged[output], staged.get(frames_output))
+        record = json.dumps(manifest_of(table), indent=1) + "\n"
+        for out in outputs:
+            manifests[out].write_text(record)
+        for out in outputs:
+            sidecar_path(out).unlink(missing_ok=True)
+        for out in outputs:
+            os.replace(staged[out], out)
+        for out in outputs:
+            os.replace(manifests[out], sidecar_path(out))
+    finally:
+        for temporary in [*staged.values(), *manifests.values()]:
+            temporary.unlink(missing_ok=True)
+    return table
+
+
+def removed_parts_name(parts: Path) -> Path:
+    return parts.with_name(f".{parts.name}.removing")
+
+
+def remove_parts(parts: Path) -> None:
+    """Remove OUTPUT.parts/ in one step (a rename; the files go after), so a kill never leaves half of it."""
+    doomed = removed_parts_name(parts)
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(parts, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_leftovers(parts: Path, outputs: Sequence[Path]) -> None:
+    """What a killed run left beside its outputs (under the output lock, so nothing else is writing them)."""
+    shutil.rmtree(removed_parts_name(parts), ignore_errors=True)
+    for out in outputs:
+        remove_temporaries(out.parent, [out.name, sidecar_path(out).name])
+
+
+def finished_run(output: Path, manifest: Manifest) -> str:
+    """What --resume says of an output this script finished; refuses when another checkpoint finished it."""
+    record = json.loads(sidecar_path(output).read_text())
+    if record.get("checkpoint_sha256") != manifest.checkpoint_sha256:
+        raise DataError(output, f"cannot resume: it was finished with another checkpoint ({record.get('weights')}, "
+                                "its SHA-256 differs); start without --resume to label again")
+    return (f"{output} is already finished ({record.get('clips')} clips, {record.get('finished')}; its manifest "
+            f"{sidecar_path(output).name}): nothing to resume. Start without --resume to label again\n")
+
+
 def check_frames_layout(files: Sequence[InputFile]) -> bool:
     """True when the inputs are raw OpenFace files; tables must share one header; no mixing of layouts."""
     tables = [f.path for f in files if f.is_table]
@@ -364,7 +422,7 @@ def number_options(args, reading: ReadOptions, openface_layout: bool) -> dict:
             "frames_layout": "openface" if openface_layout else "table"}
 
 
-@report_user_errors
+@report_user_errors(kept=KEPT)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for name in ("chunk_size", "batch_size", "workers"):
@@ -392,10 +450,25 @@ def run(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: tor
     ckpt.model.to(device)
     reading = options_from(args, ReadOptions)
     openface_layout = check_frames_layout(files) if args.frames_output else True
-    manifest = Manifest.of(args.weights, files, number_options(args, reading, openface_layout))
+    manifest = Manifest.of(ckpt, files, number_options(args, reading, openface_layout))
     slots = count_slots(files)  # a table without clips is refused here, before any work
-    with (output_lock(args.output) if world.is_main else contextlib.nullcontext(),
-          parts_folder(parts, manifest, args.resume, world.is_main)):
+    outputs = [args.output] + ([args.frames_output] if args.frames_output else [])
+    with output_lock(args.output) if world.is_main else contextlib.nullcontext():
+        if world.is_main:
+            remove_leftovers(parts, outputs)
+        if args.resume and not manifest_path(parts).exists() and sidecar_path(args.output).exists():
+            if world.is_main:
+                print(finished_run(args.output, manifest), end="")
+                shutil.rmtree(parts, ignore_errors=True)  # what a kill left of the finished run's chunks
+            return 0
+        return label(args, files, parts, ckpt, device, world, openface, reading, openface_layout, manifest, slots)
+
+
+def label(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: torch.device, world: Distributed,
+          openface: list[dict[str, str]], reading: ReadOptions, openface_layout: bool, manifest: Manifest,
+          slots: list[int]) -> int:
+    """Label this process's share into chunks, and on rank 0 publish the outputs once every clip has its row."""
+    with parts_folder(parts, manifest, args.resume, world.is_main):
         world.barrier()
         share = share_of(sum(slots), world.rank, world.world_size)
         skip = done_slots(parts)
@@ -429,11 +502,9 @@ def run(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: tor
         if args.limit is not None and remaining > 0:
             print(f"stopped after --limit {args.limit}: {remaining} clip(s) left; continue with --resume")
             return 0
-        table = merge(parts, share.total, args.output, args.frames_output)
-        sidecar = published_manifest(manifest, args.weights, files, table, openface)
-        for out in [args.output] + ([args.frames_output] if args.frames_output else []):
-            write_text_atomic(sidecar_path(out), json.dumps(sidecar, indent=1) + "\n")
-        shutil.rmtree(parts)
+        table = publish(parts, share.total, args.output, args.frames_output,
+                        lambda merged: published_manifest(manifest, args.weights, files, merged, openface))
+        remove_parts(parts)
     counts = {status: n for status, n in zip(*np.unique(table.column("status").to_numpy(zero_copy_only=False),
                                                          return_counts=True))}
     print(summary.render() if world.world_size == 1 else f"labelled {share.total} clips on {world.world_size} processes")

@@ -21,8 +21,10 @@ from cli import (Parser, add_device_option, add_labels_option, add_options, chec
 from dataset import Normalization, default_split_path
 from model import PRESETS, ModelConfig, build_model
 from openface import FEATURE_SETS, ReadOptions, feature_columns, input_files
-from training import (Run, RunOutputs, TrainOptions, distributed_session, fit, load_labelled_clips, progress_printer,
-                      split_data)
+from training import (Run, RunOutputs, TrainOptions, distributed_session, fit, load_labelled_clips,
+                      progress_printer, split_data)
+
+KEPT = "the checkpoints of the finished epochs are kept (NAME.pt, NAME.last.pt); run the same command with --resume"
 
 
 def build_parser() -> Parser:
@@ -50,7 +52,7 @@ def preset_note(name: str) -> str:
     return " (default from the preset: " + "; ".join(f"{k} {v}" for k, v in shown.items()) + ")"
 
 
-@report_user_errors
+@report_user_errors(kept=KEPT)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     features = feature_columns(args.features)

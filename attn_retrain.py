@@ -24,9 +24,11 @@ from dataset import default_split_path
 from errors import DataError
 from model import Checkpoint, input_scaler, load_checkpoint, save_checkpoint
 from openface import ReadOptions, attach_labels, input_files, read_clips, read_labels
-from tables import write_text_atomic
+from tables import json_safe, write_text_atomic
 from training import (RETRAIN_DEFAULTS, Run, RunOutputs, SplitData, TrainOptions, distributed_session, fit,
                       held_out_report, progress_printer, split_data, split_from_record)
+
+KEPT = "the checkpoints of the finished epochs are kept (NAME.pt, NAME.last.pt); run the same command to start again"
 
 
 def build_parser() -> Parser:
@@ -54,7 +56,7 @@ def retrain_split(ckpt: Checkpoint, clips: list, split_path: Path | None, data: 
     return split_data(clips, split_path or default_split_path(data), seed)
 
 
-@report_user_errors
+@report_user_errors(kept=KEPT)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     outputs = RunOutputs.beside(args.output)
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             best.retrain = {"split": test_name, "clips": len(test), "mse_before": before_loss, "mse_after": after_loss,
                             "before": before.to_dict(orient="index"), "after": after.to_dict(orient="index")}
             save_checkpoint(outputs.best, best)
-            write_text_atomic(report_path(args.output), json.dumps(best.retrain, indent=2) + "\n")
+            write_text_atomic(report_path(args.output), json.dumps(json_safe(best.retrain), indent=2, allow_nan=False) + "\n")
             print(f"held-out MSE on the new labels: {before_loss:.5f} -> {after_loss:.5f}; wrote {outputs.best} and "
                   f"{report_path(args.output)}")
     return 0

@@ -28,7 +28,7 @@ from metrics import METRICS, bootstrap_intervals, regression_table
 from model import Checkpoint, check_features, input_scaler, load_checkpoint
 from openface import TRAIT_LETTERS, TRAITS, Clip, ReadOptions, input_files
 from plots import pyplot, save_figure
-from tables import write_table, write_text_atomic
+from tables import json_safe, write_table, write_text_atomic
 from training import load_labelled_clips, resolve_device, use_all_cores
 
 
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                "models": {ev.name: {"metrics": ev.table.to_dict(orient="index"), "low": ev.low.to_dict(orient="index"),
                                     "high": ev.high.to_dict(orient="index"), "notes": ev.notes} for ev in evals},
                "weights": {name: str(p) for name, p in zip(unique_names(args.weights), args.weights)}}
-    write_text_atomic(args.output / "results.json", json.dumps(results, indent=2, default=float) + "\n")
+    write_text_atomic(args.output / "results.json", json.dumps(json_safe(results), indent=2, default=float, allow_nan=False) + "\n")
     print(f"\nwrote {args.output}/comparison.{ext}, metrics.{ext}, results.json, predictions_*.{ext} and "
           f"{len(plots)} plots")
     return 0

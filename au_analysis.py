@@ -9,9 +9,17 @@ LABELLED is a frame table with features and the five trait columns (attn_deploy.
 output_pers.csv, or a training table), grouped into clips by File (or ID). For each clip the mean and std of
 every feature present is correlated with each trait. Stars * / ** / *** mark q < .05 / .01 / .001, where q is
 the Benjamini-Hochberg adjusted p-value over all tests in the figure (--raw-p: the paper's uncorrected p).
+
+p-values: from Student's t with n - 2 degrees of freedom at 30 clips or more (as scipy's pearsonr and spearmanr);
+below 30 clips, where that approximation does not hold, from permutations of the clips' traits: every one of
+the n! orders up to 7 clips (exact), else 9,999 seeded shuffles (--seed). Fewer than 5 clips are refused: the
+smallest two-sided p any correlation can have over n clips is 2/n!, 0.083 at 4 clips, so nothing could be
+significant. n is printed beside every table and figure.
 """
 from __future__ import annotations
 
+import itertools
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -32,6 +40,10 @@ from tables import write_table
 
 FIGURE_TRAIT_ORDER: tuple[str, ...] = ("openness", "conscientiousness", "extroversion", "agreeableness", "neuroticism")
 STATS: tuple[str, ...] = ("mean", "std")
+MIN_CLIPS = 5  # below, no two-sided p can be under .05 (the smallest over all n! orders is 2/n!)
+PERMUTATION_BELOW = 30  # clips: fewer, and p-values come from permutations instead of the t approximation
+EXACT_ORDERS = 5040  # every order of the clips when there are at most this many (7! = 5,040)
+SHUFFLES = 9999
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -59,8 +71,9 @@ def labelled_clips(path: Path, group_by: str | None, reading: ReadOptions) -> tu
     notes = summary.render().splitlines()[1:]
     if len(labelled) < len(clips):
         notes.append(f"left out {len(clips) - len(labelled)} usable clip(s) without trait values")
-    if len(labelled) < 3:
-        raise DataError(path, f"only {len(labelled)} labelled usable clip(s); correlations need at least 3")
+    if len(labelled) < MIN_CLIPS:
+        raise DataError(path, f"only {len(labelled)} labelled usable clip(s); with fewer than {MIN_CLIPS} no correlation "
+                              f"can be significant (the smallest two-sided p over n clips is 2/n!)")
     return labelled, features, notes
 
 
@@ -115,11 +128,40 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     return q.reshape(p.shape)
 
 
-def correlate(stats_table: pd.DataFrame, traits: pd.DataFrame, method: str) -> pd.DataFrame:
-    """Long table (stat, feature, trait, r, p, q, n) for one method; q is BH over each stat's family."""
+def unit_columns(values: np.ndarray) -> np.ndarray:
+    """Columns centred and scaled to unit length (N, P), so x.T @ y is Pearson's r; constant columns are zero."""
+    centred = values - values.mean(axis=0)
+    norm = np.sqrt((centred**2).sum(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norm > 0, centred / norm, 0.0)
+
+
+def permutation_pvalues(x: np.ndarray, y: np.ndarray, r: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """Two-sided p of every r (P, K) between columns of x (N, P) and y (N, K), from reorderings of y's rows:
+    all N! of them (exact) when there are at most EXACT_ORDERS, else SHUFFLES random ones, whose tail counts k
+    give (1 + k)/(1 + B) so that p is never 0."""
+    n = len(x)
+    xs, ys = unit_columns(x), unit_columns(y)
+    exact = math.factorial(n) <= EXACT_ORDERS
+    orders = np.array(list(itertools.permutations(range(n)))) if exact else \
+        np.stack([rng.permutation(n) for _ in range(SHUFFLES)])
+    below, above = np.zeros(r.shape), np.zeros(r.shape)
+    for start in range(0, len(orders), 1024):
+        shuffled = np.einsum("np,bnk->bpk", xs, ys[orders[start:start + 1024]])  # (B, P, K)
+        below += (shuffled <= r + 1e-9).sum(axis=0)
+        above += (shuffled >= r - 1e-9).sum(axis=0)
+    tails = np.minimum(below, above)
+    one_sided = tails / len(orders) if exact else (1 + tails) / (1 + len(orders))
+    p = np.minimum(1.0, 2 * one_sided)  # twice the smaller tail, as scipy.stats.permutation_test
+    p[~np.isfinite(r)] = np.nan
+    return p, f"exact permutation ({len(orders):,} orders)" if exact else f"permutation ({len(orders):,} shuffles)"
+
+
+def correlate(stats_table: pd.DataFrame, traits: pd.DataFrame, method: str, seed: int = 0) -> pd.DataFrame:
+    """Long table (stat, feature, trait, r, p, q, n, p_method) for one method; q is BH over each stat's family."""
     rows = []
     y = traits[list(TRAITS)].to_numpy(np.float64)
-    for stat in STATS:
+    for k, stat in enumerate(STATS):
         block = stats_table[stat]
         x = block.to_numpy(np.float64)
         if method == "spearman":
@@ -127,12 +169,15 @@ def correlate(stats_table: pd.DataFrame, traits: pd.DataFrame, method: str) -> p
         else:
             y_used = y
         r = correlation_matrix(x, y_used)
-        p = correlation_pvalues(r, len(x))
+        if len(x) < PERMUTATION_BELOW:
+            p, how = permutation_pvalues(x, y_used, r, np.random.default_rng([seed, k]))
+        else:
+            p, how = correlation_pvalues(r, len(x)), "t approximation"
         q = benjamini_hochberg(p)
         for i, feature in enumerate(block.columns):
             for j, trait in enumerate(TRAITS):
                 rows.append({"stat": stat, "feature": feature, "trait": trait, "r": r[i, j], "p": p[i, j],
-                             "q": q[i, j], "n": len(x)})
+                             "q": q[i, j], "n": len(x), "p_method": how})
     return pd.DataFrame(rows)
 
 
@@ -160,8 +205,8 @@ def plot_heatmap(results: pd.DataFrame, stat: str, method: str, use_raw_p: bool,
     ax.set_xticks(range(len(FIGURE_TRAIT_ORDER)), [TRAIT_FIGURE_LABELS[t] for t in FIGURE_TRAIT_ORDER])
     ax.set_yticks(range(len(features)), [display_name(f) for f in features])
     basis = "raw p" if use_raw_p else "BH q"
-    ax.set_title(f"{method.capitalize()} r: per-clip {stat} vs trait (n = {int(part['n'].iloc[0])})\n"
-                 f"* / ** / *** : {basis} < .05 / .01 / .001", fontsize=10)
+    ax.set_title(f"{method.capitalize()} r: per-clip {stat} vs trait (n = {int(part['n'].iloc[0])} clips)\n"
+                 f"* / ** / *** : {basis} < .05 / .01 / .001; p by {part['p_method'].iloc[0]}", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     return save_figure(fig, [out / f"{method}_{stat}.{ext}" for ext in formats], dpi=130)
@@ -256,7 +301,8 @@ def build_parser() -> Parser:
     model.add_argument("--data", nargs="+", default=None, help="labelled data the checkpoint can read")
     model.add_argument("--split", type=Path, default=None, help="split file (default: the checkpoint's)")
     model.add_argument("--repeats", type=int, default=5, help="shuffles per feature")
-    model.add_argument("--seed", type=int, default=0, help="seeds the shuffles")
+    model.add_argument("--seed", type=int, default=0, help="seeds the shuffles (of permutation importance, and of "
+                                                          "the p-values below 30 clips)")
     add_labels_option(model)
     add_device_option(model)
     add_options(parser.add_argument_group("input"), ReadOptions)
@@ -292,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"  {note}")
     written = []
+    if len(traits) < PERMUTATION_BELOW:
+        print(f"  n = {len(traits)} clips, fewer than {PERMUTATION_BELOW}: p-values from permutations of the clips "
+              "(the t approximation needs more); few tests can pass the FDR control at this size")
     for method in methods:
-        results = correlate(stats_table, traits, method)
+        results = correlate(stats_table, traits, method, args.seed)
         constant = sorted(set(results.loc[results["r"].isna(), "feature"]))
         if constant:
             print(f"  {method}: r is undefined (constant over clips) for {', '.join(constant)}")
@@ -305,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         basis = "p" if args.raw_p else "q"
         top = results[results[basis] < 0.05].reindex(columns=["stat", "feature", "trait", "r", basis])
         top = top.reindex(top["r"].abs().sort_values(ascending=False).index).head(10)
-        print(f"{method}: {int((results[basis] < 0.05).sum())} of {len(results)} feature-trait pairs with "
-              f"{basis} < .05; strongest:\n" + (top.to_string(index=False, float_format=lambda v: f"{v:.3g}")
+        print(f"{method} (n = {len(traits)} clips, p by {results['p_method'].iloc[0]}): "
+              f"{int((results[basis] < 0.05).sum())} of {len(results)} feature-trait pairs with {basis} < .05; "
+              "strongest:\n" + (top.to_string(index=False, float_format=lambda v: f"{v:.3g}")
                                                 if len(top) else "  none"))
     if args.weights is not None:
         written += importance_outputs(args, reading)

@@ -9,7 +9,9 @@ import errno
 import fcntl
 import functools
 import os
+import signal
 import sys
+import threading
 import time
 import types
 import typing
@@ -23,22 +25,69 @@ from errors import DataError
 # Errors and the parser
 
 
-def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Decorator for a script's main(): a DataError becomes one line on stderr and exit status 1; a closed pipe
-    on stdout (`script | head`) ends the script quietly, its files already written."""
+DERIVED_NAME_ROOM = 40  # bytes the scripts add to an output's name (".NAME.log.jsonl.PID.RANDOM.tmp")
+INTERRUPT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as shells report it
+KEPT_AS_WRITTEN = "every file already written is complete; run the same command again for the rest"
+
+
+class Interrupted(Exception):
+    """SIGTERM (a scheduler's stop, `kill`), raised where the program is, like Ctrl-C's KeyboardInterrupt."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for a fault of the machine (full disk, a file gone, no permission), naming the file."""
+    where = err.filename or err.filename2
+    what = err.strerror or str(err)
+    note = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.ENAMETOOLONG: "choose a shorter name"}.get(err.errno)
+    return (f"{where}: " if where else "") + what + (f" ({note})" if note else "")
+
+
+def report_user_errors(main: Callable[..., int] | None = None, *, kept: str = KEPT_AS_WRITTEN) -> Callable[..., int]:
+    """Decorator for a script's main(): a DataError or a fault of the machine (OSError) becomes one line on stderr
+    and exit status 1; Ctrl-C or SIGTERM one line saying what was `kept` and how to go on, exit 130 or 143; a
+    closed pipe on stdout (`script | head`) ends the script quietly, its files already written."""
+    if main is None:
+        return functools.partial(report_user_errors, kept=kept)
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
+        previous = _on_sigterm()
         try:
             return main(*args, **kwargs)
         except DataError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+        except (KeyboardInterrupt, Interrupted) as stop:
+            signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+            print(f"interrupted ({signal.Signals(signum).name}): {kept}", file=sys.stderr)
+            return INTERRUPT_STATUS[signum]
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
             return 1
+        except OSError as err:
+            print(f"error: {os_error_line(err)}; {kept}", file=sys.stderr)
+            return 1
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _on_sigterm():
+    """Make SIGTERM raise Interrupted for the run (main thread only); returns the handler it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise Interrupted(signum)
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -189,10 +238,24 @@ def same_path(a: Path, b: Path) -> bool:
 
 def check_writable_file(path: Path) -> None:
     """Refuse, before any work, an output file that could not be written: an existing folder, a parent that is
-    a file, or a place where no file can be created. Creates the output's folder when missing."""
+    a file, a name too long for the file system once the scripts add their suffixes, or a place where no file
+    can be created. Creates the output's folder when missing."""
+    check_name_length(path)
     if path.is_dir():
         raise DataError(path, "is a folder; name a file to write")
     check_writable_folder(path.parent)
+
+
+def check_name_length(path: Path) -> None:
+    existing = next((p for p in [path.parent, *path.parent.parents] if p.is_dir()), Path("."))
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    length = len(os.fsencode(path.name))
+    if length + DERIVED_NAME_ROOM > limit:
+        raise DataError(path, f"the file name is too long for this file system ({length} bytes; at most "
+                              f"{limit - DERIVED_NAME_ROOM} here, as the scripts add suffixes to it)")
 
 
 def check_writable_folder(folder: Path) -> None:

@@ -54,6 +54,7 @@ from tables import column_array, read_columns, read_header, write_table
 TEMPORARY_PREFIX = ".openface-"
 SCRATCH_NAME = re.compile(rf"^{re.escape(TEMPORARY_PREFIX)}(?P<stem>.+)\.\d+\.[0-9a-f]{{8}}$")
 PROVENANCE_COLUMNS: tuple[str, ...] = ("openface_version", "openface_program", "landmark_model", "openface_flags")
+KEPT = "the CSVs of finished videos are kept; run the same command again to extract the rest"
 SLURM_TASK, SLURM_COUNT, SLURM_MIN = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"
 
 
@@ -376,7 +377,7 @@ def print_problems(results: Sequence[Extraction], shown: int = 10) -> None:
             print(f"  ... and {len(bad) - shown} more {kind} (see the status table)")
 
 
-@report_user_errors
+@report_user_errors(kept=KEPT)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for item in args.videos:

@@ -12,9 +12,11 @@ Two networks share their building blocks:
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import re
 import subprocess
+import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
@@ -661,6 +663,7 @@ class Checkpoint:
     metrics: dict = field(default_factory=dict)  # validation metrics of the saved epoch
     retrain: dict | None = None  # held-out metrics before and after retraining
     training_state: dict | None = field(default=None, repr=False)  # optimiser, scheduler and loop state
+    sha256: str = ""  # of the bytes it was loaded from (never saved in the file)
 
     @property
     def is_paper_release(self) -> bool:
@@ -698,49 +701,96 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
                "state_dict": {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()}, "fields": fields}
     if ckpt.training_state is not None:
         payload["training_state"] = ckpt.training_state
+    buffer = io.BytesIO()  # serialised in memory, so a full disk is an OSError naming the file, not torch's own
+    torch.save(payload, buffer)
     with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def config_record(cfg: ModelConfig) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def checkpoint_bytes(path: Path) -> bytes:
+    """The file's bytes, read once: the model is loaded from, and its SHA-256 computed over, these same bytes, so
+    a file replaced during a run can never give one model with another's hash."""
+    if not path.is_file():
+        raise CheckpointError(path, "no such checkpoint file")
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as err:
+        raise CheckpointError(path, f"cannot be read: {err.strerror or err}") from None
+
+
+def check_archive(path: Path, data: bytes) -> None:
+    """Refuse, before anything is unpacked, a zip archive whose tensor records are compressed: torch.save stores
+    them as they are, so a compressed one could unpack to any size (a 2 MB file to gigabytes)."""
+    if not data.startswith(b"PK\x03\x04"):
+        return  # the legacy pickle format: nothing compressed, its size is the file's
+    try:
+        records = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, ValueError):
+        raise CheckpointError(path, "not a readable PyTorch checkpoint (truncated or damaged)") from None
+    packed = [r for r in records if r.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        largest = max(packed, key=lambda r: r.file_size)
+        raise CheckpointError(path, f"holds compressed records, which torch.save never writes ({largest.filename} "
+                                    f"would unpack to {largest.file_size / 2**20:,.0f} MiB); refusing to unpack it")
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Our checkpoints (this format or the first) or the paper's raw state_dicts, loaded without executing
-    code (weights_only=True); model in eval mode. Anything inconsistent is refused with one line."""
+    code (weights_only=True) from one read of the file, whose SHA-256 the checkpoint carries; model in eval mode.
+    Anything inconsistent is refused with one line."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "no such checkpoint file")
-    with open(path, "rb") as handle:
-        start = handle.read(4)
-    if not start.startswith(TORCH_FILE_MAGIC):
+    data = checkpoint_bytes(path)
+    if not data.startswith(TORCH_FILE_MAGIC):
         raise CheckpointError(path, "not a PyTorch checkpoint file (another kind of file, or empty)")
+    check_archive(path, data)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for truncated or foreign files
-        if "Weights only load failed" in str(err):
-            raise CheckpointError(path, "refused: the file holds Python objects, not just weights "
-                                        "(checkpoints are loaded with weights_only=True)") from None
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many types for truncated, foreign or unsafe files
+        unsafe = unsafe_globals(data)
+        if unsafe:
+            raise CheckpointError(path, f"refused: the file holds Python objects ({', '.join(unsafe[:3])}), not just "
+                                        "weights (checkpoints are loaded with weights_only=True)") from None
         raise CheckpointError(path, "not a readable PyTorch checkpoint (truncated or damaged)") from None
     if not isinstance(payload, dict):
         raise CheckpointError(path, f"not a checkpoint: it holds a {type(payload).__name__}")
+    newer = newer_format(payload.get("format"))
+    if newer:
+        version = (payload.get("fields") or {}).get("code_version", "unknown") if isinstance(payload.get("fields"), dict) \
+            else "unknown"
+        raise CheckpointError(path, f"written by a newer version of this code ({version}, format {newer}); update "
+                                    f"this repository to read it (this one reads {CHECKPOINT_FORMAT})")
     if payload.get("format") in (CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_V1):
         ckpt = _load_ours(path, payload)
     elif payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
         ckpt = _load_paper(path, payload)
     else:
         raise CheckpointError(path, "not a known checkpoint: neither this project's format nor a raw state_dict")
+    ckpt.sha256 = hashlib.sha256(data).hexdigest()
     ckpt.model.to(device).eval()
     return ckpt
+
+
+def unsafe_globals(data: bytes) -> list[str]:
+    """The Python objects a checkpoint's pickle names beyond plain weights (what weights_only=True refuses)."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data)))
+    except Exception:  # a damaged file: no list to give
+        return []
+
+
+def newer_format(value) -> str | None:
+    """The format name when it is this project's, with a number above CHECKPOINT_FORMAT's."""
+    prefix, _, number = CHECKPOINT_FORMAT.rpartition("/")
+    if isinstance(value, str) and value.startswith(prefix + "/"):
+        theirs = value[len(prefix) + 1:]
+        if theirs.isdigit() and int(theirs) > int(number):
+            return value
+    return None
 
 
 def _load_ours(path: Path, payload: dict) -> Checkpoint:
@@ -860,6 +910,9 @@ def _load_state(path: Path, model: nn.Module, state: dict) -> None:
             parts.append(f"unknown keys {', '.join(unknown[:5])}" + (" ..." if len(unknown) > 5 else ""))
         raise CheckpointError(path, "; ".join(parts))
     for key, value in expected.items():
+        if isinstance(state[key], torch.Tensor) and state[key].is_floating_point() != value.is_floating_point():
+            raise CheckpointError(path, f"{key} holds {str(state[key].dtype).replace('torch.', '')} values where the "
+                                        f"network has {str(value.dtype).replace('torch.', '')} (weights are floating point)")
         if not isinstance(state[key], torch.Tensor) or tuple(state[key].shape) != tuple(value.shape):
             found = tuple(state[key].shape) if isinstance(state[key], torch.Tensor) else type(state[key]).__name__
             raise CheckpointError(path, f"shapes match no known network: {key} is {found}, expected "

@@ -293,8 +293,14 @@ class InputFile:
 
     @functools.cached_property
     def is_table(self) -> bool:
-        """A combined frame table (layout A), rather than one raw OpenFace CSV or a failure (read once)."""
-        return not self.failure and is_frame_table(self.path)
+        """A combined frame table (layout A), rather than one raw OpenFace CSV or a failure (read once). A file
+        whose header cannot be read is no table: read as an OpenFace CSV, it becomes unreadable with the reason."""
+        if self.failure:
+            return False
+        try:
+            return is_frame_table(self.path)
+        except (DataError, OSError):
+            return False
 
 
 def input_files(inputs: Sequence[str | Path], exclude: Iterable[str | Path] = ()) -> list[InputFile]:
@@ -761,10 +767,18 @@ def iter_clips(inputs: Sequence[InputFile], features: Sequence[str], reading: Re
             continue
         try:
             yield from read_openface_csv(item, features, reading, keep_rows)
-        except DataError as err:
+        except (DataError, OSError) as err:
+            reason = err.reason if isinstance(err, DataError) else vanished_reason(err)
             if strict:
-                raise
-            yield unreadable_clip(clip_key(item.name), item.name, len(features), err.reason)
+                raise DataError(item.path, reason) from None
+            yield unreadable_clip(clip_key(item.name), item.name, len(features), reason)
+
+
+def vanished_reason(err: OSError) -> str:
+    """Why a file that was there when the run started could not be read."""
+    if isinstance(err, FileNotFoundError):
+        return "file disappeared during the run"
+    return f"cannot be read: {err.strerror or err}"
 
 
 def read_clips(inputs: Sequence[str | Path], features: Sequence[str], reading: ReadOptions = ReadOptions(),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import json
 import os
 import re
 import uuid
@@ -58,22 +60,68 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
 # Atomic writes
 
 
+TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.\d+\.[0-9a-f]{8}\.tmp$")
+
+
 def temporary_sibling(path: Path) -> Path:
     """A hidden name beside `path`, unique to this process and call (torchrun ranks may write at once)."""
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
+def remove_temporaries(folder: Path, names: Iterable[str]) -> int:
+    """Remove what a killed writer left in `folder` for the files `names` (temporaries of temporaries too). Only
+    for a caller that holds the lock of those files, so nothing is writing them."""
+    wanted = set(names)
+    removed = 0
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        base = standing_for(entry.name)
+        if base != entry.name and base in wanted:
+            entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def named_faults(path: Path) -> Iterator[None]:
+    """Give an OSError without a file name (Arrow's: 'Error writing bytes to file. Detail: [errno 28] ...') the
+    name of the file being written, and its errno the words the system has for it."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        code = err.errno or int((re.search(r"\[errno (\d+)\]", str(err)) or [0, errno.EIO])[1])
+        raise OSError(code, os.strerror(code), str(path)) from None
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path`, on failure it is removed."""
+    """Yield a temporary path to write; on success it replaces `path`, on failure it is removed (an OSError then
+    names `path`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with named_faults(path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def json_safe(value):
+    """The value with every NaN or infinite float replaced by None, so json.dumps writes null (valid JSON)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def json_line(value) -> str:
+    return json.dumps(json_safe(value), allow_nan=False)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -81,8 +129,16 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def standing_for(name: str) -> str:
+    """The name of the file a temporary name stands for ('.c.parquet.12.0a1b2c3d.tmp' -> 'c.parquet')."""
+    while (match := TEMPORARY_NAME.match(name)) is not None:
+        name = match["name"]
+    return name
+
+
 def is_parquet(path: str | Path) -> bool:
-    return Path(path).suffix.lower() == PARQUET_SUFFIX
+    """By the name (of the file a temporary stands for)."""
+    return Path(standing_for(Path(path).name)).suffix.lower() == PARQUET_SUFFIX
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -126,7 +182,10 @@ class TableWriter:
         self._schema: pa.Schema | None = None
 
     def write(self, table: pa.Table | "pd.DataFrame") -> None:  # noqa: F821
-        table = to_arrow(table)
+        with named_faults(self.path):
+            self._write(to_arrow(table))
+
+    def _write(self, table: pa.Table) -> None:
         if self._schema is None:
             self._schema = table.schema
             if self._parquet:
@@ -145,20 +204,26 @@ class TableWriter:
         self.rows += table.num_rows
 
     def close(self) -> int:
-        """Publish the file; returns the number of rows written."""
-        if self._writer is not None:
-            self._writer.close()
-        if self._handle is not None:
-            self._handle.close()
+        """Publish the file; returns the number of rows written. A failure (a full disk) leaves the target as
+        it was and no temporary file."""
+        try:
+            with named_faults(self.path):
+                if self._writer is not None:
+                    self._writer.close()
+                if self._handle is not None:
+                    self._handle.close()
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
         self._context.__exit__(None, None, None)
         return self.rows
 
     def abort(self) -> None:
         """Discard what was written; the target is left as it was."""
-        if self._writer is not None:
-            self._writer.close()
-        if self._handle is not None:
-            self._handle.close()
+        for closing in (self._writer, self._handle):
+            if closing is not None:
+                with contextlib.suppress(OSError, pa.ArrowException):
+                    closing.close()
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "TableWriter":
@@ -182,9 +247,19 @@ def write_table(table: pa.Table | "pd.DataFrame", path: str | Path) -> int:  # n
 # Reading tables
 
 
-def looks_binary(path: Path) -> bool:
+KNOWN_BINARY: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip-compressed: unpack it first"), (b"PK\x03\x04", "a zip archive: unpack it first"),
+    (b"\xff\xfe", "UTF-16 text: save it as UTF-8"), (b"\xfe\xff", "UTF-16 text: save it as UTF-8"))
+
+
+def binary_kind(path: Path) -> str | None:
+    """Why a file is no CSV text (what kind of file it is, when known), or None for text."""
     with open(path, "rb") as handle:
-        return b"\0" in handle.read(4096)
+        start = handle.read(4096)
+    for magic, kind in KNOWN_BINARY:
+        if start.startswith(magic):
+            return kind
+    return "it holds binary data" if b"\0" in start else None
 
 
 def read_header(path: str | Path) -> list[str]:
@@ -195,8 +270,9 @@ def read_header(path: str | Path) -> list[str]:
             return list(pq.read_schema(path).names)
         except (pa.ArrowException, OSError) as err:
             raise DataError(path, f"not a readable Parquet file: {first_line(err)}") from None
-    if looks_binary(path):
-        raise DataError(path, "not a CSV text file (it holds binary data)")
+    kind = binary_kind(path)
+    if kind:
+        raise DataError(path, f"not a CSV text file ({kind})")
     with open(path, "r", encoding="utf-8-sig", errors="replace", newline="") as handle:  # -sig: Excel's byte-order mark
         first = handle.readline()
     if not first.strip():

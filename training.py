@@ -32,7 +32,7 @@ from model import (GATED_PATHS, Checkpoint, ModelConfig, branch_parameters, conf
                    save_checkpoint)
 from openface import TRAIT_LETTERS, TRAITS, Clip, ReadOptions, ReadSummary, attach_labels, read_clips, read_labels
 from plots import pyplot, save_figure
-from tables import write_text_atomic
+from tables import json_line, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -415,18 +415,33 @@ def evaluate(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, batc
     return float(((pred - truth) ** 2).mean()), regression_table(truth, pred)
 
 
+def constant_label_warnings(parts: dict[str, Sequence[Clip]]) -> list[str]:
+    """One line per split and trait whose labels are all one value: R² is undefined there (shown as n/a)."""
+    lines = []
+    for name in ("train", "val"):
+        if parts.get(name):
+            labels = labels_of(parts[name])
+            for j, trait in enumerate(TRAITS):
+                if np.ptp(labels[:, j]) == 0:
+                    lines.append(f"warning: {trait} is {labels[0, j]:g} on every {name} clip ({len(labels)}): nothing "
+                                 f"to learn there, and its R² is undefined (n/a)")
+    return lines
+
+
 def fit(run: Run) -> dict:
     """Train with early stopping on validation loss; rank 0 writes the best and last checkpoints, the log and the
     curve after every epoch. Batch order and dropout are seeded from (seed, epoch), so a run resumed from its last
     checkpoint ends exactly as an uninterrupted one. Returns the best epoch's record."""
     opts = run.options
     train_clips = augment_clips(run.split.parts["train"]) if opts.augment else list(run.split.parts["train"])
+    for warning in constant_label_warnings(run.split.parts):
+        run.report(warning)
     scaler = run.scaler
     path_defaults = prepare_linear_paths(run) if run.config.stats_path else None
     optimizer, scheduler = make_optimizer(run)
     state = restore_training_state(run, optimizer, scheduler) if run.resume else LoopState()
     if state.history and run.world.is_main:  # a kill may have come between the last checkpoint and the log
-        write_text_atomic(run.outputs.log, "".join(json.dumps(h) + "\n" for h in state.history))
+        write_text_atomic(run.outputs.log, "".join(json_line(h) + "\n" for h in state.history))
     net = wrap_distributed(run)
     lengths = [c.n_frames for c in train_clips]
     for epoch in range(state.epoch + 1, opts.epochs + 1):
@@ -511,10 +526,10 @@ def save_epoch(run: Run, state: LoopState, table: pd.DataFrame, optimizer: torch
     if record["best"]:
         save_checkpoint(run.outputs.best, run_checkpoint(run, metrics))
     loop = {"epoch": state.epoch, "best_val": state.best_val, "bad_epochs": state.bad_epochs,
-            "history_json": json.dumps(state.history)}
+            "history_json": json_line(state.history)}
     save_checkpoint(run.outputs.last, run_checkpoint(run, metrics, {"optimizer": optimizer.state_dict(),
                                                                       "scheduler": scheduler.state_dict(), **loop}))
-    write_text_atomic(run.outputs.log, "".join(json.dumps(h) + "\n" for h in state.history))
+    write_text_atomic(run.outputs.log, "".join(json_line(h) + "\n" for h in state.history))
     plot_learning_curve(state.history, run.outputs.curve)
 
 
@@ -601,10 +616,15 @@ def plot_learning_curve(history: list[dict], path: Path) -> None:
     save_figure(fig, [path], dpi=110)
 
 
+def signed(value: float) -> str:
+    """+0.123, or n/a where the value is undefined (R² of constant labels)."""
+    return f"{value:+.3f}" if np.isfinite(value) else "n/a"
+
+
 def epoch_line(record: dict, epochs: int) -> str:
-    r2 = " ".join(f"{TRAIT_LETTERS[t]} {record['val_r2'][t]:+.3f}" for t in TRAITS)
+    r2 = " ".join(f"{TRAIT_LETTERS[t]} {signed(record['val_r2'][t])}" for t in TRAITS)
     return (f"epoch {record['epoch']:>3}/{epochs}  train {record['train_loss']:.5f}  val {record['val_loss']:.5f}  "
-            f"val R2 {r2} (mean {record['val_r2_mean']:+.3f})  {record['seconds']:.1f} s  "
+            f"val R2 {r2} (mean {signed(record['val_r2_mean'])})  {record['seconds']:.1f} s  "
             f"{record['clips_per_s']:.0f} clips/s{'  *' if record['best'] else ''}")
 
 

@@ -169,5 +169,24 @@ def five(value: float) -> dict:
             "openness": value}
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 600 kB file system of its own (tmpfs; needs root), to fill up; remount(size) makes it larger."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", mount], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+
+    def remount(size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", mount], check=True)
+
+    try:
+        yield mount, remount
+    finally:
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+
+
 __all__ = ["ROOT", "REAL", "TINY_MODEL", "TRAITS", "needs_real", "load_prepare", "run_script", "run_process",
-           "one_line_error", "tree_digest", "read_one", "our_checkpoint", "write_openface", "set_cell", "five"]
+           "one_line_error", "tree_digest", "read_one", "our_checkpoint", "write_openface", "set_cell", "five",
+           "small_disk", "read_faces"]
+

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from au_analysis import (benjamini_hochberg, correlation_matrix, correlation_pvalues, rank_columns)
+from au_analysis import (benjamini_hochberg, correlate, correlation_matrix, correlation_pvalues, permutation_pvalues,
+                         rank_columns)
 from conftest import TINY_MODEL, load_prepare, one_line_error, our_checkpoint, run_script, set_cell
 
 
@@ -25,6 +26,52 @@ def test_correlations_and_pvalues_match_scipy():
             assert r[i, j] == pytest.approx(ref.statistic, abs=1e-12) and p[i, j] == pytest.approx(ref.pvalue, rel=1e-8)
             ref = stats.spearmanr(x[:, i], y[:, j])
             assert rs[i, j] == pytest.approx(ref.statistic, abs=1e-12) and ps[i, j] == pytest.approx(ref.pvalue, rel=1e-8)
+
+
+def test_small_samples_get_exact_permutation_p_values_as_scipy_computes_them():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 4))
+    y = np.c_[x[:, 0] + 0.3 * rng.normal(size=6), rng.normal(size=6)]
+    r = correlation_matrix(x, y)
+    p, how = permutation_pvalues(x, y, r, np.random.default_rng(0))
+    assert how == "exact permutation (720 orders)"
+    for i in range(4):
+        for j in range(2):
+            exact = stats.pearsonr(x[:, i], y[:, j], method=stats.PermutationMethod()).pvalue  # all 720 orders
+            assert p[i, j] == pytest.approx(exact, abs=1e-12)
+    perfect = np.arange(5.0)[:, None]
+    p, _ = permutation_pvalues(perfect, perfect, correlation_matrix(perfect, perfect), np.random.default_rng(0))
+    assert p[0, 0] == pytest.approx(2 / 120)  # identity and reverse of 5! orders: the smallest p at n = 5
+
+
+def test_the_p_values_of_three_perfect_clips_are_one_third_not_zero():
+    x = np.array([[1.0], [2.0], [3.0]])
+    p, _ = permutation_pvalues(x, x, correlation_matrix(x, x), np.random.default_rng(0))
+    assert p[0, 0] == pytest.approx(1 / 3)  # the asymptotic formula says 0
+
+
+def test_between_7_and_30_clips_shuffles_approximate_the_exact_p_and_30_use_the_t_approximation():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(12, 3))
+    y = np.c_[x[:, 0] + rng.normal(size=12), rng.normal(size=12)]
+    r = correlation_matrix(x, y)
+    p, how = permutation_pvalues(x, y, r, np.random.default_rng(0))
+    assert how == "permutation (9,999 shuffles)"
+    reference = stats.pearsonr(x[:, 0], y[:, 0], method=stats.PermutationMethod(n_resamples=99_999, rng=1)).pvalue
+    assert p[0, 0] == pytest.approx(reference, abs=0.01)
+    clips = pd.Index([f"c{k}" for k in range(30)], name="clip")
+    features = pd.DataFrame(rng.normal(size=(30, 2)), index=clips,
+                            columns=pd.MultiIndex.from_product([["mean", "std"], ["AU01_r"]]))
+    traits = pd.DataFrame(rng.uniform(size=(30, 5)), index=clips, columns=["extroversion", "neuroticism",
+                                                                       "agreeableness", "conscientiousness", "openness"])
+    table = correlate(features, traits, "pearson")
+    assert set(table["p_method"]) == {"t approximation"} and (table["n"] == 30).all()
+    expected = stats.pearsonr(features[("mean", "AU01_r")], traits["openness"]).pvalue
+    got = table.set_index(["stat", "trait"]).loc[("mean", "openness"), "p"]
+    assert got == pytest.approx(expected, rel=1e-8)
+    small = correlate(features.iloc[:8], traits.iloc[:8], "spearman", seed=3)
+    assert set(small["p_method"]) == {"permutation (9,999 shuffles)"} and (small["n"] == 8).all()
+    pd.testing.assert_frame_equal(small, correlate(features.iloc[:8], traits.iloc[:8], "spearman", seed=3))
 
 
 def test_constant_column_gives_nan():
@@ -91,7 +138,7 @@ def test_permutation_importance_and_bad_inputs(tiny_corpus, tmp_path):
     frames = pd.read_csv(tiny_corpus / "frames.csv")
     frames[frames["ID"] <= 2].to_csv(tmp_path / "two.csv", index=False)
     one_line_error(run_script("au_analysis.py", tmp_path / "two.csv", "-o", tmp_path / "f2"),
-                   "only 2 labelled usable clip(s); correlations need at least 3")
+                   "only 2 labelled usable clip(s); with fewer than 5 no correlation can be significant")
     frames.drop(columns=["openness"]).to_csv(tmp_path / "notrait.csv", index=False)
     one_line_error(run_script("au_analysis.py", tmp_path / "notrait.csv", "-o", tmp_path / "f3"),
                    "missing trait columns openness")
@@ -126,3 +173,18 @@ def test_analysis_reads_deploys_frame_output_with_the_same_hygiene(tiny_corpus, 
     assert "24 labelled clips, 22 features" in result.stdout and "no face found (success == 0)" in result.stdout
     corr = pd.read_csv(tmp_path / "fig" / "correlations_spearman.csv")
     assert (corr["n"] == 24).all()
+
+
+def test_a_small_table_is_analysed_with_exact_p_values_and_n_beside_every_result(tiny_corpus, tmp_path):
+    frames = pd.read_csv(tiny_corpus / "frames.csv")
+    frames[frames["ID"] <= 6].to_csv(tmp_path / "six.csv", index=False)
+    result = run_script("au_analysis.py", tmp_path / "six.csv", "-o", tmp_path / "fig", "--method", "both")
+    assert result.returncode == 0, result.stderr
+    assert "n = 6 clips, fewer than 30: p-values from permutations" in result.stdout
+    assert "spearman (n = 6 clips, p by exact permutation (720 orders)):" in result.stdout
+    table = pd.read_csv(tmp_path / "fig" / "correlations_spearman.csv")
+    assert (table["n"] == 6).all() and (table["p_method"] == "exact permutation (720 orders)").all()
+    assert table["p"].min() >= 2 / 720 - 1e-12 and (table["q"] >= table["p"] - 1e-12).all()
+    frames[frames["ID"] <= 4].to_csv(tmp_path / "four.csv", index=False)
+    one_line_error(run_script("au_analysis.py", tmp_path / "four.csv", "-o", tmp_path / "f4"),
+                   "only 4 labelled usable clip(s); with fewer than 5 no correlation can be significant")

@@ -87,6 +87,9 @@ def test_every_status_appears_with_its_reason_and_relative_names(tiny_corpus, hy
     assert table.loc["huge", "reason"] == "line 9, column AU06_r: value overflows 32-bit floats; fix or remove the frame"
     assert table.loc["dup", "reason"] == "column 'AU01_r' appears 2 times in the header; rename or remove the copies"
     assert table.loc["empty", "reason"] == "empty file"
+    assert table.loc["short", "reason"] == "20 usable frame(s), fewer than --min-frames 41"
+    assert table.loc["faceless", "reason"] == "no usable frame in 60 (60 no face found (success == 0))"
+    assert (table["reason"][table["status"] != "ok"] != "").all()
     assert (table.loc["good", list(TRAITS)] != "").all() and (table.loc["short", list(TRAITS)] == "").all()
     frames = pd.read_csv(tmp_path / "frames.csv")
     assert frames.groupby("clip_id").size().to_dict() == {"good": 80, "short": 20, "faceless": 60}
@@ -358,3 +361,181 @@ def test_deploy_bad_inputs(hybrid_weights, tmp_path):
                    "png.pt: not a PyTorch checkpoint file")
     one_line_error(deploy(tmp_path / "empty", "--weights", hybrid_weights, "-o", tmp_path / "x.csv", "--min-frames",
                           "0"), "--min-frames", "must be at least 1")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Faults: the checkpoint replaced, files vanishing, a full disk, long names, Ctrl-C, kills at the end
+
+
+def test_a_checkpoint_replaced_during_the_run_never_mixes_two_models(tiny_corpus, hybrid_weights, tmp_path,
+                                                                     monkeypatch):
+    """A training writing a new best to the same path while deploy runs: the run keeps the model it loaded and
+    records that model's hash; a resume with the new file is another run."""
+    import attn_deploy
+    import hashlib
+
+    weights = tmp_path / "w.pt"
+    shutil.copy(hybrid_weights, weights)
+    first = hashlib.sha256(weights.read_bytes()).hexdigest()
+    other = our_checkpoint(tmp_path / "other.pt", tiny_corpus, seed=1)
+    real_load = attn_deploy.load_checkpoint
+
+    def load_then_replace(path, *args, **kwargs):
+        ckpt = real_load(path, *args, **kwargs)
+        shutil.copy(other, weights)  # the file changes right after it was read
+        return ckpt
+
+    monkeypatch.setattr(attn_deploy, "load_checkpoint", load_then_replace)
+    out = tmp_path / "c.csv"
+    assert deploy(tiny_corpus / "openface", "--weights", weights, "-o", out, "--limit", "8",
+                  "--chunk-size", "4").returncode == 0
+    assert json.loads((tmp_path / "c.csv.parts" / "manifest.json").read_text())["checkpoint_sha256"] == first
+    monkeypatch.setattr(attn_deploy, "load_checkpoint", real_load)
+    one_line_error(deploy(tiny_corpus / "openface", "--weights", weights, "-o", out, "--resume"),
+                   "cannot resume: that run used another checkpoint")
+
+
+def test_an_input_that_disappears_during_the_run_becomes_its_rows_reason(tiny_corpus, hybrid_weights, tmp_path,
+                                                                          monkeypatch):
+    import attn_deploy
+
+    folder = tmp_path / "in"
+    shutil.copytree(tiny_corpus / "openface", folder)
+    victim = sorted(folder.rglob("*.csv"))[5]
+    real_count = attn_deploy.count_slots
+
+    def count_then_delete(files):
+        slots = real_count(files)
+        victim.unlink()  # after the run has listed and counted it
+        return slots
+
+    monkeypatch.setattr(attn_deploy, "count_slots", count_then_delete)
+    result = deploy(folder, "--weights", hybrid_weights, "-o", tmp_path / "c.csv")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "c.csv", keep_default_na=False).set_index("clip_id")
+    assert len(table) == 24 and table.loc[victim.stem, "status"] == "unreadable"
+    assert table.loc[victim.stem, "reason"] == "file disappeared during the run"
+    assert (table.drop(index=victim.stem)["status"] == "ok").all()
+
+
+def test_compressed_and_utf16_files_are_their_rows_reason_not_the_runs_end(hybrid_weights, tmp_path):
+    import gzip
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_openface(folder / "good.csv", 80)
+    text = (folder / "good.csv").read_text()
+    (folder / "packed.csv").write_bytes(gzip.compress(text.encode()))
+    (folder / "wide.csv").write_bytes(text.encode("utf-16"))
+    result = deploy(folder, "--weights", hybrid_weights, "-o", tmp_path / "c.csv")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "c.csv", keep_default_na=False).set_index("clip_id")
+    assert table["status"].to_dict() == {"good": "ok", "packed": "unreadable", "wide": "unreadable"}
+    assert table.loc["packed", "reason"] == "not a CSV text file (gzip-compressed: unpack it first)"
+    assert table.loc["wide", "reason"] == "not a CSV text file (UTF-16 text: save it as UTF-8)"
+
+
+@pytest.mark.parametrize("script", ["attn_deploy.py", "attn_regression.py", "data_augmentation.py"])
+def test_an_output_name_too_long_for_the_file_system_is_refused_before_any_work(tiny_corpus, hybrid_weights,
+                                                                               tmp_path, script):
+    name = "x" * 240 + ".csv"
+    args = {"attn_deploy.py": [tiny_corpus / "openface", "--weights", hybrid_weights, "-o", tmp_path / name],
+            "attn_regression.py": [tiny_corpus / "frames.csv", "-o", tmp_path / ("x" * 240 + ".pt"), "--split",
+                                   tmp_path / "s.csv"],
+            "data_augmentation.py": [tiny_corpus / "frames.csv", "-o", tmp_path / name]}[script]
+    line = one_line_error(run_script(script, *args), "the file name is too long for this file system (24",
+                          "bytes; at most 215 here")
+    assert "x" * 240 in line and list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_keeps_nothing_half_written_and_the_resume_finishes(tiny_corpus, hybrid_weights,
+                                                                                     small_disk):
+    disk, remount = small_disk
+    out = disk / "c.csv"
+    args = [tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out, "--frames-output", disk / "f.parquet",
+            "--chunk-size", "4"]
+    before = tree_digest(tiny_corpus / "openface")
+    line = one_line_error(deploy(*args), "No space left on device (the disk is full)",
+                          "kept in OUTPUT.parts/; run the same command with --resume")
+    assert str(disk) in line
+    left = sorted(p.name for p in disk.iterdir())
+    assert left == ["c.csv.parts"], left  # no output, no manifest, no temporary, no lock
+    assert not list((disk / "c.csv.parts").glob(".*.tmp"))
+    remount("20m")
+    resumed = deploy(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(pd.read_csv(out)) == 24 and (disk / "c.csv.json").exists()
+    assert tree_digest(tiny_corpus / "openface") == before
+
+
+def test_leftovers_of_a_kill_at_the_end_are_removed_and_a_finished_run_says_so(tiny_corpus, hybrid_weights,
+                                                                                tmp_path):
+    out = tmp_path / "c.csv"
+    args = [tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out]
+    assert deploy(*args, "--limit", "8").returncode == 0
+    (tmp_path / ".c.csv.4242.0badf00d.tmp").write_text("half a merge")  # killed while merging
+    (tmp_path / "..c.csv.4242.0badf00d.tmp.4242.1badf00d.tmp").write_text("and its writer's own temporary")
+    (tmp_path / "c.csv.parts" / ".000000000099.clips.parquet.4242.2badf00d.tmp").write_text("half a chunk")
+    (tmp_path / ".other.csv.4242.3badf00d.tmp").write_text("another output's: not ours to remove")
+    assert deploy(*args, "--resume").returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.csv.4242.3badf00d.tmp", "c.csv", "c.csv.json"]
+    finished = json.loads((tmp_path / "c.csv.json").read_text())
+    (tmp_path / "c.csv.parts").mkdir()  # killed while its chunks were being removed
+    (tmp_path / "c.csv.parts" / "000000000000.clips.parquet").write_text("")
+    (tmp_path / ".c.csv.parts.removing").mkdir()
+    again = deploy(*args, "--resume")
+    assert again.returncode == 0 and again.stderr == ""
+    assert f"{out} is already finished (24 clips, {finished['finished']}; its manifest c.csv.json): nothing to " \
+           "resume" in again.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.csv.4242.3badf00d.tmp", "c.csv", "c.csv.json"]
+    other = our_checkpoint(tmp_path / "other.pt", tiny_corpus, seed=1)
+    one_line_error(deploy(tiny_corpus / "openface", "--weights", other, "-o", out, "--resume"),
+                   "cannot resume: it was finished with another checkpoint (hybrid.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_is_one_line_saying_what_was_kept_and_the_resume_finishes(tiny_corpus, hybrid_weights,
+                                                                                    deployed_whole, tmp_path, stop):
+    out = tmp_path / KILL_OUT
+    args = [tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out, "--chunk-size", "2", "--workers", "1"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "attn_deploy.py"), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=process_env())
+    parts = tmp_path / f"{KILL_OUT}.parts"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(parts.glob("*.clips.parquet"))) < 2:
+        time.sleep(0.005)
+    proc.send_signal(stop)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[stop], stderr
+    assert stderr.strip().splitlines() == [f"interrupted ({signal.Signals(stop).name}): the chunks labelled so far "
+                                           "are kept in OUTPUT.parts/; run the same command with --resume to continue"]
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp")) and not (tmp_path / f"{KILL_OUT}.lock").exists()
+    resumed = deploy(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_table(out, deployed_whole / KILL_OUT)
+
+
+def test_a_fault_while_publishing_leaves_the_earlier_output_and_its_manifest_as_they_were(tiny_corpus, hybrid_weights,
+                                                                                           tmp_path, monkeypatch):
+    import errno
+
+    import attn_deploy
+
+    out = tmp_path / "c.csv"
+    args = [tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out, "--frames-output", tmp_path / "f.csv"]
+    assert deploy(*args).returncode == 0
+    before = tree_digest(tmp_path)
+    real_merge = attn_deploy.merge
+
+    def merge_then_fill_the_disk(parts, total, output, frames_output):
+        real_merge(parts, total, output, frames_output)
+        raise OSError(errno.ENOSPC, "No space left on device", str(output))
+
+    monkeypatch.setattr(attn_deploy, "merge", merge_then_fill_the_disk)
+    one_line_error(deploy(*args, "--min-frames", "50"), "No space left on device (the disk is full)")
+    after = tree_digest(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("c.csv.parts")} == before  # nothing else changed
+    monkeypatch.setattr(attn_deploy, "merge", real_merge)
+    assert deploy(*args, "--min-frames", "50", "--resume").returncode == 0
+    assert json.loads((tmp_path / "c.csv.json").read_text())["options"]["min_frames"] == 50

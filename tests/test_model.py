@@ -1,13 +1,19 @@
 """model.py: shapes, padding invariance, the paper network against an independent reference, checkpoints."""
 from __future__ import annotations
 
+import hashlib
 import math
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import ROOT
 from dataset import Normalization, SplitRecord
 from errors import DataError
 from model import (PAPER_FEATURE_SETS, PRESETS, Checkpoint, CheckpointError, ModelConfig, PaperNet,
@@ -367,3 +373,55 @@ def test_feature_mismatch_names_columns(tmp_path):
                                               "pose_Rx, pose_Ry, pose_Rz"):
         check_features(ckpt, list(FEATURE_SETS["au"]), "data.csv")
     check_features(ckpt, list(FEATURE_SETS["all"]), "data.csv")
+
+
+def test_a_checkpoint_carries_the_sha256_of_the_bytes_it_was_loaded_from(tmp_path):
+    torch.save(random_paper_state(17, 0), tmp_path / "a.pt")
+    ckpt = load_checkpoint(tmp_path / "a.pt")
+    assert ckpt.sha256 == hashlib.sha256((tmp_path / "a.pt").read_bytes()).hexdigest()
+
+
+def test_weights_that_are_not_floating_point_are_refused_and_other_float_widths_cast(tmp_path):
+    state = random_paper_state(17, 0)
+    torch.save({k: v.to(torch.int64) if v.is_floating_point() else v for k, v in state.items()}, tmp_path / "int.pt")
+    with pytest.raises(CheckpointError, match=r"int.pt: \S+ holds int64 values where the network has float32"):
+        load_checkpoint(tmp_path / "int.pt")
+    torch.save(state, tmp_path / "f32.pt")
+    torch.save({k: v.double() if v.is_floating_point() else v for k, v in state.items()}, tmp_path / "f64.pt")
+    x, lengths = torch.randn(2, 80, 17), torch.tensor([80, 50])
+    with torch.no_grad():
+        expected = load_checkpoint(tmp_path / "f32.pt").model(x, lengths)
+        torch.testing.assert_close(load_checkpoint(tmp_path / "f64.pt").model(x, lengths), expected)
+
+
+def test_a_compressed_archive_is_refused_before_it_is_unpacked(tmp_path):
+    """A 256 MiB zero record deflated into a few bytes: refused by name, at the cost of reading the file."""
+    state = random_paper_state(17, 0)
+    torch.save(state, tmp_path / "plain.pt")
+    with zipfile.ZipFile(tmp_path / "plain.pt") as plain, \
+            zipfile.ZipFile(tmp_path / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as bomb:
+        for record in plain.infolist():
+            bomb.writestr(record.filename, plain.read(record.filename))
+        bomb.writestr("archive/data/999", bytes(256 * 2**20))
+    assert (tmp_path / "bomb.pt").stat().st_size < 16 * 2**20  # the weights themselves, plus a few bytes of zeros
+    probe = ("import resource, sys; sys.path.insert(0, sys.argv[2]); from model import load_checkpoint\n"
+             "try:\n    load_checkpoint(sys.argv[1])\nexcept Exception as err:\n    print(err)\n"
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+
+    def load_in_a_fresh_process(path: Path) -> tuple[list[str], int]:
+        done = subprocess.run([sys.executable, "-c", probe, path, ROOT], capture_output=True, text=True, timeout=120)
+        lines = done.stdout.strip().splitlines()
+        return lines[:-1], int(lines[-1])
+
+    message, peak_mb = load_in_a_fresh_process(tmp_path / "bomb.pt")
+    assert message == [f"{tmp_path / 'bomb.pt'}: holds compressed records, which torch.save never writes "
+                       "(archive/data/999 would unpack to 256 MiB); refusing to unpack it"]
+    loaded, plain_mb = load_in_a_fresh_process(tmp_path / "plain.pt")
+    assert loaded == [] and peak_mb < plain_mb + 64, (peak_mb, plain_mb)  # unpacking would add 256 MB
+
+
+def test_a_checkpoint_of_a_newer_format_says_so(tmp_path):
+    torch.save({"format": "openface-bigfive/3", "fields": {"code_version": "3.1.0"}, "config": {}}, tmp_path / "new.pt")
+    with pytest.raises(CheckpointError, match=r"new.pt: written by a newer version of this code \(3.1.0, format "
+                                              r"openface-bigfive/3\); update this repository"):
+        load_checkpoint(tmp_path / "new.pt")

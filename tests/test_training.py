@@ -240,3 +240,34 @@ def test_retrain_from_paper_weights_and_feature_mismatch(tiny_corpus, tmp_path):
     frames.drop(columns=["gaze_angle_x", "gaze_angle_y"]).to_csv(au_only, index=False)
     result = run_script("attn_retrain.py", au_only, "--weights", tmp_path / "p22.pt", "-o", tmp_path / "x.pt")
     one_line_error(result, "missing gaze_angle_x, gaze_angle_y", "p22.pt needs 22 features")
+
+
+def test_a_trait_with_one_label_is_warned_about_and_logged_as_null(tiny_corpus, tmp_path):
+    frames = pd.read_csv(tiny_corpus / "frames.csv")
+    (tmp_path / "corpus").mkdir()
+    frames.assign(openness=0.5).to_csv(tmp_path / "corpus" / "frames.csv", index=False)
+    result = train(tmp_path / "corpus", tmp_path / "m.pt", "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    assert "warning: openness is 0.5 on every train clip" in result.stdout
+    assert "warning: openness is 0.5 on every val clip" in result.stdout and "O n/a" in result.stdout
+    assert "nan" not in result.stdout.lower()
+
+    def refuse(token):
+        raise AssertionError(f"{token} is not JSON")
+
+    records = [json.loads(line, parse_constant=refuse) for line in (tmp_path / "m.log.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(r["val_r2"]["openness"] is None for r in records)
+    assert all(isinstance(r["val_r2"]["extroversion"], float) for r in records)
+
+
+@pytest.mark.parametrize("script", ["attn_regression.py", "data_augmentation.py"])
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_partial_file(tiny_corpus, tmp_path, small_disk, script):
+    disk, remount = small_disk
+    remount("64k")
+    if script == "attn_regression.py":
+        result = train(tiny_corpus, disk / "m.pt", split=tmp_path / "split.csv")
+    else:
+        result = run_script(script, tiny_corpus / "frames.csv", "-o", disk / "augmented.csv")
+    line = one_line_error(result, "No space left on device (the disk is full)")
+    assert str(disk) in line and not list(disk.glob(".*.tmp")) and not list(disk.glob("*.lock"))
+    assert not (disk / "augmented.csv").exists() and not (disk / "m.pt").exists()

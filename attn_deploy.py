@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+from collections import Counter
 import os
 import shutil
 import sys
@@ -43,11 +45,13 @@ from extract_features import ExtractOptions, Video, extract_videos, recorded_pro
 from model import Checkpoint, code_version, input_scaler, load_checkpoint
 from openface import (OPENFACE_OUTPUT_COLUMNS, PARTS_SUFFIX, TRAITS, VIDEO_CACHE_SUFFIX, Clip, InputFile, ReadOptions,
                       ReadSummary, Status, count_table_clips, input_files, iter_clips, read_header)
-from tables import TableWriter, ordered_map, remove_temporaries, temporary_sibling, write_text_atomic
+from tables import (TableWriter, manifest_beside, ordered_map, remove_temporaries, temporary_sibling,
+                    write_text_atomic)
 from training import Distributed, distributed_session, under_torchrun
 
-OPENFACE_FRAME_COLUMNS: tuple[str, ...] = ("File", "clip_id") + OPENFACE_OUTPUT_COLUMNS
-CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "File", "n_frames", "n_dropped", "status", "reason") + TRAITS
+OUTPUT_COLUMNS: tuple[str, ...] = (("clip_id", "File", "n_frames", "n_dropped", "status", "reason") + TRAITS
+                                   + ("clamped", "out_of_range"))
+FAR_OUTSIDE = 0.1  # share of a clip's statistics beyond the training range past which deploy warns
 READ_AHEAD = 64  # OpenFace files parsed ahead of the model, in parallel
 KEPT = "the chunks labelled so far are kept in OUTPUT.parts/; run the same command with --resume to continue"
 
@@ -112,14 +116,10 @@ def published_manifest(manifest: Manifest, weights: Path, files: Sequence[InputF
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def sidecar_path(output: Path) -> Path:
-    return output.with_name(output.name + ".json")
-
-
 def finished_output(path: Path) -> bool:
     """True for an output this script finished earlier (it has its manifest beside it), or one not written yet:
     found inside an input folder, such a file is never read as an input."""
-    return not path.exists() or sidecar_path(path).exists()
+    return not path.exists() or manifest_beside(path).exists()
 
 
 def manifest_path(parts: Path) -> Path:
@@ -238,25 +238,38 @@ def batched(items: Iterator, size: int) -> Iterator[list]:
 # Labelling and writing chunks
 
 
-def label_chunk(ckpt: Checkpoint, scaler, clips: Sequence[Clip], batch_size: int, device: torch.device) -> np.ndarray:
-    """(N, 5) scores for the chunk; NaN for clips that are not usable."""
+def label_chunk(ckpt: Checkpoint, scaler, clips: Sequence[Clip], batch_size: int,
+                device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 5) scores for the chunk and (N,) the share of each clip's statistics outside the checkpoint's training
+    range; NaN for clips that are not usable (and shares NaN where the checkpoint records no range)."""
     scores = np.full((len(clips), len(TRAITS)), np.nan, np.float32)
+    outside = np.full(len(clips), np.nan)
     usable = [i for i, clip in enumerate(clips) if clip.status is Status.OK]
     if usable:
         scores[usable] = predict(ckpt.model, [clips[i] for i in usable], scaler, batch_size, device)
-    return scores
+        if ckpt.training_range is not None:
+            outside[usable] = ckpt.training_range.outside_share([clips[i] for i in usable])
+    return scores, outside
 
 
 def trait_arrays(scores: np.ndarray) -> list[pa.Array]:
     return [pa.array(scores[:, j], pa.float32(), from_pandas=True) for j in range(len(TRAITS))]
 
 
-def clip_rows(slots: Sequence[int], clips: Sequence[Clip], scores: np.ndarray) -> pa.Table:
-    """One row per clip: ids, counts, status and reason, traits (empty unless ok); `slots` is each clip's slot."""
+def clamped_traits(scores: np.ndarray) -> list[str]:
+    """Per clip, the traits whose score is exactly 0 or 1 (clipped to the range), comma-separated."""
+    at_limit = (scores == 0) | (scores == 1)  # (N, 5); NaN is neither
+    return [",".join(t for t, hit in zip(TRAITS, row) if hit) for row in at_limit]
+
+
+def clip_rows(slots: Sequence[int], clips: Sequence[Clip], scores: np.ndarray, outside: np.ndarray) -> pa.Table:
+    """One row per clip: ids, counts, status and reason, traits (empty unless ok), the traits at a limit, the share
+    of the clip outside the training range; `slots` is each clip's slot."""
     columns = [pa.array([c.clip_id for c in clips], pa.string()), pa.array([c.file for c in clips], pa.string()),
                pa.array([c.n_frames for c in clips], pa.int64()), pa.array([c.n_dropped for c in clips], pa.int64()),
                pa.array([c.status.value for c in clips], pa.string()), pa.array([c.reason for c in clips], pa.string())]
-    table = pa.table(columns + trait_arrays(scores), names=list(CLIP_COLUMNS))
+    extra = [pa.array(clamped_traits(scores), pa.string()), pa.array(np.round(outside, 4), pa.float64(), from_pandas=True)]
+    table = pa.table(columns + trait_arrays(scores) + extra, names=list(OUTPUT_COLUMNS))
     return table.append_column("_slot", pa.array(slots, pa.int64()))
 
 
@@ -322,18 +335,18 @@ def publish(parts: Path, total: int, output: Path, frames_output: Path | None,
     or a kill leaves the earlier outputs as they were, or an output without a manifest, which is unfinished."""
     outputs = [output] + ([frames_output] if frames_output is not None else [])
     staged = {out: temporary_sibling(out) for out in outputs}
-    manifests = {out: temporary_sibling(sidecar_path(out)) for out in outputs}
+    manifests = {out: temporary_sibling(manifest_beside(out)) for out in outputs}
     try:
         table = merge(parts, total, staged[output], staged.get(frames_output))
         record = json.dumps(manifest_of(table), indent=1) + "\n"
         for out in outputs:
             manifests[out].write_text(record)
         for out in outputs:
-            sidecar_path(out).unlink(missing_ok=True)
+            manifest_beside(out).unlink(missing_ok=True)
         for out in outputs:
             os.replace(staged[out], out)
         for out in outputs:
-            os.replace(manifests[out], sidecar_path(out))
+            os.replace(manifests[out], manifest_beside(out))
     finally:
         for temporary in [*staged.values(), *manifests.values()]:
             temporary.unlink(missing_ok=True)
@@ -356,17 +369,17 @@ def remove_leftovers(parts: Path, outputs: Sequence[Path]) -> None:
     """What a killed run left beside its outputs (under the output lock, so nothing else is writing them)."""
     shutil.rmtree(removed_parts_name(parts), ignore_errors=True)
     for out in outputs:
-        remove_temporaries(out.parent, [out.name, sidecar_path(out).name])
+        remove_temporaries(out.parent, [out.name, manifest_beside(out).name])
 
 
 def finished_run(output: Path, manifest: Manifest) -> str:
     """What --resume says of an output this script finished; refuses when another checkpoint finished it."""
-    record = json.loads(sidecar_path(output).read_text())
+    record = json.loads(manifest_beside(output).read_text())
     if record.get("checkpoint_sha256") != manifest.checkpoint_sha256:
         raise DataError(output, f"cannot resume: it was finished with another checkpoint ({record.get('weights')}, "
                                 "its SHA-256 differs); start without --resume to label again")
     return (f"{output} is already finished ({record.get('clips')} clips, {record.get('finished')}; its manifest "
-            f"{sidecar_path(output).name}): nothing to resume. Start without --resume to label again\n")
+            f"{manifest_beside(output).name}): nothing to resume. Start without --resume to label again\n")
 
 
 def check_frames_layout(files: Sequence[InputFile]) -> bool:
@@ -385,7 +398,9 @@ def check_frames_layout(files: Sequence[InputFile]) -> bool:
 def build_parser() -> Parser:
     parser = Parser(__doc__)
     parser.add_argument("inputs", nargs="+", help="OpenFace CSV files or folders, or combined frame tables")
-    parser.add_argument("--weights", type=Path, required=True, help="our checkpoint, or the paper's au_180.pt / 3iternorm_180.pt")
+    parser.add_argument("--weights", type=Path, required=True,
+                        help="our checkpoint, or the paper's au_180.pt / 3iternorm_180.pt (make demo's hybrid.pt is "
+                             "trained on synthetic data: its scores on real faces mean nothing)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="per-clip table (.csv or .parquet)")
     parser.add_argument("--frames-output", type=Path, default=None,
                         help="also write every input frame row with the trait columns (the paper's output_pers.csv)")
@@ -456,7 +471,7 @@ def run(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: tor
     with output_lock(args.output) if world.is_main else contextlib.nullcontext():
         if world.is_main:
             remove_leftovers(parts, outputs)
-        if args.resume and not manifest_path(parts).exists() and sidecar_path(args.output).exists():
+        if args.resume and not manifest_path(parts).exists() and manifest_beside(args.output).exists():
             if world.is_main:
                 print(finished_run(args.output, manifest), end="")
                 shutil.rmtree(parts, ignore_errors=True)  # what a kill left of the finished run's chunks
@@ -487,9 +502,9 @@ def label(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: t
             for chunk in batched(items, args.chunk_size):
                 chunk_slots = [slot for slot, clips in chunk for _ in clips]
                 clips = [clip for _, clips in chunk for clip in clips]
-                scores = label_chunk(ckpt, scaler, clips, args.batch_size, device)
+                scores, outside = label_chunk(ckpt, scaler, clips, args.batch_size, device)
                 frames = frame_rows(clips, scores, openface_layout) if args.frames_output else None
-                write_chunk(parts, clip_rows(chunk_slots, clips, scores), frames)
+                write_chunk(parts, clip_rows(chunk_slots, clips, scores, outside), frames)
                 for clip in clips:
                     summary.add(clip)
                 bar.update(len(chunk))
@@ -513,7 +528,47 @@ def label(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: t
     print(f"wrote {args.output}: {table.num_rows} clips (" + ", ".join(f"{k} {v}" for k, v in counts.items()) +
           f"); {sum(summary.clips.values()) / max(seconds, 1e-9):.0f} clips/s on rank 0; manifest in "
           f"{args.output.name}.json")
+    for line in table_notes(table, args.weights, ckpt):
+        print(line)
+    if not counts.get(Status.OK.value):
+        raise DataError(args.output, f"no clip could be labelled ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
+                                     "the reasons are above and in the table's reason column")
     return 0
+
+
+def table_notes(table: pa.Table, weights: Path, ckpt: Checkpoint, shown: int = 3) -> list[str]:
+    """What a user should see of a finished table: the most common reasons clips were not labelled, the clips
+    with a score clamped to 0 or 1, and a warning when clips lie far outside what the checkpoint was trained on."""
+    rows = table.select(["clip_id", "status", "reason", "clamped", "out_of_range"]).to_pylist()
+    lines = []
+    kinds = Counter()  # (status, reason with its numbers left out) -> clips, with a first example
+    example: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        if r["status"] != Status.OK.value:
+            kind = (r["status"], re.sub(r"\d+(\.\d+)?", "#", r["reason"]))
+            kinds[kind] += 1
+            example.setdefault(kind, r)
+    for kind, n in kinds.most_common(shown):
+        lines.append(f"  {n} clip(s) {kind[0]}, e.g. {example[kind]['clip_id']}: {example[kind]['reason']}")
+    if len(kinds) > shown:
+        lines.append(f"  ... and {sum(kinds.values()) - sum(n for _, n in kinds.most_common(shown))} clip(s) for "
+                     f"{len(kinds) - shown} other reason(s) (see the reason column)")
+    labelled = [r for r in rows if r["status"] == Status.OK.value]
+    clamped = [r for r in labelled if r["clamped"]]
+    if clamped:
+        lines.append(f"note: {len(clamped)} of {len(labelled)} labelled clip(s) have a score clamped to 0 or 1, e.g. "
+                     f"{clamped[0]['clip_id']} ({clamped[0]['clamped']}); see the clamped column")
+    if labelled and ckpt.training_range is None:
+        lines.append(f"note: {weights.name} records no training range, so whether these clips resemble its training "
+                     "clips cannot be told")
+    far = sorted((r for r in labelled if (r["out_of_range"] or 0) > FAR_OUTSIDE), key=lambda r: -r["out_of_range"])
+    if far:
+        shares = sorted(r["out_of_range"] for r in far)
+        lines.append(f"warning: {len(far)} of {len(labelled)} labelled clip(s) lie outside what {weights.name} was "
+                     f"trained on (a median {shares[len(shares) // 2]:.0%} of their {2 * len(ckpt.features)} clip "
+                     f"statistics beyond the training range; most: {far[0]['clip_id']}, {far[0]['out_of_range']:.0%}): "
+                     "their scores may mean nothing")
+    return lines
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def plot_predictions(ev: Evaluation, truth: np.ndarray, out: Path) -> list[Path]
         ax.plot([0, 1], [0, 1], color="black", linewidth=1)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="true", ylabel="predicted",
                title=f"{trait}\nR² {ev.table.loc[trait, 'r2']:+.3f}")
-    fig.suptitle(f"{ev.name}: predicted vs true")
+    fig.suptitle(f"{ev.name}: predicted vs true ({len(truth)} test clips)")
     fig.tight_layout()
     scatter = save_figure(fig, [out / f"pred_vs_true_{ev.name}.png"], dpi=100)[0]
     fig, axes = plt.subplots(1, len(TRAITS), figsize=(4 * len(TRAITS), 3.5), sharey=True)
@@ -133,7 +133,8 @@ def plot_predictions(ev: Evaluation, truth: np.ndarray, out: Path) -> list[Path]
         ax.hist(ev.pred[:, j] - truth[:, j], bins=25, color="tab:gray")
         ax.axvline(0, color="black", linewidth=1)
         ax.set(xlabel="predicted − true", title=trait)
-    fig.suptitle(f"{ev.name}: residuals")
+    axes[0].set_ylabel("test clips")
+    fig.suptitle(f"{ev.name}: residuals ({len(truth)} test clips)")
     fig.tight_layout()
     return [scatter] + save_figure(fig, [out / f"residuals_{ev.name}.png"], dpi=100)
 
@@ -151,7 +152,7 @@ def plot_r2_bars(evals: Sequence[Evaluation], out: Path) -> Path:
         ax.bar(x, value, width, yerr=err, capsize=2, label=ev.name)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(np.arange(len(labels)), labels)
-    ax.set(ylabel="R² (95% bootstrap CI)", title="Held-out R² per trait")
+    ax.set(ylabel="R² (95% bootstrap CI)", title=f"Held-out R² per trait ({len(evals[0].pred)} test clips)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, [out / "r2_by_trait.png"], dpi=110)[0]

@@ -19,6 +19,7 @@ significant. n is printed beside every table and figure.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ from openface import (FEATURE_COLUMNS, FEATURE_GROUPS, TRAIT_FIGURE_LABELS, TRAI
                       Status, checked_header, display_name, features_present, input_files, iter_frame_table,
                       trait_columns_in)
 from plots import pyplot, save_figure
-from tables import write_table
+from tables import manifest_beside, write_table
 
 FIGURE_TRAIT_ORDER: tuple[str, ...] = ("openness", "conscientiousness", "extroversion", "agreeableness", "neuroticism")
 STATS: tuple[str, ...] = ("mean", "std")
@@ -181,6 +182,17 @@ def correlate(stats_table: pd.DataFrame, traits: pd.DataFrame, method: str, seed
     return pd.DataFrame(rows)
 
 
+def traits_described(labelled: Path) -> str:
+    """What the traits of a frame table are: a model's predictions when attn_deploy.py wrote it (its manifest
+    lies beside it), else labels."""
+    manifest = manifest_beside(labelled)
+    try:
+        weights = json.loads(manifest.read_text()).get("weights") if manifest.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        weights = None
+    return f"trait predicted by {weights}" if weights else "trait label"
+
+
 def stars(value: float) -> str:
     if not np.isfinite(value):
         return ""
@@ -188,7 +200,7 @@ def stars(value: float) -> str:
 
 
 def plot_heatmap(results: pd.DataFrame, stat: str, method: str, use_raw_p: bool, out: Path,
-                 formats: Sequence[str]) -> list[Path]:
+                 formats: Sequence[str], traits_are: str = "trait") -> list[Path]:
     plt = pyplot()
     part = results[results["stat"] == stat]
     r = part.pivot(index="feature", columns="trait", values="r")
@@ -201,11 +213,12 @@ def plot_heatmap(results: pd.DataFrame, stat: str, method: str, use_raw_p: bool,
         for j in range(len(FIGURE_TRAIT_ORDER)):
             value = r.iat[i, j]
             text = "n/a" if not np.isfinite(value) else f"{value:.2f}{stars(sig.iat[i, j])}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8)
+            dark = np.isfinite(value) and abs(value) > 0.6  # saturated cells: white text stays readable
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
     ax.set_xticks(range(len(FIGURE_TRAIT_ORDER)), [TRAIT_FIGURE_LABELS[t] for t in FIGURE_TRAIT_ORDER])
     ax.set_yticks(range(len(features)), [display_name(f) for f in features])
     basis = "raw p" if use_raw_p else "BH q"
-    ax.set_title(f"{method.capitalize()} r: per-clip {stat} vs trait (n = {int(part['n'].iloc[0])} clips)\n"
+    ax.set_title(f"{method.capitalize()} r: per-clip {stat} vs {traits_are} (n = {int(part['n'].iloc[0])} clips)\n"
                  f"* / ** / *** : {basis} < .05 / .01 / .001; p by {part['p_method'].iloc[0]}", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
@@ -350,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         write_table(results, path)
         written.append(path)
         for stat in STATS:
-            written += plot_heatmap(results, stat, method, args.raw_p, args.output, args.figure_formats)
+            written += plot_heatmap(results, stat, method, args.raw_p, args.output, args.figure_formats,
+                                    traits_described(args.labelled))
         basis = "p" if args.raw_p else "q"
         top = results[results[basis] < 0.05].reindex(columns=["stat", "feature", "trait", "r", basis])
         top = top.reindex(top["r"].abs().sort_values(ascending=False).index).head(10)

@@ -12,7 +12,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from dataset import Normalization
+from dataset import Normalization, clip_statistics
 from openface import Clip
 
 BASELINES: tuple[str, ...] = ("train-mean", "ridge", "minirocket")
@@ -24,11 +24,6 @@ MINIROCKET_ALPHAS = np.logspace(-1, 5, 13)
 
 def labels_of(clips: Sequence[Clip]) -> np.ndarray:
     return np.stack([c.label for c in clips])  # (N, 5)
-
-
-def clip_statistics(clips: Sequence[Clip]) -> np.ndarray:
-    """(N, 2F): per-clip mean and std of every feature."""
-    return np.stack([np.r_[c.frames.mean(axis=0), c.frames.std(axis=0)] for c in clips])
 
 
 def train_mean(train: Sequence[Clip], test: Sequence[Clip]) -> np.ndarray:

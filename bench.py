@@ -9,7 +9,8 @@ attention LSTM run over all 700 positions every step, Adam lr 1e-4), the paper n
 bucketed, the constant branch once per call, in eval mode the convolutions over the valid frames only), the
 default hybrid network and the conv branch alone; (3) the augmentation in memory and as a command, CSV in and
 CSV or Parquet out, on OpenFace-precision values; (4) deploy end to end on raw OpenFace CSVs with the peak RSS
-of that process; (5) au_analysis as a whole command, from CSV and from Parquet; (6) the real OpenFace (found as
+of that process; (5) au_analysis as a whole command, from CSV and from Parquet; (6) deploy on clips of 450, 2,000 and 9,000 frames, batched against one
+clip at a time (seconds per 1,000 frames, peak memory); (7) the real OpenFace (found as
 extract_features.py finds it) on OpenFace's sample video default.wmv (288 frames, one face): frames/s per job
 with --jobs 1 and 2, and seconds per clip from video to labels (attn_deploy.py given videos), with the CPU-hours
 a First-Impressions-size corpus (10,000 clips of 450 frames) would take. Prints one table with ratios to the
@@ -48,7 +49,9 @@ from tables import write_table
 ROOT = Path(__file__).resolve().parent
 SAMPLE_VIDEO = ROOT.parent / "shared" / "openface" / "videos" / "default.wmv"
 CORPUS_CLIPS, CLIP_FRAMES = 10_000, 450  # First Impressions: 10,000 clips of 15 s at 30 frames/s
-SECTIONS = ("train", "infer", "augment", "pipeline", "openface")
+SECTIONS = ("train", "infer", "augment", "pipeline", "long", "openface")
+LONG_CLIPS = (450, 2000, 9000)  # frames: a First Impressions clip, a long recording, a 5-minute interview
+LONG_COPIES = 8  # clips of each length labelled together
 TARGETS = {"infer_ratio": 6.0, "train_ratio": 4.0, "augment_csv_s": 40.0, "augment_parquet_s": 15.0,
            "deploy_s": 50.0, "deploy_rss_mb": 1024.0, "analysis_csv_s": 4.0, "analysis_parquet_s": 2.0}
 
@@ -199,6 +202,46 @@ def deploy_and_analysis(n_clips: int, workdir: Path) -> dict[str, float]:
             "analysis_parquet_s": timed(analysis + [str(corpus / "frames.parquet"), "-o", str(workdir / f"pq_{n_clips}")])}
 
 
+def openface_files(folder: Path, frames: int, copies: int, seed: int = 0) -> Path:
+    """`copies` raw OpenFace CSVs of `frames` frames each, at OpenFace's precision."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for k in range(copies):
+        columns = {"frame": np.arange(1, frames + 1), "face_id": np.zeros(frames, int),
+                   "timestamp": np.arange(frames) / 30, "confidence": np.full(frames, 0.98), "success": np.ones(frames, int)}
+        for name in FEATURE_COLUMNS:
+            columns[name] = (rng.uniform(0, 5, frames).round(2) if name in AU_COLUMNS else
+                             rng.uniform(-0.6, 0.6, frames).round(3))
+        write_table(pa.table(columns), folder / f"clip{k}.csv")
+    return folder
+
+
+def long_clip_deploys(workdir: Path) -> dict:
+    """For clips of LONG_CLIPS frames: the network's seconds per 1,000 frames in deploy's predict (batched at the
+    default batch size, and one clip per batch, the reference), and the whole deploy command's peak RSS."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig()).eval()
+    scaler = Normalization("none").scaler(FEATURE_COLUMNS, [])
+    rng = np.random.default_rng(0)
+    results = {}
+    for frames in LONG_CLIPS:
+        clips = [Clip(str(k), f"c{k}.csv", f"c{k}", rng.normal(size=(frames, len(FEATURE_COLUMNS))).astype(np.float32))
+                 for k in range(LONG_COPIES)]
+        row = {}
+        for name, batch in (("batched", 64), ("one_at_a_time", 1)):
+            predict(model, clips, scaler, batch)  # warm-up: oneDNN builds its kernels for these shapes
+            started = time.perf_counter()
+            with torch.inference_mode():
+                predict(model, clips, scaler, batch)
+            row[name] = {"s_per_1000_frames": (time.perf_counter() - started) / (frames * LONG_COPIES / 1000)}
+        folder = openface_files(workdir / f"long_{frames}", frames, LONG_COPIES)
+        _, rss = timed_with_peak_rss([sys.executable, str(ROOT / "attn_deploy.py"), str(folder), "--weights",
+                                      str(hybrid_weights(workdir)), "-o", str(workdir / f"long_{frames}.csv")])
+        row["deploy_peak_rss_mb"] = rss
+        results[frames] = row
+    return results
+
+
 def hybrid_weights(workdir: Path) -> Path:
     """A default hybrid network with random weights: what deploy costs, not what it predicts."""
     weights = workdir / "hybrid.pt"
@@ -275,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         if "pipeline" in args.sections:
             print("deploy and analysis ...", flush=True)
             results["pipeline"] = {n: deploy_and_analysis(n, workdir) for n in (small, large)}
+        if "long" in args.sections:
+            print("deploy on long clips ...", flush=True)
+            results["long_clips"] = long_clip_deploys(workdir)
         if "openface" in args.sections:
             print("the real OpenFace ...", flush=True)
             results["openface"] = openface_extraction(args.video, workdir)
@@ -310,6 +356,13 @@ def render(results: dict, small: int, large: int) -> str:
     if steps:
         lines += ["", f"| step | {small:,} clips | {large:,} clips | target ({large:,}) |", "|---|---|---|---|"]
         lines += [f"| {label} | {get(small):.1f} | {get(large):.1f} | {target} |" for label, get, target in steps]
+    if "long_clips" in results:
+        lines += ["", f"deploy on long clips ({LONG_COPIES} of each length): the network's seconds per 1,000 frames in "
+                      "predict, and the deploy command's peak memory",
+                  "", "| frames per clip | batched (64) | one clip per batch | deploy peak MB |", "|---|---|---|---|"]
+        for frames, row in results["long_clips"].items():
+            lines.append(f"| {int(frames):,} | {row['batched']['s_per_1000_frames']:.3f} | "
+                         f"{row['one_at_a_time']['s_per_1000_frames']:.3f} | {row['deploy_peak_rss_mb']:.0f} |")
     if "openface" in results:
         lines += ["", render_openface(results["openface"])]
     return "\n".join(lines)

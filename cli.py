@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import errno
 import fcntl
 import functools
@@ -95,9 +96,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text or action.default is None or action.default is False
-                or action.default == argparse.SUPPRESS or not action.option_strings):
+        if ("default" in text or action.default == argparse.SUPPRESS or not action.option_strings or action.required
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
             return text
+        if action.default is None:
+            return f"{text} (default: none)"
+        if action.default is False:
+            return f"{text} (default: off)"
         return f"{text} (default: {_shown(action.default)})"
 
 
@@ -110,6 +115,16 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:
         print(f"error: {message} (see --help)", file=sys.stderr)
         raise SystemExit(1)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace=None):
+        """As argparse's, but a misspelt option is named as unknown before any 'required' complaint it causes."""
+        given = sys.argv[1:] if args is None else list(args)
+        for token in given[:given.index("--")] if "--" in given else given:
+            name = token.split("=", 1)[0]
+            if name.startswith("--") and len(name) > 2 and not any(o.startswith(name) for o in self._option_string_actions):
+                close = difflib.get_close_matches(name, list(self._option_string_actions), n=1)
+                self.error(f"unknown option {name}" + (f"; did you mean {close[0]}?" if close else ""))
+        return super().parse_args(given, namespace)
 
 
 def at_least(minimum: float, kind: type = int) -> Callable[[str], Any]:

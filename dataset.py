@@ -64,6 +64,31 @@ def minmax_statistics(clips: Iterable[Clip], features: Sequence[str]) -> tuple[n
     return np.where(scaled, low, 0.0), np.where(scaled, high - low, 1.0)
 
 
+def clip_statistics(clips: Sequence[Clip]) -> np.ndarray:
+    """(N, 2F): per-clip mean and std of every feature."""
+    return np.stack([np.r_[c.frames.mean(axis=0), c.frames.std(axis=0)] for c in clips])
+
+
+@dataclass(frozen=True)
+class TrainingRange:
+    """The lowest and highest per-clip statistic (clip_statistics: mean and std of every feature, 2F) over the
+    clips a checkpoint was trained on, so that deploy can tell a clip unlike all of them."""
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    @classmethod
+    def of(cls, clips: Sequence[Clip]) -> "TrainingRange":
+        stats = clip_statistics(clips)  # (N, 2F)
+        return cls(tuple(map(float, stats.min(axis=0))), tuple(map(float, stats.max(axis=0))))
+
+    def outside_share(self, clips: Sequence[Clip]) -> np.ndarray:
+        """(N,) the share of each clip's statistics beyond the training range."""
+        stats = clip_statistics(clips)  # (N, 2F)
+        beyond = (stats < np.asarray(self.low)) | (stats > np.asarray(self.high))
+        return beyond.mean(axis=1)
+
+
 @dataclass(frozen=True)
 class Normalization:
     """How a checkpoint's inputs are scaled, x -> (x - offset) / scale per feature. Kinds:

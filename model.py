@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cli import option
-from dataset import SPLITS, Normalization, Scaler, SplitRecord
+from dataset import SPLITS, Normalization, Scaler, SplitRecord, TrainingRange
 from errors import DataError
 from openface import FEATURE_COLUMNS, FEATURE_SETS, TRAITS, Clip, feature_set_name
 from tables import atomic_output
@@ -663,6 +663,7 @@ class Checkpoint:
     metrics: dict = field(default_factory=dict)  # validation metrics of the saved epoch
     retrain: dict | None = None  # held-out metrics before and after retraining
     training_state: dict | None = field(default=None, repr=False)  # optimiser, scheduler and loop state
+    training_range: TrainingRange | None = None  # the per-clip statistics it was trained on (None: not recorded)
     sha256: str = ""  # of the bytes it was loaded from (never saved in the file)
 
     @property
@@ -696,6 +697,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
         "data_fingerprint": ckpt.data_fingerprint, "train_options": ckpt.train_options,
         "code_version": ckpt.code_version or code_version(), "retrained_from": ckpt.retrained_from,
         "metrics": ckpt.metrics, "retrain": ckpt.retrain,
+        "training_range": asdict(ckpt.training_range) if ckpt.training_range is not None else None,
     }
     payload = {"format": CHECKPOINT_FORMAT, "config": config_record(ckpt.config),
                "state_dict": {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()}, "fields": fields}
@@ -813,7 +815,8 @@ def _load_ours(path: Path, payload: dict) -> Checkpoint:
             data_fingerprint=_optional(fields.get("data_fingerprint"), str),
             train_options=dict(fields.get("train_options") or {}), code_version=str(fields.get("code_version", "")),
             retrained_from=_optional(fields.get("retrained_from"), str), metrics=dict(fields.get("metrics") or {}),
-            retrain=fields.get("retrain"), training_state=payload.get("training_state"))
+            retrain=fields.get("retrain"), training_state=payload.get("training_state"),
+            training_range=_training_range(fields.get("training_range")))
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(path, f"bad checkpoint field: {type(err).__name__} {err}") from None
     _check_consistent(path, ckpt)
@@ -853,6 +856,12 @@ def _normalization(record: dict) -> Normalization:
     return Normalization(kind, tuple(map(float, record.get("offset", ()))), tuple(map(float, record.get("scale", ()))))
 
 
+def _training_range(record: dict | None) -> TrainingRange | None:
+    if record is None:
+        return None
+    return TrainingRange(tuple(map(float, record["low"])), tuple(map(float, record["high"])))
+
+
 def _split_record(record: dict | None) -> SplitRecord | None:
     if record is None:
         return None
@@ -874,6 +883,10 @@ def _check_consistent(path: Path, ckpt: Checkpoint) -> None:
     if tuple(ckpt.traits) != TRAITS or ckpt.config.n_traits != len(TRAITS):
         raise CheckpointError(path, f"traits {list(ckpt.traits)} with {ckpt.config.n_traits} outputs are not the "
                                     f"five traits {', '.join(TRAITS)}")
+    span = ckpt.training_range
+    if span is not None and not (len(span.low) == len(span.high) == 2 * n):
+        raise CheckpointError(path, f"training range has {len(span.low)} lows and {len(span.high)} highs for the "
+                                    f"{2 * n} clip statistics of {n} features")
     norm = ckpt.normalization
     if norm.kind in ("standard", "minmax"):
         if len(norm.offset) != n or len(norm.scale) != n:

@@ -69,8 +69,8 @@ FACS_NAMES: dict[str, str] = {
     "AU15_r": "Lip Corner Depressor", "AU17_r": "Chin Raiser", "AU20_r": "Lip Stretcher", "AU23_r": "Lip Tightener",
     "AU25_r": "Lips Part", "AU26_r": "Jaw Drop", "AU45_r": "Blink",
 }
-SHORT_NAMES: dict[str, str] = {"gaze_angle_x": "GazeX", "gaze_angle_y": "GazeY", "pose_Rx": "HeadX",
-                               "pose_Ry": "HeadY", "pose_Rz": "HeadZ"}
+SHORT_NAMES: dict[str, str] = {"gaze_angle_x": "Gaze yaw (left-right)", "gaze_angle_y": "Gaze pitch (up-down)",
+                               "pose_Rx": "Head pitch", "pose_Ry": "Head yaw", "pose_Rz": "Head roll"}
 
 OPENFACE_META_COLUMNS: tuple[str, ...] = ("frame", "face_id", "timestamp", "confidence", "success")
 CLIP_COLUMNS: tuple[str, ...] = ("ID", "clip_id")  # the clip column of a combined table, in order of preference
@@ -109,7 +109,7 @@ def is_status_table(name: str) -> bool:
 
 
 def display_name(column: str) -> str:
-    """A readable feature name: 'Lip Corner Puller (AU12)', 'GazeX', 'HeadY'."""
+    """A readable feature name: 'Lip Corner Puller (AU12)', 'Gaze yaw (left-right)', 'Head roll'."""
     if column in FACS_NAMES:
         return f"{FACS_NAMES[column]} ({column[:4]})"
     return SHORT_NAMES.get(column, column)
@@ -145,8 +145,8 @@ def servable_feature_sets(columns: Iterable[str]) -> list[str]:
 def missing_columns_reason(missing: Sequence[str], present: Iterable[str]) -> str:
     can = servable_feature_sets(present)
     return f"missing {', '.join(missing)}" + (
-        f" (this file can serve feature sets: {', '.join(can)})" if can else " (this file can serve no feature set)"
-    )
+        f" (this file can serve feature sets: {', '.join(can)}: use a checkpoint trained on one of them, e.g. "
+        f"attn_regression.py --features {can[0]})" if can else " (this file can serve no feature set)")
 
 
 def canonical_trait(name: str) -> str:

@@ -109,6 +109,12 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def manifest_beside(output: str | Path) -> Path:
+    """Where a finished output's manifest lies: OUTPUT.json (attn_deploy.py writes it last)."""
+    output = Path(output)
+    return output.with_name(output.name + ".json")
+
+
 def json_safe(value):
     """The value with every NaN or infinite float replaced by None, so json.dumps writes null (valid JSON)."""
     if isinstance(value, dict):

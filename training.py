@@ -24,8 +24,8 @@ from tqdm import tqdm
 from baselines import RidgeFit, labels_of, ridge_fit, screened_ridge_fit, video_codes
 from cli import option
 from data_augmentation import augment_clips
-from dataset import SPLITS, Normalization, Scaler, SplitRecord, bucketed_batches, collate, data_fingerprint, predict, \
-    prepare_split, split_clips
+from dataset import (SPLITS, Normalization, Scaler, SplitRecord, TrainingRange, bucketed_batches, collate,
+                     data_fingerprint, predict, prepare_split, split_clips)
 from errors import DataError
 from metrics import regression_table
 from model import (GATED_PATHS, Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint,
@@ -231,7 +231,8 @@ def run_checkpoint(run: Run, metrics: dict, training_state: dict | None = None) 
     clips = [c for name in SPLITS for c in run.split.parts[name]]
     return Checkpoint(run.model, run.config, run.features, TRAITS, run.normalization, "ours", run.split.record,
                       run.options.seed, data_fingerprint(clips), dataclasses.asdict(run.options),
-                      retrained_from=run.retrained_from, metrics=metrics, training_state=training_state)
+                      retrained_from=run.retrained_from, metrics=metrics, training_state=training_state,
+                      training_range=TrainingRange.of(run.split.parts["train"]))
 
 
 GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
@@ -603,15 +604,22 @@ def restore_training_state(run: Run, optimizer: torch.optim.Optimizer, scheduler
 def plot_learning_curve(history: list[dict], path: Path) -> None:
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
+    from matplotlib.ticker import MaxNLocator
+
+    best = min(history, key=lambda h: h["val_loss"])["epoch"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.plot(epochs, [h["train_loss"] for h in history], label="train")
     ax1.plot(epochs, [h["val_loss"] for h in history], label="validation")
     ax1.set(xlabel="epoch", ylabel="MSE", title="loss", yscale="log")
-    ax1.legend()
     for trait in TRAITS:
-        ax2.plot(epochs, [h["val_r2"][trait] for h in history], label=trait, alpha=0.7)
+        ax2.plot(epochs, [h["val_r2"][trait] if h["val_r2"][trait] is not None else np.nan for h in history],
+                 label=trait, alpha=0.7)
     ax2.plot(epochs, [h["val_r2_mean"] for h in history], label="mean", color="black", linewidth=2)
     ax2.set(xlabel="epoch", ylabel="R$^2$", title="validation R$^2$", ylim=(-0.5, 1))
+    for ax in (ax1, ax2):
+        ax.axvline(best, color="tab:green", linestyle=":", label=f"best epoch ({best})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax1.legend()
     ax2.legend(fontsize=8)
     save_figure(fig, [path], dpi=110)
 

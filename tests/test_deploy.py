@@ -21,7 +21,7 @@ from conftest import (REAL, ROOT, needs_real, one_line_error, our_checkpoint, pr
 from openface import AU_COLUMNS, FEATURE_SETS, TRAITS, clip_key
 from test_model import random_paper_state, reference_paper_forward
 
-CLIP_TABLE = ["clip_id", "File", "n_frames", "n_dropped", "status", "reason", *TRAITS]
+CLIP_TABLE = ["clip_id", "File", "n_frames", "n_dropped", "status", "reason", *TRAITS, "clamped", "out_of_range"]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,8 @@ def test_every_status_appears_with_its_reason_and_relative_names(tiny_corpus, hy
                                          "short": "too_short", "dup": "unreadable", "empty": "unreadable",
                                          "huge": "unreadable"}
     assert table.loc["nogaze", "reason"] == ("missing gaze_angle_x, gaze_angle_y (this file can serve feature sets: "
-                                             "au, au_head)")
+                                             "au, au_head: use a checkpoint trained on one of them, e.g. "
+                                             "attn_regression.py --features au)")
     assert table.loc["huge", "reason"] == "line 9, column AU06_r: value overflows 32-bit floats; fix or remove the frame"
     assert table.loc["dup", "reason"] == "column 'AU01_r' appears 2 times in the header; rename or remove the copies"
     assert table.loc["empty", "reason"] == "empty file"
@@ -336,8 +337,9 @@ def test_real_unity_folder(tiny_corpus, hybrid_weights, tmp_path):
 def test_real_files_without_gaze(tiny_corpus, hybrid_weights, tmp_path):
     inputs = [REAL / "pyfeat_openface", REAL / "emoinfer_openface_samples"]
     result = deploy(*inputs, "--weights", hybrid_weights, "-o", tmp_path / "all.csv")
-    assert result.returncode == 0, result.stderr
-    table = pd.read_csv(tmp_path / "all.csv")
+    one_line_error(result, "all.csv: no clip could be labelled (unreadable 3); the reasons are above")
+    assert "3 clip(s) unreadable, e.g. " in result.stdout and "use a checkpoint trained on one of them" in result.stdout
+    table = pd.read_csv(tmp_path / "all.csv")  # written all the same: every clip's row with its reason
     assert len(table) == 3 and (table["status"] == "unreadable").all()
     assert table["reason"].str.startswith("missing gaze_angle_x, gaze_angle_y").all()
     au_weights = our_checkpoint(tmp_path / "au.pt", tiny_corpus, FEATURE_SETS["au"])
@@ -539,3 +541,38 @@ def test_a_fault_while_publishing_leaves_the_earlier_output_and_its_manifest_as_
     monkeypatch.setattr(attn_deploy, "merge", real_merge)
     assert deploy(*args, "--min-frames", "50", "--resume").returncode == 0
     assert json.loads((tmp_path / "c.csv.json").read_text())["options"]["min_frames"] == 50
+
+
+def test_clamped_scores_and_clips_unlike_the_training_clips_are_reported(tiny_corpus, tmp_path):
+    from dataset import Normalization, TrainingRange
+    from model import Checkpoint, ModelConfig, build_model, load_checkpoint, save_checkpoint
+    from openface import FEATURE_COLUMNS, read_clips
+
+    clips, _ = read_clips([tiny_corpus / "frames.csv"], FEATURE_COLUMNS)
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_features=22, embed_dim=16, lstm_hidden=16, attn_dim=16, attn_hops=4, conv_channels=(16,),
+                      conv_kernels=(5,), conv_dilations=(1,), head_hidden=(16,), temporal_path=False, event_path=False)
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.stats.weight.zero_()
+        model.stats.bias.copy_(torch.tensor([2.0, 0.5, 0.5, -1.0, 0.5]))  # extroversion above 1, conscientiousness below 0
+    save_checkpoint(tmp_path / "w.pt", Checkpoint(model, cfg, FEATURE_COLUMNS,
+                                                  normalization=Normalization.fit("standard", clips, FEATURE_COLUMNS),
+                                                  training_range=TrainingRange.of(clips[:12])))
+    assert load_checkpoint(tmp_path / "w.pt").training_range == TrainingRange.of(clips[:12])
+    folder = tmp_path / "in"
+    (folder / "far").mkdir(parents=True)
+    shutil.copytree(tiny_corpus / "openface", folder / "near")
+    far_values = write_openface(folder / "far" / "odd.000.csv", 120)  # uniform noise, unlike the corpus
+    assert far_values.shape == (120, 22)
+    result = deploy(folder, "--weights", tmp_path / "w.pt", "-o", tmp_path / "c.csv")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "c.csv", keep_default_na=False).set_index("clip_id")
+    assert (table["clamped"] == "extroversion,conscientiousness").all()
+    assert (table[["extroversion", "conscientiousness"]].astype(float).to_numpy() == [1.0, 0.0]).all()
+    share = table["out_of_range"].astype(float)
+    assert share.loc["odd.000"] > 0.5 and share.drop(index="odd.000").max() < 0.5
+    assert f"note: 25 of 25 labelled clip(s) have a score clamped to 0 or 1" in result.stdout
+    warning = next(line for line in result.stdout.splitlines() if line.startswith("warning: "))
+    assert "labelled clip(s) lie outside what w.pt was trained on" in warning and "most: odd.000" in warning
+    assert "their scores may mean nothing" in warning

@@ -121,8 +121,8 @@ def test_missing_columns_named_with_servable_sets(tmp_path):
                                       "pose_Ry", "pose_Rz"])
     with pytest.raises(DataError) as err:
         read_one(path)
-    assert str(err.value) == (f"{path}: missing gaze_angle_x, gaze_angle_y "
-                              "(this file can serve feature sets: au, au_head)")
+    assert str(err.value) == (f"{path}: missing gaze_angle_x, gaze_angle_y (this file can serve feature sets: au, "
+                              "au_head: use a checkpoint trained on one of them, e.g. attn_regression.py --features au)")
     assert read_one(path, FEATURE_SETS["au_head"]).n_frames == 50
 
 

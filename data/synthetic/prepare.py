@@ -15,7 +15,8 @@ Planted relationships (each trait = 0.5-ish mean + scaled, standardised signal +
   neuroticism        minus the std of head yaw pose_Ry: a steady head is "stable"      [spread-driven]
   agreeableness      share of nod -> smile pairs (an AU12 onset 2 s after a head nod) among nod/smile pairs;
                      the other pairs run smile -> nod. Per-clip means and stds are blind to the order, and
-                     the events are 36+ frames apart, beyond the conv branch's 16-frame view      [temporal]
+                     the events are 36+ frames apart, beyond the paper's conv branch (16 frames;
+                     the default network's reaches 125)                                [temporal]
   conscientiousness  minus the per-clip mean of AU04 (brow lowerer)                     [mean-driven]
   openness           std of AU02 (outer brow raiser) over the clip                      [spread-driven]
                      or, with --openness reaction, the mean delay (1-4 s, a person's tendency) from a head nod
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="output folder (default: this script's folder)")
     parser.add_argument("--clips", type=int, default=400, help="number of clips (default 400)")
     parser.add_argument("--clips-per-video", type=int, default=4, help="clips per source video (default 4)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds every random choice of the corpus (default 0)")
     parser.add_argument("--seconds", type=float, nargs=2, default=(12, 16), metavar=("MIN", "MAX"),
                         help="clip duration range in seconds at 30 fps (default 12 16)")
     parser.add_argument("--snr", choices=tuple(SNR_PLANTED_R2), default="strong",
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="what openness follows: AU02 spread, the nod -> brow-raise delay, or nothing "
                              "(default spread)")
     parser.add_argument("--layouts", nargs="+", choices=("table", "openface"), default=("table", "openface"),
-                        help="which layouts to write (labels.csv and truth.json are always written)")
+                        help="which layouts to write (default both; labels.csv and truth.json are always written)")
     args = parser.parse_args(argv)
     if (args.clips < 3 or args.clips_per_video < 1 or not 0 < args.seconds[0] <= args.seconds[1]
             or not 0 < args.pair_gap < SLOT):

@@ -15,7 +15,6 @@ import numpy as np
 from dataset import Normalization, clip_statistics
 from openface import Clip
 
-BASELINES: tuple[str, ...] = ("train-mean", "ridge", "minirocket")
 RIDGE_ALPHAS = np.logspace(-2, 6, 25)  # penalties ridge_fit chooses from, per trait, on standardised features
 RIDGE_FOLDS = 5
 SCREEN_SIZES = (1, 2, 4, 8, 16, 32, 64)  # how many features screened_ridge_fit may keep for a trait

@@ -666,10 +666,6 @@ class Checkpoint:
     training_range: TrainingRange | None = None  # the per-clip statistics it was trained on (None: not recorded)
     sha256: str = ""  # of the bytes it was loaded from (never saved in the file)
 
-    @property
-    def is_paper_release(self) -> bool:
-        return self.source == "paper"
-
 
 def input_scaler(ckpt: Checkpoint, clips: Iterable[Clip]) -> Scaler:
     """The input transform of a checkpoint for the clips it is about to score: the one place every script gets it.

@@ -2,8 +2,10 @@
 that writes a real OpenFace 2.2 CSV. The real OpenFace program is not run here."""
 from __future__ import annotations
 
+import os
 import shutil
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,7 +38,7 @@ def openface(tmp_path, monkeypatch):
         source = tmp_path / "source.csv"
         write_openface(source, 120)
     log = tmp_path / "openface.log"
-    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_OPENFACE_SOURCE", str(source))
     monkeypatch.setenv("FAKE_OPENFACE_LOG", str(log))
     monkeypatch.delenv("OPENFACE_BIN", raising=False)
@@ -280,3 +282,18 @@ def test_an_openface_killed_by_a_signal_is_named(openface, tmp_path):
     assert result.returncode == 0 and status.loc["b.mp4", "status"] == "failed"
     assert status.loc["b.mp4", "reason"].startswith("OpenFace was killed by SIGKILL")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.csv", "extraction_status.csv"]
+
+
+def test_the_build_script_says_where_the_build_is_and_exits_3_when_there_is_none(tmp_path):
+    script = ROOT / "tools" / "build_openface.sh"
+    done = subprocess.run(["bash", script, "--path"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "OPENFACE_CACHE": str(tmp_path / "empty")})
+    assert done.returncode == 3 and done.stdout == "" and not (tmp_path / "empty").exists()
+    built = tmp_path / "cache" / "build" / "bin"
+    built.mkdir(parents=True)
+    (built / "FeatureExtraction").write_text("#!/bin/sh\n")
+    (built / "FeatureExtraction").chmod(0o755)
+    (tmp_path / "cache" / ".built").write_text("")
+    again = subprocess.run(["bash", script], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "OPENFACE_CACHE": str(tmp_path / "cache")})
+    assert again.returncode == 0 and again.stdout == f"{built / 'FeatureExtraction'}\n"  # built: nothing is done

@@ -302,7 +302,7 @@ def test_paper_raw_state_dict_loads_with_named_features(tmp_path, n_features, fe
     sd = random_paper_state(n_features, 3)
     torch.save(sd, tmp_path / "paper.pt")
     ckpt = load_checkpoint(tmp_path / "paper.pt")
-    assert ckpt.is_paper_release and ckpt.features == FEATURE_SETS[PAPER_FEATURE_SETS[n_features]]
+    assert ckpt.source == "paper" and ckpt.features == FEATURE_SETS[PAPER_FEATURE_SETS[n_features]]
     assert ckpt.features == FEATURE_SETS[feature_set] and ckpt.normalization.kind == "paper"
     assert isinstance(ckpt.model, PaperNet) and not ckpt.model.training
 

@@ -22,7 +22,7 @@ OUTPUT_FLAGS: tuple[str, ...] = ("-aus", "-gaze", "-pose")  # OpenFace 2.2's out
 BUILD_SCRIPT = Path(__file__).resolve().parent / "tools" / "build_openface.sh"
 VERSION_FILE = "openface_version.txt"  # written beside the programs by tools/build_openface.sh
 LANDMARK_MODELS: tuple[str, ...] = ("auto", "ce-clm", "clnf")
-CLNF_MODEL = "model/main_clnf_general.txt"  # shipped with OpenFace's source
+CLNF_MODEL = "model/main_clnf_general.txt"  # shipped with OpenFace's source; OpenFace finds it beside its program
 CEN_PATCH_EXPERTS = "model/patch_experts/cen_patches_*.dat"  # CE-CLM's, fetched only by OpenFace's download_models.sh
 HOW_TO_GET_OPENFACE = (
     "build it with `make openface` (tools/build_openface.sh; OPENFACE_SRC names a source folder or tarball), or "
@@ -112,9 +112,8 @@ def landmark_choice(choice: str, folder: Path | None, fixed: list[str]) -> tuple
     if given is not None:
         return Path(given).name, (), "-mloc given with the program"
     has_cen = folder is not None and any(folder.glob(CEN_PATCH_EXPERTS))
-    clnf = (str(folder / CLNF_MODEL) if folder is not None else CLNF_MODEL,)
     if choice == "clnf":
-        return "CLNF", ("-mloc", *clnf), ""
+        return "CLNF", ("-mloc", CLNF_MODEL), ""
     if choice == "ce-clm":
         if folder is not None and not has_cen:
             raise DataError(folder, f"CE-CLM's patch experts ({CEN_PATCH_EXPERTS}) are not installed here: run "
@@ -124,7 +123,7 @@ def landmark_choice(choice: str, folder: Path | None, fixed: list[str]) -> tuple
         return "CE-CLM", (), "OpenFace's default; its files are not visible from here"
     if has_cen:
         return "CE-CLM", (), "its patch experts are installed"
-    return "CLNF", ("-mloc", *clnf), "CE-CLM's patch experts are not installed; OpenFace's download_models.sh fetches them"
+    return "CLNF", ("-mloc", CLNF_MODEL), "CE-CLM's patch experts are not installed; OpenFace's download_models.sh fetches them"
 
 
 def openface_version(folder: Path | None) -> str:

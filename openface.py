@@ -323,7 +323,8 @@ def input_files(inputs: Sequence[str | Path], exclude: Iterable[str | Path] = ()
                         if file.real not in skip:
                             found.append(file)
         elif path.is_file():
-            found.append(InputFile(path, path.name))
+            if path.suffix.lower() not in VIDEO_SUFFIXES:  # a video named directly is extraction's input
+                found.append(InputFile(path, path.name))
         else:
             raise DataError(path, "no such file or folder")
     unique, seen, names = [], set(), {}

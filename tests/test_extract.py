@@ -297,3 +297,12 @@ def test_the_build_script_says_where_the_build_is_and_exits_3_when_there_is_none
     again = subprocess.run(["bash", script], capture_output=True, text=True, timeout=60,
                            env={**os.environ, "OPENFACE_CACHE": str(tmp_path / "cache")})
     assert again.returncode == 0 and again.stdout == f"{built / 'FeatureExtraction'}\n"  # built: nothing is done
+
+
+def test_deploy_takes_a_video_named_directly(openface, tiny_corpus, tmp_path):
+    weights = our_checkpoint(tmp_path / "w.pt", tiny_corpus)
+    folder = videos(tmp_path / "videos", {"solo.000.wmv": ""})
+    result = run_script("attn_deploy.py", folder / "solo.000.wmv", "--weights", weights, "-o", tmp_path / "c.csv")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
+    assert table[["clip_id", "File", "status"]].values.tolist() == [["solo.000", "solo.000.wmv", "ok"]]

@@ -304,13 +304,19 @@ def extract_videos(videos: Sequence[Video], out: Path, options: ExtractOptions, 
         for k in todo:
             targets[k].parent.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=len(todo), unit="video", desc="OpenFace", disable=not progress or not sys.stderr.isatty())
-        with ThreadPoolExecutor(max_workers=options.jobs) as pool:
-            futures = {pool.submit(extract_one, mine[k], targets[k], program, options.timeout): k for k in todo}
+        pool = ThreadPoolExecutor(max_workers=options.jobs)
+        futures = {pool.submit(extract_one, mine[k], targets[k], program, options.timeout): k for k in todo}
+        try:
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 bar.update(1)
-        bar.close()
-        write_table(status_table(results), status)
+        finally:  # interrupted too: no new video starts, and the videos done so far keep their record
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future, k in futures.items():
+                if results[k] is None and future.done() and not future.cancelled() and future.exception() is None:
+                    results[k] = future.result()
+            bar.close()
+            write_table(status_table([r for r in results if r is not None]), status)
     return results
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -306,3 +308,23 @@ def test_deploy_takes_a_video_named_directly(openface, tiny_corpus, tmp_path):
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
     assert table[["clip_id", "File", "status"]].values.tolist() == [["solo.000", "solo.000.wmv", "ok"]]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_before_the_next_video_and_keeps_the_records_of_the_done_ones(openface, tmp_path):
+    _, log, _ = openface
+    folder = videos(tmp_path / "videos", {f"v{k}.mp4": "slow 1" for k in range(4)})
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, ROOT / "extract_features.py", folder, "-o", out, "--jobs", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "v0.csv").exists():
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 143 and stderr.strip().splitlines() == [
+        "interrupted (SIGTERM): the CSVs of finished videos are kept; run the same command again to extract the rest"]
+    done = sorted(p.name for p in out.glob("v*.csv"))
+    assert 1 <= len(done) <= 2 and len(calls(log)) == len(done)  # the one running finished; no other started
+    status = pd.read_csv(out / "extraction_status.csv")
+    assert sorted(status["csv"]) == done and (status["status"] == "ok").all() and not list(out.glob(".openface-*"))

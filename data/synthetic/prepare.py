@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from openface import AU_COLUMNS, FEATURE_COLUMNS, TRAITS  # noqa: E402
+from tables import write_text_atomic  # noqa: E402
 
 FPS = 30
 SLOT = 90  # frames per event slot (3 s)
@@ -262,10 +263,11 @@ def openface_table(frames: np.ndarray, rng: np.random.Generator) -> pd.DataFrame
 def write_corpus(out: Path, clips: list[dict], truth: dict, seed: int, layouts: tuple[str, ...]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if "table" in layouts:
-        frame_table(clips).to_csv(out / "frames.csv", index=False, float_format="%.6g", lineterminator="\n")
+        write_text_atomic(out / "frames.csv", frame_table(clips).to_csv(index=False, float_format="%.6g",
+                                                                        lineterminator="\n"))
     labels = pd.DataFrame([{"File": c["file"], **c["labels"]} for c in clips])
-    labels.rename(columns={"extroversion": "extraversion"}).to_csv(out / "labels.csv", index=False,
-                                                                  lineterminator="\n")
+    write_text_atomic(out / "labels.csv", labels.rename(columns={"extroversion": "extraversion"}).to_csv(
+        index=False, lineterminator="\n"))
     if "openface" in layouts:
         folder = out / "openface"
         folder.mkdir(exist_ok=True)
@@ -273,8 +275,8 @@ def write_corpus(out: Path, clips: list[dict], truth: dict, seed: int, layouts: 
         for clip in clips:
             table = openface_table(clip["frames"], rng)
             body = table.to_csv(index=False, header=False, float_format="%.6g", lineterminator="\n")
-            (folder / clip["file"].replace(".mp4", ".csv")).write_text(", ".join(table.columns) + "\n" + body)
-    (out / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+            write_text_atomic(folder / clip["file"].replace(".mp4", ".csv"), ", ".join(table.columns) + "\n" + body)
+    write_text_atomic(out / "truth.json", json.dumps(truth, indent=2) + "\n")
 
 
 def describe(truth: dict) -> str:

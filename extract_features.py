@@ -27,6 +27,7 @@ into OUT/extraction_status.csv and lists the videos without a CSV; it exits 1 wh
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
 import re
@@ -83,13 +84,28 @@ class Video:
         return str(Path(self.name).with_suffix(".csv").as_posix())
 
 
+class Extracted(str, enum.Enum):
+    """What became of a video: its status in extraction_status.csv."""
+
+    OK = "ok"
+    NO_FACE = "no_face"  # OpenFace found no face in any frame
+    FAILED = "failed"  # the reason says why
+    MISSING = "missing"  # no run has extracted it (--check)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+DONE = (Extracted.OK, Extracted.NO_FACE)  # a usable CSV exists
+
+
 @dataclass
 class Extraction:
     """What became of one video."""
 
     video: Video
     csv: Path | None  # the OpenFace CSV, when there is one
-    status: str  # ok, no_face, failed
+    status: Extracted
     reason: str = ""
     frames: int = 0
     seconds: float = 0.0
@@ -208,7 +224,7 @@ def extract_one(video: Video, target: Path, program: OpenFaceProgram, timeout: f
     made = program.provenance()
 
     def failed(reason: str) -> Extraction:
-        return Extraction(video, None, "failed", reason, 0, time.perf_counter() - started, made)
+        return Extraction(video, None, Extracted.FAILED, reason, 0, time.perf_counter() - started, made)
 
     try:
         try:
@@ -228,10 +244,14 @@ def extract_one(video: Video, target: Path, program: OpenFaceProgram, timeout: f
         except DataError as err:
             return failed(f"OpenFace's CSV is unusable: {err.reason}")
         os.replace(produced, target)
-        return Extraction(video, target, "ok" if faces else "no_face", "" if faces else "no face in any frame",
-                          frames, time.perf_counter() - started, made)
+        return Extraction(video, target, *found_faces(faces), frames, time.perf_counter() - started, made)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def found_faces(faces: int) -> tuple[Extracted, str]:
+    """The status and reason of a CSV with `faces` frames that have a face."""
+    return (Extracted.OK, "") if faces else (Extracted.NO_FACE, "no face in any frame")
 
 
 def earlier_extraction(video: Video, target: Path, recorded: dict[str, dict]) -> Extraction:
@@ -241,10 +261,9 @@ def earlier_extraction(video: Video, target: Path, recorded: dict[str, dict]) ->
     try:
         frames, faces = check_openface_csv(target)
     except DataError as err:
-        return Extraction(video, None, "failed", f"the CSV of an earlier run is unusable: {err.reason}; delete it "
+        return Extraction(video, None, Extracted.FAILED, f"the CSV of an earlier run is unusable: {err.reason}; delete it "
                                                  "to extract again", provenance=made)
-    return Extraction(video, target, "ok" if faces else "no_face", "" if faces else "no face in any frame", frames,
-                      float(before.get("seconds") or 0.0), made)
+    return Extraction(video, target, *found_faces(faces), frames, float(before.get("seconds") or 0.0), made)
 
 
 STATUS_COLUMNS: tuple[str, ...] = ("video", "csv", "status", "reason", "frames", "seconds") + PROVENANCE_COLUMNS
@@ -253,7 +272,7 @@ STATUS_COLUMNS: tuple[str, ...] = ("video", "csv", "status", "reason", "frames",
 def status_table(results: Sequence[Extraction]) -> pa.Table:
     columns = {"video": [r.video.name for r in results],
                "csv": [r.video.csv_name() if r.csv else "" for r in results],
-               "status": [r.status for r in results], "reason": [r.reason for r in results],
+               "status": [r.status.value for r in results], "reason": [r.reason for r in results],
                "frames": pa.array([r.frames for r in results], pa.int64()),
                "seconds": pa.array([round(r.seconds, 2) for r in results], pa.float64())}
     for name in PROVENANCE_COLUMNS:
@@ -277,7 +296,8 @@ def recorded_statuses(paths: Sequence[Path]) -> dict[str, dict]:
         table = read_columns(path, wanted, {c: pa.string() for c in wanted}, header)
         for row in table.to_pylist():
             row = {k: v or "" for k, v in row.items()}
-            if row["status"] != "failed" or rows.get(row["video"], {}).get("status", "failed") == "failed":
+            failed = Extracted.FAILED.value
+            if row["status"] != failed or rows.get(row["video"], {}).get("status", failed) == failed:
                 rows[row["video"]] = row
     return rows
 
@@ -335,8 +355,9 @@ def checked_extractions(videos: Sequence[Video], out: Path) -> list[Extraction]:
                 continue
             row = recorded.get(video.name)
             made = {c: (row or {}).get(c, "") for c in PROVENANCE_COLUMNS}
-            results.append(Extraction(video, None, "failed", row["reason"], provenance=made) if row and
-                           row["status"] == "failed" else Extraction(video, None, "missing", "no run has extracted it"))
+            results.append(Extraction(video, None, Extracted.FAILED, row["reason"], provenance=made)
+                           if row and row["status"] == Extracted.FAILED.value else
+                           Extraction(video, None, Extracted.MISSING, "no run has extracted it"))
         write_table(status_table(results), out / EXTRACTION_STATUS)
     return results
 
@@ -347,15 +368,16 @@ def recorded_provenance(folders: Sequence[str | Path]) -> list[dict[str, str]]:
     for folder in folders:
         for row in recorded_statuses(status_files(Path(folder))).values():
             record = {c: row.get(c, "") for c in PROVENANCE_COLUMNS}
-            if row["status"] in ("ok", "no_face") and any(record.values()) and record not in made:
+            if row["status"] in {s.value for s in DONE} and any(record.values()) and record not in made:
                 made.append(record)
     return made
 
 
 def summary_line(results: Sequence[Extraction], out: Path, status: str = EXTRACTION_STATUS) -> str:
-    counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "failed", "missing")}
-    return (f"{len(results)} video(s): {counts['ok']} ok, {counts['no_face']} without a face, {counts['failed']} "
-            f"failed" + (f", {counts['missing']} missing" if counts["missing"] else "") +
+    counts = {s: sum(r.status is s for r in results) for s in Extracted}
+    return (f"{len(results)} video(s): {counts[Extracted.OK]} ok, {counts[Extracted.NO_FACE]} without a face, "
+            f"{counts[Extracted.FAILED]} failed"
+            + (f", {counts[Extracted.MISSING]} missing" if counts[Extracted.MISSING] else "") +
             f"; CSVs in {out}, statuses in {out / status}")
 
 
@@ -375,8 +397,8 @@ def build_parser() -> Parser:
 
 
 def print_problems(results: Sequence[Extraction], shown: int = 10) -> None:
-    for kind in ("failed", "missing"):
-        bad = [r for r in results if r.status == kind]
+    for kind in (Extracted.FAILED, Extracted.MISSING):
+        bad = [r for r in results if r.status is kind]
         for r in bad[:shown]:
             print(f"  {kind}: {r.video.name}: {r.reason}")
         if len(bad) > shown:
@@ -396,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         results = checked_extractions(videos, args.output)
         print_problems(results)
         print(summary_line(results, args.output))
-        incomplete = sum(r.status in ("failed", "missing") for r in results)
+        incomplete = sum(r.status not in DONE for r in results)
         if incomplete:
             raise DataError(args.output, f"{incomplete} of {len(results)} video(s) have no CSV yet (listed above); "
                                          "rerun their shards")

@@ -141,7 +141,7 @@ ADDED_LATER: dict[str, object] = {"event_path": False}  # config fields a format
 LEGACY_ARCHITECTURE: dict[str, object] = {  # the conv branch and output of the first HybridNet (format 1)
     **ADDED_LATER, "stats_path": False, "temporal_path": False, "members": 1, "conv_dilations": (1, 1, 1, 1),
     "conv_residual": False, "conv_pool": "mean", "squeeze_excite": True}
-PAPER_SIZES: dict[str, object] = {  # the published network (PAPER.md section 5)
+PAPER_SIZES: dict[str, object] = {  # the published network (docs/paper.md)
     "embed_dim": 512, "lstm_hidden": 256, "attn_dim": 700, "attn_hops": 256, "conv_channels": (128, 256, 256, 256),
     "conv_kernels": (8, 5, 3, 3), "se_reduction": 16, "head_hidden": (256, 128), "dropout": 0.2,
     "frame_time_scale": 100 / 30, **LEGACY_ARCHITECTURE}

@@ -6,8 +6,8 @@ Layouts (see README "Data layouts"):
   B. raw OpenFace `FeatureExtraction` CSVs, one clip per file (folders are searched recursively);
   C. labels: a CSV with a clip key column and trait columns, or a ChaLearn annotation pickle.
 
-Every column is selected by its exact name. A clip is one file of layout B, or one run of rows sharing a clip
-id in layout A (`clip_runs`, the only place that says so). Readers yield `Clip`s whose `status` says whether
+Every column is selected by its exact name. A clip is one file of layout B (one face of a multi-face file,
+`read_openface_csv`), or one run of rows sharing a clip id in layout A (`clip_runs`); nowhere else says so. Readers yield `Clip`s whose `status` says whether
 they are usable; nothing is dropped without being counted in `ReadSummary`.
 """
 from __future__ import annotations

@@ -111,11 +111,11 @@ def test_attention_branch_depends_on_the_clip():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The paper network against an independent one-clip reference written from PAPER.md section 5
+# The paper network against an independent one-clip reference written from docs/paper.md
 
 
 def reference_paper_forward(sd: dict, x: np.ndarray) -> np.ndarray:
-    """PAPER.md section 5, steps 1-4, one clip at a time, in float32 like the original, plain tensor algebra."""
+    """docs/paper.md, the forward pass, steps 1-4, one clip at a time, in float32 like the original, plain tensor algebra."""
     dtype = torch.float32
     w = {k: v.to(dtype) for k, v in sd.items()}
     length, n_feat = x.shape

@@ -268,7 +268,8 @@ def clip_rows(slots: Sequence[int], clips: Sequence[Clip], scores: np.ndarray, o
     columns = [pa.array([c.clip_id for c in clips], pa.string()), pa.array([c.file for c in clips], pa.string()),
                pa.array([c.n_frames for c in clips], pa.int64()), pa.array([c.n_dropped for c in clips], pa.int64()),
                pa.array([c.status.value for c in clips], pa.string()), pa.array([c.reason for c in clips], pa.string())]
-    extra = [pa.array(clamped_traits(scores), pa.string()), pa.array(np.round(outside, 4), pa.float64(), from_pandas=True)]
+    extra = [pa.array(clamped_traits(scores), pa.string()),
+             pa.array(np.round(outside, 4), pa.float64(), from_pandas=True)]
     table = pa.table(columns + trait_arrays(scores) + extra, names=list(OUTPUT_COLUMNS))
     return table.append_column("_slot", pa.array(slots, pa.int64()))
 

@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             best.retrain = {"split": test_name, "clips": len(test), "mse_before": before_loss, "mse_after": after_loss,
                             "before": before.to_dict(orient="index"), "after": after.to_dict(orient="index")}
             save_checkpoint(outputs.best, best)
-            write_text_atomic(report_path(args.output), json.dumps(json_safe(best.retrain), indent=2, allow_nan=False) + "\n")
+            write_text_atomic(report_path(args.output),
+                              json.dumps(json_safe(best.retrain), indent=2, allow_nan=False) + "\n")
             print(f"held-out MSE on the new labels: {before_loss:.5f} -> {after_loss:.5f}; wrote {outputs.best} and "
                   f"{report_path(args.output)}")
     return 0

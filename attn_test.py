@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                "models": {ev.name: {"metrics": ev.table.to_dict(orient="index"), "low": ev.low.to_dict(orient="index"),
                                     "high": ev.high.to_dict(orient="index"), "notes": ev.notes} for ev in evals},
                "weights": {name: str(p) for name, p in zip(unique_names(args.weights), args.weights)}}
-    write_text_atomic(args.output / "results.json", json.dumps(json_safe(results), indent=2, default=float, allow_nan=False) + "\n")
+    write_text_atomic(args.output / "results.json",
+                      json.dumps(json_safe(results), indent=2, default=float, allow_nan=False) + "\n")
     print(f"\nwrote {args.output}/comparison.{ext}, metrics.{ext}, results.json, predictions_*.{ext} and "
           f"{len(plots)} plots")
     return 0

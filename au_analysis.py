@@ -73,8 +73,8 @@ def labelled_clips(path: Path, group_by: str | None, reading: ReadOptions) -> tu
     if len(labelled) < len(clips):
         notes.append(f"left out {len(clips) - len(labelled)} usable clip(s) without trait values")
     if len(labelled) < MIN_CLIPS:
-        raise DataError(path, f"only {len(labelled)} labelled usable clip(s); with fewer than {MIN_CLIPS} no correlation "
-                              f"can be significant (the smallest two-sided p over n clips is 2/n!)")
+        raise DataError(path, f"only {len(labelled)} labelled usable clip(s); with fewer than {MIN_CLIPS} no "
+                              "correlation can be significant (the smallest two-sided p over n clips is 2/n!)")
     return labelled, features, notes
 
 
@@ -137,7 +137,8 @@ def unit_columns(values: np.ndarray) -> np.ndarray:
         return np.where(norm > 0, centred / norm, 0.0)
 
 
-def permutation_pvalues(x: np.ndarray, y: np.ndarray, r: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+def permutation_pvalues(x: np.ndarray, y: np.ndarray, r: np.ndarray,
+                        rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """Two-sided p of every r (P, K) between columns of x (N, P) and y (N, K), from reorderings of y's rows:
     all N! of them (exact) when there are at most EXACT_ORDERS, else SHUFFLES random ones, whose tail counts k
     give (1 + k)/(1 + B) so that p is never 0."""

@@ -121,7 +121,8 @@ class Parser(argparse.ArgumentParser):
         given = sys.argv[1:] if args is None else list(args)
         for token in given[:given.index("--")] if "--" in given else given:
             name = token.split("=", 1)[0]
-            if name.startswith("--") and len(name) > 2 and not any(o.startswith(name) for o in self._option_string_actions):
+            known = self._option_string_actions
+            if name.startswith("--") and len(name) > 2 and not any(o.startswith(name) for o in known):
                 close = difflib.get_close_matches(name, list(self._option_string_actions), n=1)
                 self.error(f"unknown option {name}" + (f"; did you mean {close[0]}?" if close else ""))
         return super().parse_args(given, namespace)

@@ -120,7 +120,8 @@ class Shard:
     count: int = 1
 
     def holds(self, video: Video) -> bool:
-        return self.count == 1 or int(hashlib.sha256(video.name.encode()).hexdigest()[:16], 16) % self.count == self.index
+        bucket = int(hashlib.sha256(video.name.encode()).hexdigest()[:16], 16) % self.count
+        return self.count == 1 or bucket == self.index
 
     def status_name(self) -> str:
         return EXTRACTION_STATUS if self.count == 1 else shard_status_name(self.index, self.count)
@@ -261,8 +262,9 @@ def earlier_extraction(video: Video, target: Path, recorded: dict[str, dict]) ->
     try:
         frames, faces = check_openface_csv(target)
     except DataError as err:
-        return Extraction(video, None, Extracted.FAILED, f"the CSV of an earlier run is unusable: {err.reason}; delete it "
-                                                 "to extract again", provenance=made)
+        return Extraction(video, None, Extracted.FAILED,
+                          f"the CSV of an earlier run is unusable: {err.reason}; delete it to extract again",
+                          provenance=made)
     return Extraction(video, target, *found_faces(faces), frames, float(before.get("seconds") or 0.0), made)
 
 

@@ -7,7 +7,7 @@ Two networks share their building blocks:
                Either branch can be switched off (kind 'conv' or 'attention').
   PaperNet  -- what the paper published: state_dict keys and eval outputs identical to the original code
                (au_180.pt: 17 AU inputs; 3iternorm_180.pt: 22 inputs). Its attention branch is a constant
-               (README "The paper network"), which is computed once per call.
+               (docs/network.md, "The paper network"), which is computed once per call.
 """
 from __future__ import annotations
 
@@ -63,8 +63,8 @@ GATED_PATHS = {"temporal": GatedPath("temporal path", "temporal_gates", "--no-te
 class ModelConfig:
     """A network's kind, architecture and sizes; attn_regression.py gets a flag for every field with an option().
 
-    The defaults suit hundreds to thousands of clips (README "How good is the network"); PRESETS["paper"] has
-    the published sizes and the original conv branch."""
+    The defaults suit hundreds to thousands of clips (docs/network.md, "How good is the network");
+    PRESETS["paper"] has the published sizes and the original conv branch."""
 
     kind: str = option("hybrid", "network: hybrid, the conv or attention branch alone, or the paper's published one",
                        choices=KINDS, flag="--model")
@@ -758,8 +758,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         raise CheckpointError(path, f"not a checkpoint: it holds a {type(payload).__name__}")
     newer = newer_format(payload.get("format"))
     if newer:
-        version = (payload.get("fields") or {}).get("code_version", "unknown") if isinstance(payload.get("fields"), dict) \
-            else "unknown"
+        fields = payload.get("fields")
+        version = fields.get("code_version", "unknown") if isinstance(fields, dict) else "unknown"
         raise CheckpointError(path, f"written by a newer version of this code ({version}, format {newer}); update "
                                     f"this repository to read it (this one reads {CHECKPOINT_FORMAT})")
     if payload.get("format") in (CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_V1):
@@ -920,8 +920,9 @@ def _load_state(path: Path, model: nn.Module, state: dict) -> None:
         raise CheckpointError(path, "; ".join(parts))
     for key, value in expected.items():
         if isinstance(state[key], torch.Tensor) and state[key].is_floating_point() != value.is_floating_point():
-            raise CheckpointError(path, f"{key} holds {str(state[key].dtype).replace('torch.', '')} values where the "
-                                        f"network has {str(value.dtype).replace('torch.', '')} (weights are floating point)")
+            found, wanted = (str(t.dtype).replace("torch.", "") for t in (state[key], value))
+            raise CheckpointError(path, f"{key} holds {found} values where the network has {wanted} (weights are "
+                                        "floating point)")
         if not isinstance(state[key], torch.Tensor) or tuple(state[key].shape) != tuple(value.shape):
             found = tuple(state[key].shape) if isinstance(state[key], torch.Tensor) else type(state[key]).__name__
             raise CheckpointError(path, f"shapes match no known network: {key} is {found}, expected "

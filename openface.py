@@ -1,14 +1,15 @@
 """OpenFace 2.x inputs: the feature/trait schema, the readers for the three input layouts, and frame hygiene.
 
-Layouts (see README "Data layouts"):
+Layouts (see docs/data.md):
   A. a combined frame table (CSV or Parquet): one row per frame, a clip column (`ID`, or `clip_id` as
      attn_deploy.py writes it), optional `File`, features, optional trait columns;
   B. raw OpenFace `FeatureExtraction` CSVs, one clip per file (folders are searched recursively);
   C. labels: a CSV with a clip key column and trait columns, or a ChaLearn annotation pickle.
 
 Every column is selected by its exact name. A clip is one file of layout B (one face of a multi-face file,
-`read_openface_csv`), or one run of rows sharing a clip id in layout A (`clip_runs`); nowhere else says so. Readers yield `Clip`s whose `status` says whether
-they are usable; nothing is dropped without being counted in `ReadSummary`.
+`read_openface_csv`), or one run of rows sharing a clip id in layout A (`clip_runs`); nowhere else says so.
+Readers yield `Clip`s whose `status` says whether they are usable; nothing is dropped without being counted in
+`ReadSummary`.
 """
 from __future__ import annotations
 
@@ -471,8 +472,9 @@ def read_openface_csv(item: InputFile, features: Sequence[str], reading: ReadOpt
                 status, reason = Status.TOO_SHORT, (f"face {face} found in {share:.0%} of the video's {video_frames} "
                                                     f"frames, less than --min-face-share {reading.min_face_share:g}")
         name = key if face_id is not None or len(present) == 1 else f"{key}{FACE_SEPARATOR}{face}"
-        clips.append(Clip(clip_id=name, file=item.name, group=source_group(key), frames=block.features[rows & block.keep],
-                          status=status, reason=reason, face=None if name == key else face,
+        clips.append(Clip(clip_id=name, file=item.name, group=source_group(key),
+                          frames=block.features[rows & block.keep], status=status, reason=reason,
+                          face=None if name == key else face,
                           drops=drop_counts(block.drop_reason[rows], reading.min_confidence),
                           rows=table.filter(pa.array(rows)) if keep_rows else None))
     return clips

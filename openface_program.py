@@ -123,7 +123,8 @@ def landmark_choice(choice: str, folder: Path | None, fixed: list[str]) -> tuple
         return "CE-CLM", (), "OpenFace's default; its files are not visible from here"
     if has_cen:
         return "CE-CLM", (), "its patch experts are installed"
-    return "CLNF", ("-mloc", CLNF_MODEL), "CE-CLM's patch experts are not installed; OpenFace's download_models.sh fetches them"
+    return "CLNF", ("-mloc", CLNF_MODEL), ("CE-CLM's patch experts are not installed; OpenFace's download_models.sh "
+                                           "fetches them")
 
 
 def openface_version(folder: Path | None) -> str:

@@ -39,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from cli import Parser, add_device_option, add_options, check_outputs, options_from, output_lock, report_user_errors
-from dataset import predict
+from dataset import INFERENCE_BATCH, predict
 from errors import DataError
 from extract_features import ExtractOptions, Video, extract_videos, recorded_provenance, summary_line, video_files
 from model import Checkpoint, code_version, input_scaler, load_checkpoint
@@ -406,7 +406,7 @@ def build_parser() -> Parser:
     parser.add_argument("--frames-output", type=Path, default=None,
                         help="also write every input frame row with the trait columns (the paper's output_pers.csv)")
     parser.add_argument("--chunk-size", type=int, default=256, help="clips read, labelled and written per step")
-    parser.add_argument("--batch-size", type=int, default=64, help="clips per forward pass")
+    parser.add_argument("--batch-size", type=int, default=INFERENCE_BATCH, help="clips per forward pass")
     parser.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 1),
                         help="threads parsing OpenFace files ahead of the model")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.parts/")

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = labels_of(chosen.test)
     evals = []
     for name, ckpt in zip(unique_names(args.weights), ckpts):
-        pred = predict(ckpt.model, chosen.test, input_scaler(ckpt, chosen.test), 64, device)
+        pred = predict(ckpt.model, chosen.test, input_scaler(ckpt, chosen.test), device=device)
         ev = evaluate(name, pred, chosen.test, args.bootstrap, args.seed)
         note = leakage_note(ckpt, chosen.test)
         if note:

@@ -251,15 +251,15 @@ def permutation_importance(model, clips: Sequence[Clip], scaler, features: Seque
     from dataset import predict
 
     truth = np.stack([c.label for c in clips])
-    base = metric_arrays(truth, predict(model, clips, scaler, 64, device))["r2"]
+    base = metric_arrays(truth, predict(model, clips, scaler, device=device))["r2"]
     units = [(name, "group", [features.index(c) for c in cols if c in features])
              for name, cols in FEATURE_GROUPS.items()]
     units = [u for u in units if u[2]] + [(f, "feature", [j]) for j, f in enumerate(features)]
     rows = []
     for name, kind, columns in units:
         rng = np.random.default_rng([seed, len(rows)])
-        drops = np.stack([base - metric_arrays(truth, predict(model, permuted_clips(clips, columns, rng), scaler, 64,
-                                                               device))["r2"] for _ in range(repeats)])
+        drops = np.stack([base - metric_arrays(truth, predict(model, permuted_clips(clips, columns, rng), scaler,
+                                                               device=device))["r2"] for _ in range(repeats)])
         for j, trait in enumerate(TRAITS):
             rows.append({"unit": name, "kind": kind, "trait": trait, "base_r2": base[j], "drop_mean": drops[:, j].mean(),
                          "drop_std": drops[:, j].std(ddof=1) if repeats > 1 else 0.0})

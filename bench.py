@@ -40,7 +40,7 @@ from cli import Parser
 from data_augmentation import augment_table
 from errors import DataError
 from openface_program import find_openface
-from dataset import Normalization, bucketed_batches, collate, predict
+from dataset import INFERENCE_BATCH, Normalization, bucketed_batches, collate, predict
 from model import (PAPER_FRAMES, Checkpoint, ModelConfig, PaperNet, build_model, conv_branch, paper_config,
                    save_checkpoint, sinusoidal_encoding)
 from openface import AU_COLUMNS, FEATURE_COLUMNS, TRAITS, Clip
@@ -136,7 +136,7 @@ def inference(clips: list[Clip], seconds: float) -> tuple[dict[str, float], floa
     for name, model in (("paper (ours)", paper), ("hybrid", build_model(ModelConfig()).eval()),
                         ("conv", build_model(ModelConfig(kind="conv")).eval())):
         started = time.perf_counter()
-        out = predict(model, clips, scaler, 64)
+        out = predict(model, clips, scaler)
         rates[name] = len(clips) / (time.perf_counter() - started)
         if name == "paper (ours)":
             diff = float(np.abs(out[: len(reference_out)] - torch.cat(reference_out).numpy()).max())
@@ -228,7 +228,7 @@ def long_clip_deploys(workdir: Path) -> dict:
         clips = [Clip(str(k), f"c{k}.csv", f"c{k}", rng.normal(size=(frames, len(FEATURE_COLUMNS))).astype(np.float32))
                  for k in range(LONG_COPIES)]
         row = {}
-        for name, batch in (("batched", 64), ("one_at_a_time", 1)):
+        for name, batch in (("batched", INFERENCE_BATCH), ("one_at_a_time", 1)):
             predict(model, clips, scaler, batch)  # warm-up: oneDNN builds its kernels for these shapes
             started = time.perf_counter()
             with torch.inference_mode():
@@ -359,7 +359,7 @@ def render(results: dict, small: int, large: int) -> str:
     if "long_clips" in results:
         lines += ["", f"deploy on long clips ({LONG_COPIES} of each length): the network's seconds per 1,000 frames in "
                       "predict, and the deploy command's peak memory",
-                  "", "| frames per clip | batched (64) | one clip per batch | deploy peak MB |", "|---|---|---|---|"]
+                  "", f"| frames per clip | batched ({INFERENCE_BATCH}) | one clip per batch | deploy peak MB |", "|---|---|---|---|"]
         for frames, row in results["long_clips"].items():
             lines.append(f"| {int(frames):,} | {row['batched']['s_per_1000_frames']:.3f} | "
                          f"{row['one_at_a_time']['s_per_1000_frames']:.3f} | {row['deploy_peak_rss_mb']:.0f} |")

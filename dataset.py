@@ -16,6 +16,7 @@ from errors import DataError
 from openface import GAZE_COLUMNS, HEAD_COLUMNS, TRAITS, Clip
 from tables import read_columns, read_header, write_text_atomic
 
+INFERENCE_BATCH = 64  # clips per forward pass when nothing is trained (deploy's --batch-size default)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
 MINMAX_COLUMNS: tuple[str, ...] = GAZE_COLUMNS + HEAD_COLUMNS  # the columns the paper min-max scales
@@ -189,7 +190,7 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: 
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, batch_size: int = 64,
+def predict(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, batch_size: int = INFERENCE_BATCH,
             device: torch.device | str = "cpu") -> np.ndarray:
     """Model outputs (N, 5) for the clips, in their order; batches of similar length, eval mode."""
     model.eval()

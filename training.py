@@ -24,8 +24,8 @@ from tqdm import tqdm
 from baselines import RidgeFit, labels_of, ridge_fit, screened_ridge_fit, video_codes
 from cli import option
 from data_augmentation import augment_clips
-from dataset import (SPLITS, Normalization, Scaler, SplitRecord, TrainingRange, bucketed_batches, collate,
-                     data_fingerprint, predict, prepare_split, split_clips)
+from dataset import (INFERENCE_BATCH, SPLITS, Normalization, Scaler, SplitRecord, TrainingRange, bucketed_batches,
+                     collate, data_fingerprint, predict, prepare_split, split_clips)
 from errors import DataError
 from metrics import regression_table
 from model import (GATED_PATHS, Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint,
@@ -246,7 +246,7 @@ def model_paths(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler,
     before their gates: (N, 5) each."""
     model.eval()
     out = [np.zeros((len(clips), len(TRAITS)), np.float32) for _ in range(4)]
-    for index in bucketed_batches([c.n_frames for c in clips], 64, seed=0, epoch=0, shuffle=False):
+    for index in bucketed_batches([c.n_frames for c in clips], INFERENCE_BATCH, seed=0, epoch=0, shuffle=False):
         batch = collate(clips, index, scaler)
         for array, part in zip(out, model.paths(batch.x.to(device), batch.lengths.to(device))):
             array[index] = part.cpu().numpy()
@@ -267,7 +267,7 @@ def linear_path_inputs(model: torch.nn.Module, clips: Sequence[Clip], scaler: Sc
     compute = {"stats": model.input_statistics, "temporal": model.temporal_statistics,
                "events": model.event_statistics}
     out: dict[str, np.ndarray] = {}
-    for index in bucketed_batches([c.n_frames for c in clips], 64, seed=0, epoch=0, shuffle=False):
+    for index in bucketed_batches([c.n_frames for c in clips], INFERENCE_BATCH, seed=0, epoch=0, shuffle=False):
         batch = collate(clips, index, scaler)
         x, lengths = batch.x.to(device), batch.lengths.to(device)
         for name in ("stats", *model.cfg.gated_paths):
@@ -639,7 +639,7 @@ def epoch_line(record: dict, epochs: int) -> str:
 def held_out_report(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, device: torch.device,
                     title: str) -> tuple[float, pd.DataFrame, str]:
     """Loss, metric table and a printable block for a held-out split."""
-    loss, table = evaluate(model, clips, scaler, 64, device)
+    loss, table = evaluate(model, clips, scaler, INFERENCE_BATCH, device)
     text = f"{title}: MSE {loss:.5f} on {len(clips)} clips\n" + table[["mse", "mae", "r2", "pearson", "ccc"]].to_string(
         float_format=lambda v: f"{v:.4f}")
     return loss, table, text

@@ -34,6 +34,7 @@ import torch
 
 from baselines import baseline_predictions, labels_of
 from cli import Parser, check_outputs, check_writable_folder, report_user_errors
+from data.synthetic import prepare
 from dataset import Normalization, SplitRecord, assign_splits, predict, split_clips
 from errors import DataError
 from metrics import bootstrap_intervals, metric_arrays
@@ -43,7 +44,6 @@ from plots import pyplot, save_figure
 from tables import first_line, write_table, write_text_atomic
 from training import Distributed, Run, RunOutputs, SplitData, TrainOptions, fit, use_all_cores
 
-ROOT = Path(__file__).resolve().parent
 RECIPES: dict[str, dict] = {
     "standard": {},
     "short-gap": {"pair_gap": 12, "openness": "noise"},
@@ -58,18 +58,9 @@ PREVIOUS_CONFIG = ModelConfig(**{**PAPER_SIZES, "embed_dim": 128, "lstm_hidden":
 PREVIOUS_OPTIONS = TrainOptions(batch_size=32, lr=2e-3, epochs=30, patience=10)
 
 
-def load_prepare():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("prepare", ROOT / "data" / "synthetic" / "prepare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def corpus(n_clips: int, seed: int, recipe: str) -> tuple[list[Clip], dict]:
     """A synthetic corpus as labelled clips, with its truth record (best achievable R² per trait)."""
-    generated, truth = load_prepare().generate(n_clips, 4, seed, **RECIPES[recipe])
+    generated, truth = prepare.generate(n_clips, 4, seed, **RECIPES[recipe])
     clips = [Clip(clip_key(c["file"]), c["file"], source_group(clip_key(c["file"])), c["frames"].astype(np.float32),
                   np.array([c["labels"][t] for t in TRAITS], np.float32)) for c in generated]
     return clips, truth

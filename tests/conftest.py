@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import importlib.util
 import io
 import os
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from data.synthetic import prepare  # noqa: E402
 from dataset import Normalization  # noqa: E402
 from openface import AU_COLUMNS, FEATURE_COLUMNS, TRAITS, InputFile, ReadOptions, read_clips, read_openface_csv  # noqa: E402
 
@@ -32,13 +32,6 @@ needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real i
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: runs real processes or programs (make test-fast leaves it out)")
-
-
-def load_prepare():
-    spec = importlib.util.spec_from_file_location("prepare", ROOT / "data" / "synthetic" / "prepare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -105,7 +98,7 @@ def read_one(path: Path, features=FEATURE_COLUMNS, **reading):
 def tiny_corpus(tmp_path_factory) -> Path:
     """24 clips of 3-5 s from 6 source videos, in both layouts, with labels.csv and truth.json."""
     out = tmp_path_factory.mktemp("tiny")
-    assert load_prepare().main(["--clips", "24", "--seconds", "3", "5", "-o", str(out)]) == 0
+    assert prepare.main(["--clips", "24", "--seconds", "3", "5", "-o", str(out)]) == 0
     return out
 
 
@@ -186,7 +179,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", mount], capture_output=True)
 
 
-__all__ = ["ROOT", "REAL", "TINY_MODEL", "TRAITS", "needs_real", "load_prepare", "run_script", "run_process",
+__all__ = ["ROOT", "REAL", "TINY_MODEL", "TRAITS", "needs_real", "run_script", "run_process",
            "one_line_error", "tree_digest", "read_one", "our_checkpoint", "write_openface", "set_cell", "five",
            "small_disk", "read_faces"]
 

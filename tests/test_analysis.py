@@ -8,7 +8,8 @@ from scipy import stats
 
 from au_analysis import (benjamini_hochberg, correlate, correlation_matrix, correlation_pvalues, permutation_pvalues,
                          rank_columns)
-from conftest import TINY_MODEL, load_prepare, one_line_error, our_checkpoint, run_script, set_cell
+from conftest import TINY_MODEL, one_line_error, our_checkpoint, run_script, set_cell
+from data.synthetic import prepare
 
 
 def test_correlations_and_pvalues_match_scipy():
@@ -107,7 +108,6 @@ def test_false_discoveries_stay_near_the_fdr_level():
 
 @pytest.mark.slow
 def test_planted_relationships_are_found(tmp_path):
-    prepare = load_prepare()
     clips, truth = prepare.generate(160, 4, seed=3)
     prepare.write_corpus(tmp_path, clips, truth, 3, ("table",))
     result = run_script("au_analysis.py", tmp_path / "frames.csv", "-o", tmp_path / "fig", "--method", "both",

@@ -9,7 +9,8 @@ import pytest
 
 import pyarrow as pa
 
-from conftest import REAL, load_prepare, needs_real, one_line_error, run_script
+from conftest import REAL, needs_real, one_line_error, run_script
+from data.synthetic import prepare
 from data_augmentation import augment_clips, augment_table
 from dataset import (Normalization, Scaler, assign_splits, bucketed_batches, collate, load_split, prepare_split,
                      save_split, split_clips)
@@ -204,7 +205,6 @@ def test_augmented_training_clips_never_cross_the_split(tiny_corpus):
 
 
 def test_same_seed_same_corpus_bytes(tmp_path):
-    prepare = load_prepare()
     for name in ("a", "b", "c"):
         seed = 5 if name != "c" else 6
         assert prepare.main(["--clips", "6", "--seconds", "2", "3", "--seed", str(seed), "-o", str(tmp_path / name)]) == 0
@@ -218,7 +218,6 @@ def test_corpus_layouts_agree_and_match_label_distribution(tiny_corpus):
     by_key = {c.key: c for c in raw}
     for clip in table:
         np.testing.assert_array_equal(by_key[clip.key].frames, clip.frames)
-    prepare = load_prepare()
     clips, truth = prepare.generate(400, 4, 0)
     labels = np.array([[c["labels"][t] for t in truth["traits"]] for c in clips])
     assert ((labels.mean(axis=0) > 0.47) & (labels.mean(axis=0) < 0.58)).all()
@@ -231,7 +230,6 @@ def test_the_reaction_delay_can_be_read_off_the_frames():
     must show it: every nod is a pitch dip, every reaction an AU05 rise, and a reaction comes before the next nod."""
     from scipy.signal import find_peaks
 
-    prepare = load_prepare()
     rng = np.random.default_rng(3)
     read, planted = [], []
     for _ in range(60):

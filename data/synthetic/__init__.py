@@ -1,0 +1,1 @@
+"""The synthetic corpus: prepare.py generates and writes it."""

@@ -460,22 +460,20 @@ def read_openface_csv(item: InputFile, features: Sequence[str], reading: ReadOpt
     frame_numbers = table.column("frame").to_numpy(zero_copy_only=False) if "frame" in table.column_names else None
     video_frames = len(np.unique(frame_numbers)) if frame_numbers is not None else table.num_rows
     key = clip_key(item.name)
+    each_face = face_id is None and len(present) > 1  # every face its own clip KEY#faceN
     clips = []
     for face in chosen:
         rows = rows_of[face]
-        status, reason = usable_status(int(block.keep[rows].sum()), int(rows.sum()), reading.min_frames,
-                                       drop_counts(block.drop_reason[rows], reading.min_confidence))
+        drops = drop_counts(block.drop_reason[rows], reading.min_confidence)
+        status, reason = usable_status(int(block.keep[rows].sum()), int(rows.sum()), reading.min_frames, drops)
         if len(present) > 1:
-            tracked = int((block.drop_reason[rows] != 1).sum())
-            share = tracked / max(video_frames, 1)
+            share = int((block.drop_reason[rows] != 1).sum()) / max(video_frames, 1)
             if status is Status.OK and share < reading.min_face_share:
                 status, reason = Status.TOO_SHORT, (f"face {face} found in {share:.0%} of the video's {video_frames} "
                                                     f"frames, less than --min-face-share {reading.min_face_share:g}")
-        name = key if face_id is not None or len(present) == 1 else f"{key}{FACE_SEPARATOR}{face}"
-        clips.append(Clip(clip_id=name, file=item.name, group=source_group(key),
-                          frames=block.features[rows & block.keep], status=status, reason=reason,
-                          face=None if name == key else face,
-                          drops=drop_counts(block.drop_reason[rows], reading.min_confidence),
+        clips.append(Clip(clip_id=f"{key}{FACE_SEPARATOR}{face}" if each_face else key, file=item.name,
+                          group=source_group(key), frames=block.features[rows & block.keep], status=status,
+                          reason=reason, face=face if each_face else None, drops=drops,
                           rows=table.filter(pa.array(rows)) if keep_rows else None))
     return clips
 

@@ -250,6 +250,11 @@ def extract_one(video: Video, target: Path, program: OpenFaceProgram, timeout: f
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def provenance_of(row: dict | None) -> dict[str, str]:
+    """What made a video's CSV, as its status row recorded it ('' where the row or the column is missing)."""
+    return {c: (row or {}).get(c, "") for c in PROVENANCE_COLUMNS}
+
+
 def found_faces(faces: int) -> tuple[Extracted, str]:
     """The status and reason of a CSV with `faces` frames that have a face."""
     return (Extracted.OK, "") if faces else (Extracted.NO_FACE, "no face in any frame")
@@ -258,7 +263,7 @@ def found_faces(faces: int) -> tuple[Extracted, str]:
 def earlier_extraction(video: Video, target: Path, recorded: dict[str, dict]) -> Extraction:
     """The record of a video whose CSV an earlier run wrote (it is not run again), with what that run recorded."""
     before = recorded.get(video.name, {})
-    made = {c: before.get(c, "") for c in PROVENANCE_COLUMNS}
+    made = provenance_of(before)
     try:
         frames, faces = check_openface_csv(target)
     except DataError as err:
@@ -356,8 +361,7 @@ def checked_extractions(videos: Sequence[Video], out: Path) -> list[Extraction]:
                 results.append(earlier_extraction(video, target, recorded))
                 continue
             row = recorded.get(video.name)
-            made = {c: (row or {}).get(c, "") for c in PROVENANCE_COLUMNS}
-            results.append(Extraction(video, None, Extracted.FAILED, row["reason"], provenance=made)
+            results.append(Extraction(video, None, Extracted.FAILED, row["reason"], provenance=provenance_of(row))
                            if row and row["status"] == Extracted.FAILED.value else
                            Extraction(video, None, Extracted.MISSING, "no run has extracted it"))
         write_table(status_table(results), out / EXTRACTION_STATUS)
@@ -369,7 +373,7 @@ def recorded_provenance(folders: Sequence[str | Path]) -> list[dict[str, str]]:
     made: list[dict[str, str]] = []
     for folder in folders:
         for row in recorded_statuses(status_files(Path(folder))).values():
-            record = {c: row.get(c, "") for c in PROVENANCE_COLUMNS}
+            record = provenance_of(row)
             if row["status"] in {s.value for s in DONE} and any(record.values()) and record not in made:
                 made.append(record)
     return made

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
-from collections import Counter
 import os
+import re
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -246,9 +246,10 @@ def label_chunk(ckpt: Checkpoint, scaler, clips: Sequence[Clip], batch_size: int
     outside = np.full(len(clips), np.nan)
     usable = [i for i, clip in enumerate(clips) if clip.status is Status.OK]
     if usable:
-        scores[usable] = predict(ckpt.model, [clips[i] for i in usable], scaler, batch_size, device)
+        chosen = [clips[i] for i in usable]
+        scores[usable] = predict(ckpt.model, chosen, scaler, batch_size, device)
         if ckpt.training_range is not None:
-            outside[usable] = ckpt.training_range.outside_share([clips[i] for i in usable])
+            outside[usable] = ckpt.training_range.outside_share(chosen)
     return scores, outside
 
 
@@ -307,13 +308,11 @@ def write_chunk(parts: Path, clips: pa.Table, frames: pa.Table | None) -> None:
 def merge(parts: Path, total: int, output: Path, frames_output: Path | None) -> pa.Table:
     """Write the outputs from the chunks, only when the chunks hold every input slot exactly once (a slot is one
     clip of a table, or the clips of one OpenFace file, which a chunk never splits)."""
-    pieces = sorted(parts.glob("*.clips.parquet"))
-    clips = pa.concat_tables([pq.read_table(p) for p in pieces]) if pieces else None
+    chunks = [pq.read_table(p) for p in sorted(parts.glob("*.clips.parquet"))]
+    clips = pa.concat_tables(chunks) if chunks else None
     slots = clips.column("_slot").to_numpy() if clips is not None else np.zeros(0, np.int64)
-    chunk_of = np.concatenate([np.full(pq.read_metadata(p).num_rows, k) for k, p in enumerate(pieces)]) \
-        if pieces else np.zeros(0, np.int64)
     distinct = np.unique(slots)
-    split = len(np.unique(np.stack([slots, chunk_of]), axis=1).T) if len(slots) else 0
+    split = sum(len(np.unique(chunk.column("_slot").to_numpy())) for chunk in chunks)  # (chunk, slot) pairs
     if len(distinct) != total or not np.array_equal(distinct, np.arange(total)) or split != total:
         raise DataError(parts, f"the chunks hold {len(slots)} rows for {len(distinct)} of {total} input slots "
                                f"({split - len(distinct)} written twice); nothing was written. Start again without "
@@ -469,22 +468,16 @@ def run(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: tor
     manifest = Manifest.of(ckpt, files, number_options(args, reading, openface_layout))
     slots = count_slots(files)  # a table without clips is refused here, before any work
     outputs = [args.output] + ([args.frames_output] if args.frames_output else [])
-    with output_lock(args.output) if world.is_main else contextlib.nullcontext():
+    with contextlib.ExitStack() as run_folders:
         if world.is_main:
+            run_folders.enter_context(output_lock(args.output))
             remove_leftovers(parts, outputs)
         if args.resume and not manifest_path(parts).exists() and manifest_beside(args.output).exists():
             if world.is_main:
                 print(finished_run(args.output, manifest), end="")
                 shutil.rmtree(parts, ignore_errors=True)  # what a kill left of the finished run's chunks
             return 0
-        return label(args, files, parts, ckpt, device, world, openface, reading, openface_layout, manifest, slots)
-
-
-def label(args, files: list[InputFile], parts: Path, ckpt: Checkpoint, device: torch.device, world: Distributed,
-          openface: list[dict[str, str]], reading: ReadOptions, openface_layout: bool, manifest: Manifest,
-          slots: list[int]) -> int:
-    """Label this process's share into chunks, and on rank 0 publish the outputs once every clip has its row."""
-    with parts_folder(parts, manifest, args.resume, world.is_main):
+        run_folders.enter_context(parts_folder(parts, manifest, args.resume, world.is_main))
         world.barrier()
         share = share_of(sum(slots), world.rank, world.world_size)
         skip = done_slots(parts)

@@ -636,7 +636,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 # Checkpoints
 
 PAPER_FEATURE_SETS: dict[int, str] = {17: "au", 22: "all"}  # au_180.pt and 3iternorm_180.pt, by input width
-TORCH_FILE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x04", b"\x80\x05")  # zip archive, or legacy pickle
+ZIP_MAGIC = b"PK\x03\x04"
+TORCH_FILE_MAGIC = (ZIP_MAGIC, b"\x80\x02", b"\x80\x04", b"\x80\x05")  # zip archive, or legacy pickle
 
 
 class CheckpointError(DataError):
@@ -724,7 +725,7 @@ def checkpoint_bytes(path: Path) -> bytes:
 def check_archive(path: Path, data: bytes) -> None:
     """Refuse, before anything is unpacked, a zip archive whose tensor records are compressed: torch.save stores
     them as they are, so a compressed one could unpack to any size (a 2 MB file to gigabytes)."""
-    if not data.startswith(b"PK\x03\x04"):
+    if not data.startswith(ZIP_MAGIC):
         return  # the legacy pickle format: nothing compressed, its size is the file's
     try:
         records = zipfile.ZipFile(io.BytesIO(data)).infolist()

@@ -128,8 +128,11 @@ def landmark_choice(choice: str, folder: Path | None, fixed: list[str]) -> tuple
 
 
 def openface_version(folder: Path | None) -> str:
+    """The version the build recorded beside the program, or 'unknown'."""
+    if folder is None:
+        return "unknown"
     try:
-        return (folder / VERSION_FILE).read_text().strip() or "unknown" if folder is not None else "unknown"
+        return (folder / VERSION_FILE).read_text().strip() or "unknown"
     except OSError:
         return "unknown"
 

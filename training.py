@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -213,6 +214,11 @@ class Run:
         """The fixed input transform of training (kind 'paper' is fixed on the training split beforehand)."""
         return self.normalization.scaler(self.features, ())
 
+    @functools.cached_property
+    def training_range(self) -> TrainingRange:
+        """The per-clip statistics of the training split, computed once; every checkpoint of the run records it."""
+        return TrainingRange.of(self.split.parts["train"])
+
 
 @dataclass
 class LoopState:
@@ -232,7 +238,7 @@ def run_checkpoint(run: Run, metrics: dict, training_state: dict | None = None) 
     return Checkpoint(run.model, run.config, run.features, TRAITS, run.normalization, "ours", run.split.record,
                       run.options.seed, data_fingerprint(clips), dataclasses.asdict(run.options),
                       retrained_from=run.retrained_from, metrics=metrics, training_state=training_state,
-                      training_range=TrainingRange.of(run.split.parts["train"]))
+                      training_range=run.training_range)
 
 
 GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1

@@ -41,7 +41,8 @@ from tqdm import tqdm
 from cli import Parser, add_device_option, add_options, check_outputs, options_from, output_lock, report_user_errors
 from dataset import INFERENCE_BATCH, predict
 from errors import DataError
-from extract_features import ExtractOptions, Video, extract_videos, recorded_provenance, summary_line, video_files
+from extract_features import (ExtractOptions, Video, extract_videos, recorded_provenance, status_files, summary_line,
+                              video_files)
 from model import Checkpoint, code_version, input_scaler, load_checkpoint
 from openface import (OPENFACE_OUTPUT_COLUMNS, PARTS_SUFFIX, TRAITS, VIDEO_CACHE_SUFFIX, Clip, InputFile, ReadOptions,
                       ReadSummary, Status, count_table_clips, input_files, iter_clips, read_header)
@@ -451,11 +452,13 @@ def main(argv: list[str] | None = None) -> int:
         raise DataError(files[0].path, "videos and OpenFace tables in one run: label them in separate runs")
     if not videos and not files:
         raise DataError(", ".join(args.inputs), "no CSV, Parquet or video files found")
-    check_outputs(outputs, [v.path for v in videos] + [f.path for f in files] + [args.weights])
+    folders = [Path(p) for p in args.inputs if Path(p).is_dir()]
+    statuses = [table for folder in folders for table in status_files(folder)]  # read for what made the CSVs
+    check_outputs(outputs, [v.path for v in videos] + [f.path for f in files] + [args.weights] + statuses)
     ckpt = load_checkpoint(args.weights)  # refused before any work, OpenFace's included
     files = extracted_inputs(args, videos) if videos else files
     openface = recorded_provenance([args.output.with_name(args.output.name + VIDEO_CACHE_SUFFIX)] if videos else
-                                   [p for p in args.inputs if Path(p).is_dir()])
+                                   folders)
     with distributed_session(args.device) as (device, world):
         return run(args, files, parts, ckpt, device, world, openface)
 

@@ -328,3 +328,14 @@ def test_sigterm_stops_before_the_next_video_and_keeps_the_records_of_the_done_o
     assert 1 <= len(done) <= 2 and len(calls(log)) == len(done)  # the one running finished; no other started
     status = pd.read_csv(out / "extraction_status.csv")
     assert sorted(status["csv"]) == done and (status["status"] == "ok").all() and not list(out.glob(".openface-*"))
+
+
+def test_deploy_never_writes_over_the_status_table_it_reads(openface, tiny_corpus, tmp_path):
+    weights = our_checkpoint(tmp_path / "w.pt", tiny_corpus)
+    folder = videos(tmp_path / "videos", {"a.mp4": ""})
+    assert run_script("extract_features.py", folder, "-o", tmp_path / "of").returncode == 0
+    status = tmp_path / "of" / "extraction_status.csv"
+    before = status.read_bytes()
+    one_line_error(run_script("attn_deploy.py", tmp_path / "of", "--weights", weights, "-o", status),
+                   "extraction_status.csv: is an input of this run")
+    assert status.read_bytes() == before

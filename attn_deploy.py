@@ -79,6 +79,13 @@ class Manifest:
     def record(self) -> dict:
         return {**asdict(self), "inputs": [list(i) for i in self.inputs]}
 
+    def options_difference(self, theirs: dict) -> str | None:
+        """The first option that differs from a recorded run's, in words; None when they match."""
+        for key, value in self.record()["options"].items():
+            if theirs.get(key) != value:
+                return f"another {key} ({theirs.get(key)} then, {value} now)"
+        return None
+
     def difference(self, other: dict) -> str | None:
         """What differs from a recorded manifest, in words; None when they match."""
         mine = self.record()
@@ -91,9 +98,9 @@ class Manifest:
             changed = sum(1 for k in new.keys() & old.keys() if new[k] != old[k])
             return (f"other inputs ({added} file(s) added, {removed} removed, {changed} changed"
                     f"{', another order' if not (added or removed or changed) else ''})")
-        for key, value in mine["options"].items():
-            if other.get("options", {}).get(key) != value:
-                return f"another {key} ({other.get('options', {}).get(key)} then, {value} now)"
+        options = self.options_difference(other.get("options", {}))
+        if options:
+            return options
         if other.get("code_version") != mine["code_version"]:
             return f"another code version ({other.get('code_version')} then, {mine['code_version']} now)"
         return None
@@ -374,11 +381,16 @@ def remove_leftovers(parts: Path, outputs: Sequence[Path]) -> None:
 
 
 def finished_run(output: Path, manifest: Manifest) -> str:
-    """What --resume says of an output this script finished; refuses when another checkpoint finished it."""
+    """What --resume says of an output this script finished; refuses when another checkpoint or other options
+    finished it."""
     record = json.loads(manifest_beside(output).read_text())
     if record.get("checkpoint_sha256") != manifest.checkpoint_sha256:
         raise DataError(output, f"cannot resume: it was finished with another checkpoint ({record.get('weights')}, "
                                 "its SHA-256 differs); start without --resume to label again")
+    options = manifest.options_difference(record.get("options", {}))
+    if options:
+        raise DataError(output, f"cannot resume: it was finished with {options}; start without --resume to label "
+                                "again")
     return (f"{output} is already finished ({record.get('clips')} clips, {record.get('finished')}; its manifest "
             f"{manifest_beside(output).name}): nothing to resume. Start without --resume to label again\n")
 

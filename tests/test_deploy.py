@@ -493,6 +493,8 @@ def test_leftovers_of_a_kill_at_the_end_are_removed_and_a_finished_run_says_so(t
     other = our_checkpoint(tmp_path / "other.pt", tiny_corpus, seed=1)
     one_line_error(deploy(tiny_corpus / "openface", "--weights", other, "-o", out, "--resume"),
                    "cannot resume: it was finished with another checkpoint (hybrid.pt")
+    one_line_error(deploy(*args, "--resume", "--min-frames", "60"),
+                   "cannot resume: it was finished with another min_frames (41 then, 60 now)")
 
 
 @pytest.mark.slow

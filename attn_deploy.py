@@ -8,7 +8,7 @@ INPUT: raw OpenFace CSVs or folders of them (recursive), or combined frame table
 (then OpenFace runs first, as extract_features.py runs it, into OUTPUT.openface/, reused next time). Every clip
 gets exactly one row with a status (ok, too_short, no_face, unreadable) and, when not ok, the reason; traits
 are empty unless ok. File is the path relative to the input folder given (the name for a file given
-directly). Inputs are scaled as the checkpoint says (model.input_scaler): our checkpoints with their stored
+directly). Inputs are scaled as the checkpoint says (checkpoint.input_scaler): our checkpoints with their stored
 statistics, the paper's raw weights with the paper's min-max of gaze/pose over the usable clips labelled.
 
 Work is written in chunks to OUTPUT.parts/ with a manifest (checkpoint SHA-256, inputs, options, code
@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -38,17 +38,16 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from checkpoint import Checkpoint, code_version, input_scaler, load_checkpoint
 from cli import Parser, add_device_option, add_options, check_outputs, options_from, output_lock, report_user_errors
 from dataset import INFERENCE_BATCH, predict
+from distributed import Distributed, distributed_session, under_torchrun
 from errors import DataError
 from extract_features import (ExtractOptions, Video, extract_videos, recorded_provenance, status_files, summary_line,
                               video_files)
-from model import Checkpoint, code_version, input_scaler, load_checkpoint
 from openface import (OPENFACE_OUTPUT_COLUMNS, PARTS_SUFFIX, TRAITS, VIDEO_CACHE_SUFFIX, Clip, InputFile, ReadOptions,
                       ReadSummary, Status, count_table_clips, input_files, iter_clips, read_header)
-from tables import (TableWriter, manifest_beside, ordered_map, remove_temporaries, temporary_sibling,
-                    write_text_atomic)
-from training import Distributed, distributed_session, under_torchrun
+from tables import TableWriter, manifest_beside, ordered_map, remove_temporaries, temporary_sibling, write_text_atomic
 
 OUTPUT_COLUMNS: tuple[str, ...] = (("clip_id", "File", "n_frames", "n_dropped", "status", "reason") + TRAITS
                                    + ("clamped", "out_of_range"))

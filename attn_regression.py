@@ -18,11 +18,11 @@ import torch
 
 from cli import (Parser, add_device_option, add_labels_option, add_options, check_outputs, options_from, output_locks,
                  report_user_errors)
-from dataset import Normalization, default_split_path
+from dataset import Normalization, default_split_path, load_labelled_clips, split_data
+from distributed import distributed_session, progress_printer
 from model import PRESETS, ModelConfig, build_model
 from openface import FEATURE_SETS, ReadOptions, feature_columns, input_files
-from training import (Run, RunOutputs, TrainOptions, distributed_session, fit, load_labelled_clips,
-                      progress_printer, split_data)
+from training import Run, RunOutputs, TrainOptions, fit
 
 KEPT = "the checkpoints of the finished epochs are kept (NAME.pt, NAME.last.pt); run the same command with --resume"
 

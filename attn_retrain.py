@@ -18,15 +18,15 @@ import json
 import sys
 from pathlib import Path
 
+from checkpoint import Checkpoint, input_scaler, load_checkpoint, save_checkpoint
 from cli import (Parser, add_device_option, add_labels_option, add_options, check_outputs, options_from, output_locks,
                  report_user_errors)
-from dataset import default_split_path
+from dataset import SplitData, default_split_path, split_data, split_from_record
+from distributed import distributed_session, progress_printer
 from errors import DataError
-from model import Checkpoint, input_scaler, load_checkpoint, save_checkpoint
 from openface import ReadOptions, attach_labels, input_files, read_clips, read_labels
 from tables import json_safe, write_text_atomic
-from training import (RETRAIN_DEFAULTS, Run, RunOutputs, SplitData, TrainOptions, distributed_session, fit,
-                      held_out_report, progress_printer, split_data, split_from_record)
+from training import RETRAIN_DEFAULTS, Run, RunOutputs, TrainOptions, fit, held_out_report
 
 KEPT = "the checkpoints of the finished epochs are kept (NAME.pt, NAME.last.pt); run the same command to start again"
 

@@ -5,7 +5,7 @@
 
 The test set is the test split of --split, else the split recorded in the first checkpoint, else the split file
 beside the data; --whole evaluates every clip of DATA instead. Each checkpoint gets the input transform it is
-deployed with (model.input_scaler). Baselines, always shown, fitted on the training split: the training-mean
+deployed with (checkpoint.input_scaler). Baselines, always shown, fitted on the training split: the training-mean
 predictor, ridge regression on per-clip mean and std of the features, and MiniRocket + RidgeCV (see
 baselines.py). Writes comparison.csv, metrics.csv, results.json, predictions_<model>.csv and plots.
 """
@@ -20,16 +20,16 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from baselines import baseline_predictions, labels_of
+from baselines import baseline_predictions
+from checkpoint import Checkpoint, check_features, input_scaler, load_checkpoint
 from cli import (Parser, add_device_option, add_labels_option, add_options, check_outputs, check_writable_folder,
                  options_from, report_user_errors)
-from dataset import held_out_clips, predict
+from dataset import held_out_clips, labels_of, load_labelled_clips, predict
+from distributed import resolve_device, use_all_cores
 from metrics import METRICS, bootstrap_intervals, regression_table
-from model import Checkpoint, check_features, input_scaler, load_checkpoint
 from openface import TRAIT_LETTERS, TRAITS, Clip, ReadOptions, input_files
 from plots import pyplot, save_figure
 from tables import json_safe, write_table, write_text_atomic
-from training import load_labelled_clips, resolve_device, use_all_cores
 
 
 @dataclass

@@ -381,10 +381,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def importance_outputs(args, reading: ReadOptions) -> list[Path]:
     """Permutation importance of the checkpoint on its held-out clips, with the input transform it is deployed
-    with (model.input_scaler)."""
-    from dataset import held_out_clips
-    from model import input_scaler, load_checkpoint
-    from training import load_labelled_clips, resolve_device, use_all_cores
+    with (checkpoint.input_scaler)."""
+    from checkpoint import input_scaler, load_checkpoint
+    from dataset import held_out_clips, load_labelled_clips
+    from distributed import resolve_device, use_all_cores
 
     use_all_cores()
     device = resolve_device(args.device)

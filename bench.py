@@ -36,14 +36,16 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from checkpoint import Checkpoint, save_checkpoint
 from cli import Parser
 from data_augmentation import augment_table
-from errors import DataError
-from openface_program import find_openface
 from dataset import INFERENCE_BATCH, Normalization, bucketed_batches, collate, predict
-from model import (PAPER_FRAMES, Checkpoint, ModelConfig, PaperNet, build_model, conv_branch, paper_config,
-                   save_checkpoint, sinusoidal_encoding)
+from errors import DataError
+from layers import conv_branch, sinusoidal_encoding
+from model import ModelConfig, build_model, paper_config
 from openface import AU_COLUMNS, FEATURE_COLUMNS, TRAITS, Clip
+from openface_program import find_openface
+from paper_net import PAPER_FRAMES, PaperNet
 from tables import write_table
 
 ROOT = Path(__file__).resolve().parent

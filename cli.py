@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from errors import DataError
 
-
 # ----------------------------------------------------------------------------------------------------------
 # Errors and the parser
 
@@ -172,6 +171,11 @@ def option_fields(cls: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if "option" in f.metadata]
 
 
+def flag_of(name: str) -> str:
+    """The flag of an option field: `--field-name`; a boolean one also has `--no-field-name`."""
+    return "--" + name.replace("_", "-")
+
+
 def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
                 defaults: Mapping[str, Any] | None = None, skip: Iterable[str] = (),
                 default_note: Callable[[str], str] | None = None, unset: bool = False) -> None:
@@ -187,7 +191,7 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         meta = f.metadata["option"]
         kind, is_tuple, _ = _base_type(hints[f.name])
         default = defaults.get(f.name, f.default)
-        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        flag = meta["flag"] or flag_of(f.name)
         help_text = meta["help"] + (default_note(f.name) if default_note else "")
         kwargs: dict[str, Any] = {"dest": f.name, "help": help_text,
                                   "default": None if unset else (list(default) if is_tuple else default)}

@@ -32,17 +32,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from baselines import baseline_predictions, labels_of
+from baselines import baseline_predictions
+from checkpoint import input_scaler, load_checkpoint
 from cli import Parser, check_outputs, check_writable_folder, report_user_errors
 from data.synthetic import prepare
-from dataset import Normalization, SplitRecord, assign_splits, predict, split_clips
+from dataset import Normalization, SplitData, SplitRecord, assign_splits, labels_of, predict, split_clips
+from distributed import Distributed, use_all_cores
 from errors import DataError
 from metrics import bootstrap_intervals, metric_arrays
-from model import PAPER_SIZES, ModelConfig, build_model, input_scaler, load_checkpoint
+from model import ModelConfig, build_model
 from openface import FEATURE_COLUMNS, TRAIT_LETTERS, TRAITS, Clip, clip_key, source_group
+from paper_net import PAPER_ARCHITECTURE
 from plots import pyplot, save_figure
 from tables import first_line, write_table, write_text_atomic
-from training import Distributed, Run, RunOutputs, SplitData, TrainOptions, fit, use_all_cores
+from training import Run, RunOutputs, TrainOptions, fit
 
 RECIPES: dict[str, dict] = {
     "standard": {},
@@ -53,7 +56,7 @@ RECIPES: dict[str, dict] = {
 METHODS: tuple[str, ...] = ("network", "train-mean", "ridge", "minirocket")
 TEST_SEED_OFFSET = 10_000
 PREVIOUS = "previous demo network"  # the hybrid of the paper's architecture with the demo's sizes before this default
-PREVIOUS_CONFIG = ModelConfig(**{**PAPER_SIZES, "embed_dim": 128, "lstm_hidden": 128, "attn_dim": 128, "attn_hops": 16,
+PREVIOUS_CONFIG = ModelConfig(**{**PAPER_ARCHITECTURE, "embed_dim": 128, "lstm_hidden": 128, "attn_dim": 128, "attn_hops": 16,
                                  "conv_channels": (32, 64, 64, 64)})
 PREVIOUS_OPTIONS = TrainOptions(batch_size=32, lr=2e-3, epochs=30, patience=10)
 

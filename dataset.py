@@ -13,7 +13,8 @@ import pyarrow as pa
 import torch
 
 from errors import DataError
-from openface import GAZE_COLUMNS, HEAD_COLUMNS, TRAITS, Clip
+from openface import (GAZE_COLUMNS, HEAD_COLUMNS, TRAITS, Clip, ReadOptions, ReadSummary, attach_labels, read_clips,
+                      read_labels)
 from tables import read_columns, read_header, write_text_atomic
 
 INFERENCE_BATCH = 64  # clips per forward pass when nothing is trained (deploy's --batch-size default)
@@ -21,6 +22,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
 MINMAX_COLUMNS: tuple[str, ...] = GAZE_COLUMNS + HEAD_COLUMNS  # the columns the paper min-max scales
 PAD_MULTIPLE = 32
+SCALE_FLOOR = 1e-6  # the smallest standardisation scale: a feature constant over the training frames stays finite
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -43,13 +45,13 @@ class Scaler:
 
 
 def standard_statistics(clips: Sequence[Clip]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (floored at 1e-6) over every frame of the clips."""
+    """Mean and std (floored at SCALE_FLOOR) over every frame of the clips."""
     total = sum(c.n_frames for c in clips)
     if total == 0:
         raise DataError(None, "cannot fit normalisation: the training split has no frames")
     mean = sum(c.frames.sum(axis=0, dtype=np.float64) for c in clips) / total
     sq = sum(((c.frames - mean) ** 2).sum(axis=0, dtype=np.float64) for c in clips)
-    return mean, np.maximum(np.sqrt(sq / total), 1e-6)
+    return mean, np.maximum(np.sqrt(sq / total), SCALE_FLOOR)
 
 
 def minmax_statistics(clips: Iterable[Clip], features: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -338,3 +340,50 @@ def data_fingerprint(clips: Sequence[Clip]) -> str:
             digest.update(np.asarray(clip.label, np.float32).tobytes())
     return digest.hexdigest()
 
+
+def labels_of(clips: Sequence[Clip]) -> np.ndarray:
+    return np.stack([c.label for c in clips])  # (N, 5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Labelled clips and their split
+
+
+def load_labelled_clips(data: Sequence[str], labels: Sequence[str] | None, features: Sequence[str],
+                        reading: ReadOptions) -> tuple[list[Clip], ReadSummary]:
+    """Usable clips with labels (label files override a table's trait columns); unlabelled clips are an error.
+
+    Clips are ordered by their key (file name), so both input layouts of one corpus train identically."""
+    clips, summary = read_clips(data, features, reading)
+    clips.sort(key=lambda c: c.key)
+    table = read_labels(labels) if labels else None
+    attach_labels(clips, table, ", ".join(labels) if labels else ", ".join(map(str, data)))
+    return clips, summary
+
+
+@dataclass
+class SplitData:
+    parts: dict[str, list[Clip]]
+    record: SplitRecord
+    created: bool
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{name} {len(self.parts[name])}" for name in SPLITS)
+        verb = "created" if self.created else "using"
+        return f"{verb} split {self.record.path} (sha256 {self.record.sha256[:12]}): {counts} clips"
+
+
+def split_from_record(clips: Sequence[Clip], record: SplitRecord, source: str | Path) -> SplitData:
+    parts = split_clips(clips, record.assignment, source)
+    for name in ("train", "val"):
+        if not parts[name]:
+            raise DataError(source, f"the {name} split is empty; use more source videos or a new split")
+    return SplitData(parts, record, False)
+
+
+def split_data(clips: Sequence[Clip], split_path: Path, seed: int) -> SplitData:
+    """The split file's split of the clips, the file written first when it does not exist."""
+    record, created = prepare_split(clips, split_path, seed)
+    data = split_from_record(clips, record, split_path)
+    data.created = created
+    return data

@@ -1,19 +1,17 @@
-"""The training loop shared by attn_regression.py and attn_retrain.py: devices and torchrun, data with its group
-split, batched training with early stopping, best/last checkpoints, resume, logs and a learning curve."""
+"""The training loop shared by attn_regression.py and attn_retrain.py: the linear paths fitted first (stacking.py),
+then batched training of the branches with early stopping, best and last checkpoints after every epoch, resume
+from the last one, logs and a learning curve, alone or under torchrun (distributed.py)."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import itertools
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,17 +20,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from baselines import RidgeFit, labels_of, ridge_fit, screened_ridge_fit, video_codes
+from checkpoint import Checkpoint, config_record, load_checkpoint, save_checkpoint
 from cli import option
 from data_augmentation import augment_clips
-from dataset import (INFERENCE_BATCH, SPLITS, Normalization, Scaler, SplitRecord, TrainingRange, bucketed_batches,
-                     collate, data_fingerprint, predict, prepare_split, split_clips)
+from dataset import (INFERENCE_BATCH, SPLITS, Normalization, Scaler, SplitData, TrainingRange, bucketed_batches,
+                     collate, data_fingerprint, labels_of, predict)
+from distributed import Distributed
 from errors import DataError
 from metrics import regression_table
-from model import (GATED_PATHS, Checkpoint, ModelConfig, branch_parameters, config_record, load_checkpoint,
-                   save_checkpoint)
-from openface import TRAIT_LETTERS, TRAITS, Clip, ReadOptions, ReadSummary, attach_labels, read_clips, read_labels
+from model import ModelConfig, branch_parameters
+from openface import TRAIT_LETTERS, TRAITS, Clip
 from plots import pyplot, save_figure
+from stacking import calibrate_gates, fit_linear_paths, open_branches_only
 from tables import json_line, write_text_atomic
 
 
@@ -52,122 +51,6 @@ class TrainOptions:
 
 
 RETRAIN_DEFAULTS = {"epochs": 30, "lr": 1e-4, "patience": 8}  # retraining starts from a trained network
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Devices and torchrun
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise DataError(None, "--device cuda asked for, but no CUDA device is available")
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def use_all_cores(processes: int = 1) -> int:
-    """Share this machine's cores among `processes` local processes; returns the threads of this one."""
-    threads = max(1, (os.cpu_count() or 1) // max(1, processes))
-    torch.set_num_threads(threads)
-    return threads
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-    def agree(self, ok: bool) -> bool:
-        """True on every rank when `ok` is true on every rank (so all ranks stop together)."""
-        if self.world_size == 1:
-            return ok
-        flag = torch.tensor([1 if ok else 0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
-
-
-def progress_printer(world: Distributed) -> Callable[[str], None]:
-    """print (flushed) on rank 0, nothing on the other ranks."""
-    return (lambda line: print(line, flush=True)) if world.is_main else (lambda line: None)
-
-
-def under_torchrun() -> bool:
-    """Whether this process is one of several started by torchrun."""
-    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-@contextlib.contextmanager
-def distributed_session(device_choice: str) -> Iterator[tuple[torch.device, Distributed]]:
-    """The device and process group of a script run alone or under torchrun (gloo on CPU, nccl on CUDA);
-    local processes share the cores."""
-    device = resolve_device(device_choice)
-    world = Distributed()
-    if under_torchrun():
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        world = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-    try:
-        if device.type == "cuda":
-            device = resolve_device(device_choice, world.local_rank)
-        use_all_cores(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-        yield device, world
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Data
-
-
-def load_labelled_clips(data: Sequence[str], labels: Sequence[str] | None, features: Sequence[str],
-                        reading: ReadOptions) -> tuple[list[Clip], ReadSummary]:
-    """Usable clips with labels (label files override a table's trait columns); unlabelled clips are an error.
-
-    Clips are ordered by their key (file name), so both input layouts of one corpus train identically."""
-    clips, summary = read_clips(data, features, reading)
-    clips.sort(key=lambda c: c.key)
-    table = read_labels(labels) if labels else None
-    attach_labels(clips, table, ", ".join(labels) if labels else ", ".join(map(str, data)))
-    return clips, summary
-
-
-@dataclass
-class SplitData:
-    parts: dict[str, list[Clip]]
-    record: SplitRecord
-    created: bool
-
-    def describe(self) -> str:
-        counts = ", ".join(f"{name} {len(self.parts[name])}" for name in SPLITS)
-        verb = "created" if self.created else "using"
-        return f"{verb} split {self.record.path} (sha256 {self.record.sha256[:12]}): {counts} clips"
-
-
-def split_from_record(clips: Sequence[Clip], record: SplitRecord, source: str | Path) -> SplitData:
-    parts = split_clips(clips, record.assignment, source)
-    for name in ("train", "val"):
-        if not parts[name]:
-            raise DataError(source, f"the {name} split is empty; use more source videos or a new split")
-    return SplitData(parts, record, False)
-
-
-def split_data(clips: Sequence[Clip], split_path: Path, seed: int) -> SplitData:
-    """The split file's split of the clips, the file written first when it does not exist."""
-    record, created = prepare_split(clips, split_path, seed)
-    data = split_from_record(clips, record, split_path)
-    data.created = created
-    return data
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -241,164 +124,11 @@ def run_checkpoint(run: Run, metrics: dict, training_state: dict | None = None) 
                       training_range=run.training_range)
 
 
-GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
-GATE_Z = 1.64  # gates leave their default for a trait only when that beats it by this many standard errors
-
-
-@torch.no_grad()
-def model_paths(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler,
-                device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The statistics path's, the temporal path's, the event path's and the branches' contributions for the clips,
-    before their gates: (N, 5) each."""
-    model.eval()
-    out = [np.zeros((len(clips), len(TRAITS)), np.float32) for _ in range(4)]
-    for index in bucketed_batches([c.n_frames for c in clips], INFERENCE_BATCH, seed=0, epoch=0, shuffle=False):
-        batch = collate(clips, index, scaler)
-        for array, part in zip(out, model.paths(batch.x.to(device), batch.lengths.to(device))):
-            array[index] = part.cpu().numpy()
-    return out[0], out[1], out[2], out[3]
-
-
-def each(value) -> list:
-    """An ensemble's per-member layers or buffers as a list; a single network's as a list of one."""
-    return value if isinstance(value, list) else [value]
-
-
-@torch.no_grad()
-def linear_path_inputs(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler,
-                       device: torch.device) -> dict[str, np.ndarray]:
-    """The linear paths' inputs for the clips, by layer name: 'stats' (N, 2F) and, for the gated paths the network
-    has, 'temporal' lagged correlations (N, L F^2) and 'events' timings (N, 4F^2), NaN where a clip has none."""
-    model.eval()
-    compute = {"stats": model.input_statistics, "temporal": model.temporal_statistics,
-               "events": model.event_statistics}
-    out: dict[str, np.ndarray] = {}
-    for index in bucketed_batches([c.n_frames for c in clips], INFERENCE_BATCH, seed=0, epoch=0, shuffle=False):
-        batch = collate(clips, index, scaler)
-        x, lengths = batch.x.to(device), batch.lengths.to(device)
-        for name in ("stats", *model.cfg.gated_paths):
-            values = compute[name](x, lengths).cpu().numpy()
-            out.setdefault(name, np.zeros((len(clips), values.shape[1])))[index] = values
-    return out
-
-
-def set_linear(layers: list, weight: np.ndarray, bias: np.ndarray) -> None:
-    for layer in layers:
-        layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-
-
-class PathFit(NamedTuple):
-    """The gated paths fitted one after the other: each path's fit and gates, and all paths' held-out predictions
-    added to the statistics path's fit, (N, 5)."""
-
-    fits: dict[str, RidgeFit]
-    gates: dict[str, np.ndarray]
-    held_out: np.ndarray
-
-
-def fit_in_order(inputs: dict[str, np.ndarray], y: np.ndarray, groups: Sequence[str], base: np.ndarray,
-                 order: Sequence[str]) -> PathFit:
-    """Fit the gated paths in `order`, each on what the base (N, 5) and the paths before it miss; each path's gates
-    are the weights its held-out predictions support (choose_gates over source videos)."""
-    fits, gates, fitted = {}, {}, base
-    for name in order:
-        fit = (screened_ridge_fit if GATED_PATHS[name].screened else ridge_fit)(inputs[name], y - fitted, groups)
-        gate = choose_gates(fitted, [fit.held_out], y, groups=groups)[0]
-        fits[name], gates[name], fitted = fit, gate, fitted + gate * fit.held_out
-    return PathFit(fits, gates, fitted)
-
-
-def missing_filled(timings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Event timings (N, P) with each NaN replaced by its column's mean over the clips that have it (0 for a
-    column no clip has, which then gets no weight), and those means (P,)."""
-    present = ~np.isnan(timings)
-    fill = np.nansum(timings, axis=0) / np.maximum(present.sum(axis=0), 1)  # (P,)
-    return np.where(present, timings, fill), fill
-
-
-@torch.no_grad()
-def fit_linear_paths(model: torch.nn.Module, train: Sequence[Clip], scaler: Scaler,
-                     device: torch.device) -> np.ndarray | None:
-    """Fit the statistics path to the training labels (baselines.ridge_fit: closed form, penalties by
-    cross-validation over source videos; it is the ridge baseline), then the gated paths one after the other, each
-    to what the paths before it miss (fit_in_order), per trait in the order whose held-out predictions are best.
-    All are then kept fixed; the branches learn what the statistics path misses, independently of the others.
-    Returns each gated path's weight per trait ((len(cfg.gated_paths), 5)), as its held-out predictions support
-    it on all training clips, or None without one: calibrate_gates departs from these only where the validation
-    clips say so significantly."""
-    inputs = linear_path_inputs(model, train, scaler, device)
-    y, groups = labels_of(train), [c.group for c in train]
-    weight, bias, _ = ridge_fit(inputs["stats"], y, groups)
-    set_linear(each(model.stats), weight, bias)
-    names = model.cfg.gated_paths
-    if not names:
-        return None
-    for name in names:
-        if GATED_PATHS[name].fill:
-            inputs[name], fill = missing_filled(inputs[name])
-            for buffer in each(getattr(model, GATED_PATHS[name].fill)):
-                buffer.copy_(torch.as_tensor(fill, dtype=torch.float32))
-    base = inputs["stats"] @ weight.T + bias  # (N, 5)
-    orders = [fit_in_order(inputs, y, groups, base, order) for order in itertools.permutations(names)]
-    errors = np.stack([((np.clip(fit.held_out, 0, 1) - y) ** 2).mean(axis=0) for fit in orders])  # (orders, 5)
-    best = [orders[o] for o in errors.argmin(axis=0)]  # per trait; the first order on a tie
-    for name in names:
-        set_linear(each(getattr(model, name)), np.stack([fit.fits[name].weight[t] for t, fit in enumerate(best)]),
-                   np.array([fit.fits[name].bias[t] for t, fit in enumerate(best)]))
-    return np.stack([[fit.gates[name][t] for t, fit in enumerate(best)] for name in names])
-
-
-def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.ndarray,
-                 default: np.ndarray | None = None, groups: Sequence[str] | None = None) -> np.ndarray:
-    """Per-trait weights of contributions added to a base prediction (all (N, 5)): for each trait the combination
-    of weights in 0, 1/(GATE_STEPS - 1), ..., 1 with the lowest error, kept only when its gain over the default
-    weights ((len(contributions), 5); all 0 unless given) is significant (one-sided paired test, GATE_Z standard
-    errors, over clips or, with groups, over the summed gains of each source video); else the default, so
-    nothing adds noise to a trait it does not help. Returns (len(contributions), 5)."""
-    grid = np.array(list(itertools.product(np.linspace(0, 1, GATE_STEPS), repeat=len(contributions))))  # (G, C)
-    start = np.zeros((len(contributions), y.shape[1])) if default is None else np.asarray(default)  # (C, 5)
-    units = video_codes(groups) if groups is not None else np.arange(len(y))
-    gates = start.astype(np.float32)
-    for t in range(y.shape[1]):
-        parts = np.stack([c[:, t] for c in contributions], axis=1)  # (N, C)
-        errors = (np.clip(base[:, t, None] + parts @ grid.T, 0, 1) - y[:, t, None]) ** 2  # (N, G)
-        start_errors = (np.clip(base[:, t] + parts @ start[:, t], 0, 1) - y[:, t]) ** 2  # (N,)
-        best = int(np.argmin(errors.mean(axis=0)))
-        gain = np.bincount(units, weights=start_errors - errors[:, best])  # (units,) gain over the default
-        if len(gain) > 1 and gain.mean() > GATE_Z * gain.std(ddof=1) / np.sqrt(len(gain)):
-            gates[:, t] = grid[best]
-    return gates
-
-
-@torch.no_grad()
-def calibrate_gates(model: torch.nn.Module, clips: Sequence[Clip], scaler: Scaler, device: torch.device,
-                    defaults: np.ndarray | None = None) -> np.ndarray:
-    """Set the weights of the gated linear paths and the branches from validation clips (choose_gates, departing
-    from the paths at `defaults` (fit_linear_paths; zeros when None) and the branches unused); returns them,
-    (len(cfg.gated_paths) + 1, 5), the branches last."""
-    stats, *paths, branches = model_paths(model, clips, scaler, device)
-    contribution = dict(zip(GATED_PATHS, paths))
-    y = labels_of(clips)
-    names = model.cfg.gated_paths
-    start = np.zeros((len(names) + 1, y.shape[1]))
-    if defaults is not None:
-        start[:-1] = defaults
-    gates = choose_gates(stats, [contribution[name] for name in names] + [branches], y, start)
-    for name, row in zip(names, gates):
-        for buffer in each(getattr(model, GATED_PATHS[name].gates)):
-            buffer.copy_(torch.as_tensor(row))
-    for buffer in each(model.gates):
-        buffer.copy_(torch.as_tensor(gates[-1]))
-    return gates
-
-
 def make_optimizer(run: Run) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over the trainable parameters (not a frozen branch, not the linear paths) with a cosine schedule."""
-    frozen = [run.options.freeze] if run.options.freeze else []
-    frozen += ["stats", *run.config.gated_paths] if run.config.stats_path else []
-    for branch in frozen:
-        for p in branch_parameters(run.model, branch):
+    """AdamW over the trainable parameters (not a frozen branch; the linear paths never are) with a cosine
+    schedule."""
+    if run.options.freeze:
+        for p in branch_parameters(run.model, run.options.freeze):
             p.requires_grad_(False)
     params = [p for p in run.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=run.options.lr, weight_decay=run.options.weight_decay)
@@ -478,20 +208,17 @@ def fit(run: Run) -> dict:
     return best
 
 
-def prepare_linear_paths(run: Run) -> np.ndarray | None:
+def prepare_linear_paths(run: Run) -> np.ndarray:
     """Before training: fit the linear paths; the branches then learn everything the statistics path misses
     (their gates open, the other paths' closed); all are weighed after training (finish_with_gates, from the
     paths' weights returned here)."""
     path_defaults = fit_linear_paths(run.model, run.split.parts["train"], run.scaler, run.device)
-    for gates in each(run.model.gates):
-        gates.fill_(1.0)
-    for name in run.config.gated_paths:
-        for gates in each(getattr(run.model, GATED_PATHS[name].gates)):
-            gates.fill_(0.0)
+    with torch.no_grad():
+        open_branches_only(run.model)
     return path_defaults
 
 
-def finish_with_gates(run: Run, path_defaults: np.ndarray | None) -> dict[str, dict[str, float]]:
+def finish_with_gates(run: Run, path_defaults: np.ndarray) -> dict[str, dict[str, float]]:
     """Weigh the gated linear paths and the best epoch's branches per trait on validation clips; rank 0 saves it
     again."""
     run.world.barrier()
@@ -502,7 +229,7 @@ def finish_with_gates(run: Run, path_defaults: np.ndarray | None) -> dict[str, d
         best_ckpt.model.load_state_dict(run.model.state_dict())
         save_checkpoint(run.outputs.best, best_ckpt)
     run.world.barrier()
-    names = [GATED_PATHS[name].name for name in run.config.gated_paths] + ["branches"]
+    names = [path.name for path in run.config.gated_paths] + ["branches"]
     run.report("weights per trait over the statistics path (0: not used): " + "; ".join(
         f"{name} " + " ".join(f"{TRAIT_LETTERS[t]} {g:.2f}" for t, g in zip(TRAITS, row)) for name, row in zip(names, gates)))
     return {name: dict(zip(TRAITS, map(float, row))) for name, row in zip(names, gates)}

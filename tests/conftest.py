@@ -106,7 +106,8 @@ def our_checkpoint(path: Path, corpus: Path, features=FEATURE_COLUMNS, kind: str
     """A small untrained network of ours with the corpus's standardisation, saved at `path`."""
     import torch
 
-    from model import Checkpoint, ModelConfig, build_model, save_checkpoint
+    from checkpoint import Checkpoint, save_checkpoint
+    from model import ModelConfig, build_model
 
     torch.manual_seed(seed)
     cfg = ModelConfig(kind=kind, n_features=len(features), embed_dim=16, lstm_hidden=16, attn_dim=16, attn_hops=4,

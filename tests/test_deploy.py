@@ -21,6 +21,7 @@ from conftest import (REAL, ROOT, needs_real, one_line_error, our_checkpoint, pr
 from openface import AU_COLUMNS, FEATURE_SETS, TRAITS, clip_key
 from test_model import random_paper_state, reference_paper_forward
 
+
 CLIP_TABLE = ["clip_id", "File", "n_frames", "n_dropped", "status", "reason", *TRAITS, "clamped", "out_of_range"]
 
 
@@ -373,8 +374,9 @@ def test_a_checkpoint_replaced_during_the_run_never_mixes_two_models(tiny_corpus
                                                                      monkeypatch):
     """A training writing a new best to the same path while deploy runs: the run keeps the model it loaded and
     records that model's hash; a resume with the new file is another run."""
-    import attn_deploy
     import hashlib
+
+    import attn_deploy
 
     weights = tmp_path / "w.pt"
     shutil.copy(hybrid_weights, weights)
@@ -546,8 +548,9 @@ def test_a_fault_while_publishing_leaves_the_earlier_output_and_its_manifest_as_
 
 
 def test_clamped_scores_and_clips_unlike_the_training_clips_are_reported(tiny_corpus, tmp_path):
+    from checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from dataset import Normalization, TrainingRange
-    from model import Checkpoint, ModelConfig, build_model, load_checkpoint, save_checkpoint
+    from model import ModelConfig, build_model
     from openface import FEATURE_COLUMNS, read_clips
 
     clips, _ = read_clips([tiny_corpus / "frames.csv"], FEATURE_COLUMNS)
@@ -574,7 +577,7 @@ def test_clamped_scores_and_clips_unlike_the_training_clips_are_reported(tiny_co
     assert (table[["extroversion", "conscientiousness"]].astype(float).to_numpy() == [1.0, 0.0]).all()
     share = table["out_of_range"].astype(float)
     assert share.loc["odd.000"] > 0.5 and share.drop(index="odd.000").max() < 0.5
-    assert f"note: 25 of 25 labelled clip(s) have a score clamped to 0 or 1" in result.stdout
+    assert "note: 25 of 25 labelled clip(s) have a score clamped to 0 or 1" in result.stdout
     warning = next(line for line in result.stdout.splitlines() if line.startswith("warning: "))
     assert "labelled clip(s) lie outside what w.pt was trained on" in warning and "most: odd.000" in warning
     assert "their scores may mean nothing" in warning

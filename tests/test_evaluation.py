@@ -8,11 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
+from checkpoint import load_checkpoint, save_checkpoint
 from conftest import TINY_MODEL, one_line_error, our_checkpoint, run_script
 from dataset import SplitRecord
 from metrics import bootstrap_intervals, metric_arrays, regression_table
-from model import PaperNet, load_checkpoint, paper_config, save_checkpoint
+from model import paper_config
 from openface import TRAITS
+from paper_net import PaperNet
 from test_model import random_paper_state
 
 

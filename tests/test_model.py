@@ -1,7 +1,9 @@
-"""model.py: shapes, padding invariance, the paper network against an independent reference, checkpoints."""
+"""The networks (model.py, paper_net.py) and checkpoints (checkpoint.py): shapes, padding invariance, the paper
+network against an independent reference, the checkpoint formats and their refusals."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import subprocess
 import sys
@@ -13,13 +15,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from checkpoint import (PAPER_FEATURE_SETS, Checkpoint, CheckpointError, __version__, check_features, load_checkpoint,
+                        save_checkpoint)
 from conftest import ROOT
 from dataset import Normalization, SplitRecord
 from errors import DataError
-from model import (PAPER_FEATURE_SETS, PRESETS, Checkpoint, CheckpointError, ModelConfig, PaperNet,
-                   build_model, check_features, config_record, event_timings, load_checkpoint, paper_config,
-                   save_checkpoint)
+from featurizers import event_timings
+from model import PRESETS, ModelConfig, build_model, paper_config
 from openface import FEATURE_COLUMNS, FEATURE_SETS, TRAITS
+from paper_net import PaperNet
+
 
 SMALL = dict(embed_dim=32, lstm_hidden=16, attn_dim=24, attn_hops=4)
 
@@ -36,8 +41,8 @@ def unclipped(model: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor) ->
     """The output before the eval-mode clipping to [0, 1] (which could hide differences)."""
     if not model.cfg.stats_path:
         return model(x, lengths)
-    linear, residual = model.parts(x, lengths)
-    return linear + model.gates * residual
+    x = x.masked_fill(torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None], 0.0)
+    return model.linear(x, lengths) + model.branch_gates * model.contributions(x, lengths, paths=())["branches"]
 
 
 @pytest.mark.parametrize("feature_set", list(FEATURE_SETS))
@@ -103,7 +108,7 @@ def test_attention_branch_depends_on_the_clip():
     torch.manual_seed(1)
     model = build_model(ModelConfig(kind="attention", n_features=17, **SMALL)).eval()
     seen = []
-    model.head.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    model.members[0].head.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
     with torch.no_grad():
         model(torch.randn(5, 100, 17), torch.full((5,), 100))
     branch = seen[0]  # (B, hops)
@@ -229,48 +234,56 @@ def test_save_load_round_trip_reproduces_outputs_and_fields_exactly(tmp_path):
         assert torch.equal(model(x, torch.tensor([60, 30])), ckpt.model(x, torch.tensor([60, 30])))
     assert ckpt.config == cfg and ckpt.features == FEATURE_SETS["au"] and ckpt.traits == TRAITS
     assert ckpt.normalization == norm and ckpt.split == split and ckpt.seed == 3 and ckpt.source == "ours"
-    assert ckpt.code_version.startswith("2.0.1") and ckpt.train_options == {"epochs": 4}
+    assert ckpt.code_version.startswith(__version__) and ckpt.train_options == {"epochs": 4}
 
 
-def test_first_format_checkpoints_still_load(tmp_path):
-    torch.manual_seed(0)
-    cfg = ModelConfig(kind="conv", n_features=22, **SMALL)
-    model = build_model(cfg)
-    payload = {"format": "openface-bigfive/1", "config": config_record(cfg), "state_dict": model.state_dict(),
-               "meta": {"features": list(FEATURE_SETS["all"]), "traits": list(TRAITS), "seed": 0,
-                        "normalization": {"kind": "standard", "mean": [0.5] * 22, "std": [2.0] * 22},
-                        "split": {"path": "x.split.csv", "sha256": "0" * 64, "assignment": {"a": "train"}},
-                        "code_version": "1.0.0+abc", "metrics": {"epoch": 1}}}
-    torch.save(payload, tmp_path / "v1.pt")
-    ckpt = load_checkpoint(tmp_path / "v1.pt")
+LEGACY = ROOT / "tests" / "fixtures" / "checkpoints"  # written by code 2.0.1, the last of formats 1 and 2
+
+
+def legacy_outputs(name: str) -> torch.Tensor:
+    """The outputs code 2.0.1 gave on its fixed inputs for one of the fixture checkpoints."""
+    return torch.tensor(json.loads((LEGACY / "expected_outputs.json").read_text())["outputs"][name])
+
+
+def legacy_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(3, 40, 22, generator=torch.Generator().manual_seed(0)), torch.tensor([40, 31, 12])
+
+
+@pytest.mark.parametrize("file,name", [("format1_hybrid", "format1"), ("format2_before_events", "before_events"),
+                                       ("format2_hybrid", "hybrid"), ("format2_ensemble", "ensemble"),
+                                       ("format2_ensemble_no_stats", "ensemble_no_stats")])
+def test_checkpoints_of_earlier_formats_give_the_outputs_they_gave(file, name):
+    """An ensemble's members each held a copy of the linear paths; they load into the one set this format has."""
+    ckpt = load_checkpoint(LEGACY / f"{file}.pt")
+    with torch.no_grad():
+        assert torch.equal(ckpt.model(*legacy_inputs()), legacy_outputs(name))
+
+
+def test_first_format_fields_and_defaults_are_read():
+    ckpt = load_checkpoint(LEGACY / "format1_hybrid.pt")
     assert ckpt.normalization == Normalization("standard", (0.5,) * 22, (2.0,) * 22)
     assert ckpt.split.assignment == {"a": "train"} and ckpt.code_version == "1.0.0+abc"
+    assert ckpt.config.squeeze_excite and not ckpt.config.stats_path and ckpt.config.conv_dilations == (1, 1)
 
 
-def test_checkpoints_from_before_the_event_path_load_with_it_off(tmp_path):
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_features=22, event_path=False, **SMALL)
-    model = sensitive(build_model(cfg))
-    record = config_record(cfg)
-    del record["event_path"]  # what the format-2 checkpoints trained before it hold
-    torch.save({"format": "openface-bigfive/2", "config": record, "state_dict": model.state_dict(),
-                "fields": {"features": list(FEATURE_COLUMNS), "normalization": {"kind": "none"}}}, tmp_path / "old.pt")
-    ckpt = load_checkpoint(tmp_path / "old.pt")
-    assert ckpt.config == cfg and not hasattr(ckpt.model, "events")
-    x = torch.randn(2, 50, 22)
-    torch.testing.assert_close(ckpt.model(x, torch.tensor([50, 30])), model(x, torch.tensor([50, 30])))
+def test_a_second_format_checkpoint_from_before_the_event_path_has_it_off():
+    ckpt = load_checkpoint(LEGACY / "format2_before_events.pt")
+    assert ckpt.config.temporal_path and not ckpt.config.event_path and not hasattr(ckpt.model, "events")
 
 
-def test_checkpoints_with_the_first_event_path_are_refused_in_one_line(tmp_path):
-    """Its inputs were counted otherwise (every rise, the cap for a missing latency): it would give other outputs."""
-    cfg = ModelConfig(n_features=22, **SMALL)
-    state = {k: v for k, v in build_model(cfg).state_dict().items() if k != "event_fill"}
-    torch.save({"format": "openface-bigfive/2", "config": config_record(cfg), "state_dict": state,
-                "fields": {"features": list(FEATURE_COLUMNS), "normalization": {"kind": "none"},
-                           "code_version": "2.0.0+81eec06"}}, tmp_path / "first.pt")
-    with pytest.raises(CheckpointError, match=r"first.pt: its event path is the first one \(code 2.0.0\+81eec06\), "
-                                              "whose inputs this code counts differently: retrain it"):
-        load_checkpoint(tmp_path / "first.pt")
+def test_checkpoints_with_the_first_event_path_are_refused_in_one_line():
+    """Code before 2.0.1 counted the event path's inputs otherwise (every rise, the cap for a missing latency)."""
+    with pytest.raises(CheckpointError, match=r"format2_first_events.pt: its event path is the first one \(code "
+                                              r"2.0.0\+81eec06\), whose inputs this code counts differently: retrain it"):
+        load_checkpoint(LEGACY / "format2_first_events.pt")
+
+
+def test_an_ensemble_whose_members_hold_different_linear_paths_is_refused(tmp_path):
+    payload = torch.load(LEGACY / "format2_ensemble.pt", weights_only=True)
+    payload["state_dict"]["members.2.stats.bias"] = payload["state_dict"]["members.2.stats.bias"] + 1
+    torch.save(payload, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="odd.pt: the members of its ensemble hold different stats.bias"):
+        load_checkpoint(tmp_path / "odd.pt")
 
 
 def test_inconsistent_checkpoints_are_refused(tmp_path):
@@ -404,7 +417,7 @@ def test_a_compressed_archive_is_refused_before_it_is_unpacked(tmp_path):
             bomb.writestr(record.filename, plain.read(record.filename))
         bomb.writestr("archive/data/999", bytes(256 * 2**20))
     assert (tmp_path / "bomb.pt").stat().st_size < 16 * 2**20  # the weights themselves, plus a few bytes of zeros
-    probe = ("import resource, sys; sys.path.insert(0, sys.argv[2]); from model import load_checkpoint\n"
+    probe = ("import resource, sys; sys.path.insert(0, sys.argv[2]); from checkpoint import load_checkpoint\n"
              "try:\n    load_checkpoint(sys.argv[1])\nexcept Exception as err:\n    print(err)\n"
              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
 
@@ -421,7 +434,7 @@ def test_a_compressed_archive_is_refused_before_it_is_unpacked(tmp_path):
 
 
 def test_a_checkpoint_of_a_newer_format_says_so(tmp_path):
-    torch.save({"format": "openface-bigfive/3", "fields": {"code_version": "3.1.0"}, "config": {}}, tmp_path / "new.pt")
-    with pytest.raises(CheckpointError, match=r"new.pt: written by a newer version of this code \(3.1.0, format "
-                                              r"openface-bigfive/3\); update this repository"):
+    torch.save({"format": "openface-bigfive/4", "fields": {"code_version": "4.1.0"}, "config": {}}, tmp_path / "new.pt")
+    with pytest.raises(CheckpointError, match=r"new.pt: written by a newer version of this code \(4.1.0, format "
+                                              r"openface-bigfive/4\); update this repository"):
         load_checkpoint(tmp_path / "new.pt")

@@ -12,13 +12,14 @@ import torch
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import GroupKFold
 
-from baselines import RIDGE_ALPHAS, labels_of, ridge_fit, ridge_on_statistics, screened_ridge_fit
+from baselines import ridge_on_statistics
+from checkpoint import load_checkpoint
 from conftest import ROOT, TINY_MODEL, one_line_error, run_script
-from dataset import Normalization, Scaler
-from model import Ensemble, HybridNet, ModelConfig, build_model, load_checkpoint
+from dataset import Normalization, Scaler, labels_of, predict
+from model import HybridNet, ModelConfig, build_model
 from openface import FEATURE_COLUMNS, TRAITS, Clip
-from training import (choose_gates, fit_in_order, fit_linear_paths, linear_path_inputs, missing_filled,
-                      model_paths)
+from ridge import RIDGE_ALPHAS, ridge_fit, screened_ridge_fit
+from stacking import choose_gates, fit_linear_paths, missing_filled, path_contributions
 
 
 def clips_with_mean_signal(n: int, seed: int) -> list[Clip]:
@@ -44,7 +45,8 @@ def test_the_statistics_path_is_the_ridge_baseline():
     scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
     model = small_network(temporal_path=False)
     fit_linear_paths(model, clips, scaler, torch.device("cpu"))
-    linear, _, _, residual = model_paths(model, clips, scaler, torch.device("cpu"))
+    parts = path_contributions(model, clips, scaler, torch.device("cpu"))
+    linear, residual = parts["stats"], parts["branches"]
     assert np.abs(residual).max() == 0  # the head starts at zero: the untrained network is the ridge fit
     y = np.stack([c.label for c in clips])
     truth_r2 = 1 - ((linear[:, 0] - y[:, 0]) ** 2).sum() / ((y[:, 0] - y[:, 0].mean()) ** 2).sum()
@@ -134,7 +136,8 @@ def test_the_temporal_path_sees_which_movement_follows_which():
     model = small_network(temporal_lags=(5, 10, 20), event_path=False)
     truth = np.stack([c.label for c in clips[300:]])[:, 2]
     weights = fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
-    stats, temporal, _, _ = model_paths(model, clips[300:], scaler, torch.device("cpu"))
+    parts = path_contributions(model, clips[300:], scaler, torch.device("cpu"))
+    stats, temporal = parts["stats"], parts["temporal"]
     assert np.corrcoef(stats[:, 2] + temporal[:, 2], truth)[0, 1] > 0.8
     np.testing.assert_array_equal(weights, [[0, 0, 1, 0, 0]])  # held out, it helps the order trait, only there
     assert abs(np.corrcoef(stats[:, 2], truth)[0, 1]) < 0.3  # clip statistics cannot see the order
@@ -168,7 +171,8 @@ def test_the_event_path_reads_how_long_after_one_movement_another_comes(temporal
     clips, scaler = clips_with_a_delay()
     model = small_network(temporal_path=temporal_path)
     weights = fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
-    stats, _, events, _ = model_paths(model, clips[300:], scaler, torch.device("cpu"))
+    parts = path_contributions(model, clips[300:], scaler, torch.device("cpu"))
+    stats, events = parts["stats"], parts["events"]
     truth = np.stack([c.label for c in clips[300:]])[:, 4]
     np.testing.assert_array_equal(weights[-1], [0, 0, 0, 0, 1])  # held out, it helps the delay trait, only there
     assert np.corrcoef(stats[:, 4] + events[:, 4], truth)[0, 1] > 0.95
@@ -181,28 +185,33 @@ def test_the_event_path_reads_how_long_after_one_movement_another_comes(temporal
     assert 22 < float(model.event_fill[pair]) < 28  # the mean nod -> lid raise delay of the clips that have one
 
 
-def test_each_trait_keeps_the_order_of_the_paths_its_held_out_predictions_prefer():
-    """Fitted first, the temporal path takes a slice of the delay and leaves the event path less to find: openness
-    prefers the event path first, and gets it; the traits without a signal tie and keep the configured order."""
+def held_out_r2(model: HybridNet, clips: list[Clip], scaler: Scaler, trait: int) -> float:
+    """R² of the linear paths' gated prediction of one trait on clips the fit did not see."""
+    pred = predict(model, clips, scaler)[:, trait]
+    truth = labels_of(clips)[:, trait]
+    return float(1 - ((pred - truth) ** 2).sum() / ((truth - truth.mean()) ** 2).sum())
+
+
+def test_with_both_paths_a_trait_does_as_well_as_with_the_path_that_reads_it_best():
+    """Fitted first, the temporal path would take a slice of the delay and leave the event path less to find; each
+    trait keeps the fit order its held-out predictions prefer, so openness does as well with both paths as with
+    the event path alone, and the traits without a signal get nothing from either path."""
     clips, scaler = clips_with_a_delay()
-    train = clips[:300]
-    model = small_network()
-    defaults = fit_linear_paths(model, train, scaler, torch.device("cpu"))
-    inputs = linear_path_inputs(model, train, scaler, torch.device("cpu"))
-    inputs["events"], _ = missing_filled(inputs["events"])
-    y, groups = labels_of(train), [c.group for c in train]
-    weight, bias, _ = ridge_fit(inputs["stats"], y, groups)  # the statistics path
-    base = inputs["stats"] @ weight.T + bias  # (N, 5)
-    orders = [("temporal", "events"), ("events", "temporal")]
-    fits = [fit_in_order(inputs, y, groups, base, order) for order in orders]
-    errors = np.stack([((np.clip(fit.held_out, 0, 1) - y) ** 2).mean(axis=0) for fit in fits])  # (2, 5)
-    assert errors[1, 4] < 0.5 * errors[0, 4]  # the event path first predicts openness better, held out
-    for t in range(len(TRAITS)):
-        chosen = fits[int(errors[1, t] < errors[0, t])]  # the temporal path first on a tie
-        for row, name in enumerate(("temporal", "events")):
-            np.testing.assert_allclose(getattr(model, name).weight[t].detach().numpy(), chosen.fits[name].weight[t],
-                                       rtol=1e-5, atol=1e-7)
-            assert defaults[row, t] == chosen.gates[name][t]
+    train, test = clips[:300], clips[300:]
+    scores = {}
+    for name, options in {"both": {}, "events alone": {"temporal_path": False},
+                          "temporal alone": {"event_path": False}}.items():
+        model = small_network(**options)
+        weights = fit_linear_paths(model, train, scaler, torch.device("cpu"))
+        with torch.no_grad():
+            model.branch_gates.zero_()
+            for path, row in zip(model.cfg.gated_paths, weights):
+                model.gates_of(path).copy_(torch.as_tensor(row))
+        scores[name] = held_out_r2(model, test, scaler, 4)
+        if name == "both":
+            np.testing.assert_array_equal(weights[:, :4], 0)  # no path for the traits without a signal
+    assert scores["events alone"] > 0.9 and scores["events alone"] > scores["temporal alone"] + 0.1
+    assert scores["both"] >= scores["events alone"] - 0.01, scores
 
 
 def test_missing_event_timings_are_filled_with_the_mean_of_the_clips_that_have_them():
@@ -263,14 +272,16 @@ def test_an_ensemble_trains_its_members_apart_and_averages_them(tiny_corpus, tmp
                         tmp_path / "s.csv", "--epochs", "2", "--batch-size", "4", "--ensemble", "3", *TINY_MODEL)
     assert result.returncode == 0, result.stderr
     ckpt = load_checkpoint(tmp_path / "e.pt")
-    assert isinstance(ckpt.model, Ensemble) and len(ckpt.model.members) == 3 and ckpt.config.members == 3
+    assert isinstance(ckpt.model, HybridNet) and len(ckpt.model.members) == 3 and ckpt.config.members == 3
     members = ckpt.model.members
     assert not torch.equal(members[0].head[0].weight, members[1].head[0].weight)  # other initialisations
-    assert torch.equal(members[0].stats.weight, members[2].stats.weight)  # one ridge fit, shared
+    assert not any(key.startswith("members.") and ".stats." in key for key in ckpt.model.state_dict())  # one fit
     x, lengths = torch.randn(2, 80, 22), torch.tensor([80, 50])
+    x[1, 50:] = 0.0
     with torch.no_grad():
-        mean = torch.stack([m(x, lengths) for m in members]).mean(dim=0)
-        torch.testing.assert_close(ckpt.model(x, lengths), mean)
+        net = ckpt.model
+        each = [(net.linear(x, lengths) + net.branch_gates * m(x, lengths)).clamp(0, 1) for m in members]
+        torch.testing.assert_close(net(x, lengths), torch.stack(each).mean(dim=0))
         ckpt.model.train()
         assert ckpt.model(x, lengths).shape == (3, 2, 5)
 
@@ -282,7 +293,7 @@ def test_the_default_network_is_the_statistics_path_where_its_branches_do_not_he
     assert "weights per trait over the statistics path (0: not used): temporal path E" in result.stdout
     ckpt = load_checkpoint(tmp_path / "m.pt")
     assert isinstance(ckpt.model, HybridNet) and ckpt.config.stats_path
-    gates = ckpt.model.gates.numpy()
+    gates = ckpt.model.branch_gates.numpy()
     assert ((gates >= 0) & (gates <= 1)).all() and (gates == 0).any()  # 24 clips: nothing is significant
 
 
@@ -320,15 +331,15 @@ def test_retraining_trains_the_branches_whatever_their_earlier_gates(tiny_corpus
     assert run_script("attn_regression.py", tiny_corpus / "frames.csv", "-o", tmp_path / "m.pt", "--split",
                       tmp_path / "s.csv", "--epochs", "1", "--batch-size", "4", *TINY_MODEL).returncode == 0
     ckpt = load_checkpoint(tmp_path / "m.pt")
-    ckpt.model.gates.zero_()  # the branches were not used for any trait
-    from model import save_checkpoint
+    ckpt.model.branch_gates.zero_()  # the branches were not used for any trait
+    from checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "closed.pt", ckpt)
     result = run_script("attn_retrain.py", tiny_corpus / "frames.csv", "--weights", tmp_path / "closed.pt", "-o",
                         tmp_path / "re.pt", "--epochs", "2", "--lr", "1e-2", "--batch-size", "4", "--weight-decay", "0")
     assert result.returncode == 0, result.stderr
     before, after = ckpt.model, load_checkpoint(tmp_path / "re.pt").model
-    assert not torch.equal(before.head[0].weight, after.head[0].weight)
+    assert not torch.equal(before.members[0].head[0].weight, after.members[0].head[0].weight)
 
 
 def comparison_rows(seed: int, network: list[float], ridge: list[float], minirocket: list[float]) -> list[dict]:

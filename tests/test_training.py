@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
+from checkpoint import load_checkpoint, save_checkpoint
 from conftest import ROOT, TINY_MODEL, one_line_error, process_env, run_process, run_script, set_cell, tree_digest
 from dataset import SplitRecord, load_split
-from model import PaperNet, load_checkpoint, paper_config, save_checkpoint
+from model import paper_config
+from paper_net import PaperNet
+
 
 FAST = ["--epochs", "3", "--batch-size", "4", *TINY_MODEL]
 
@@ -194,8 +197,8 @@ def test_retrain_on_new_labels_lowers_held_out_loss(tiny_corpus, tmp_path):
     ckpt = load_checkpoint(tmp_path / "re.pt")
     assert ckpt.retrained_from == str(tmp_path / "m.pt") and ckpt.retrain["mse_after"] == report["mse_after"]
     before, after = load_checkpoint(tmp_path / "m.pt").model, ckpt.model
-    assert torch.equal(before.au_emb.weight, after.au_emb.weight)  # frozen branch unchanged
-    assert not torch.equal(before.convs[0].weight, after.convs[0].weight)
+    assert torch.equal(before.members[0].au_emb.weight, after.members[0].au_emb.weight)  # frozen branch unchanged
+    assert not torch.equal(before.members[0].convs[0].weight, after.members[0].convs[0].weight)
     one_line_error(run_script("attn_retrain.py", tiny_corpus / "frames.csv", "--weights", tmp_path / "m.pt",
                               "-o", tmp_path / "m.pt"), "m.pt: is an input of this run")
 

@@ -1,0 +1,123 @@
+"""The linear paths of the default network, one object each in LINEAR_PATHS: what each computes from a clip (its
+featurizer), how many inputs that gives, how ridge regression fits it, and the names of its layer and buffers.
+
+The network (model.HybridNet), their fit and gates (stacking.py), the checkpoint check (checkpoint.py) and the
+reports iterate over this registry; a new path is one entry here and its on/off field in model.ModelConfig."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from cli import flag_of
+from layers import masked_moments, valid_mask
+
+if TYPE_CHECKING:
+    from model import ModelConfig
+
+Z_STD_FLOOR = 1e-3  # added to a clip's std before z-scoring its frames: an input that barely moves stays near 0
+EVENT_Z = 2.5  # event path: a peak of an input beyond this many standard deviations of its clip is an event
+EVENT_CAP = 180  # frames (6 s at 30 fps): the longest time from one event to another that the event path counts
+
+
+def clip_moments(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, 2F): each clip's mean and std of every input over its valid frames."""
+    mean, std = masked_moments(x.transpose(1, 2), valid_mask(lengths, x.shape[1]))
+    return torch.cat([mean, std], dim=1)
+
+
+def z_scored(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) frames standardised by each clip's own mean and std over its valid frames (mask (B, T))."""
+    mean, std = masked_moments(x.transpose(1, 2), mask)  # (B, F) each
+    return (x - mean[:, None, :]) / (std[:, None, :] + Z_STD_FLOOR)
+
+
+def lagged_correlations(x: torch.Tensor, lengths: torch.Tensor, lags: Sequence[int]) -> torch.Tensor:
+    """(B, T, F) -> (B, len(lags) * F * F): for each lag tau, the correlation over each clip's valid frames of
+    input i at t with input j at t + tau. Its asymmetry (i then j, or j then i) says which movement follows
+    which, whatever their sizes, which clip means and spreads cannot say."""
+    mask = valid_mask(lengths, x.shape[1])  # (B, T)
+    z = z_scored(x, mask) * mask[:, :, None]  # (B, T, F), zero beyond each clip
+    parts = []
+    for lag in lags:
+        if lag >= x.shape[1]:
+            parts.append(x.new_zeros(x.shape[0], x.shape[2] ** 2))
+            continue
+        pairs = (lengths - lag).clamp(min=1).to(x.dtype)  # (B,) frame pairs (t, t + lag) inside the clip
+        products = torch.bmm(z[:, :-lag].transpose(1, 2), z[:, lag:])  # (B, F, F)
+        parts.append(products.flatten(1) / pairs[:, None])
+    return torch.cat(parts, dim=1)
+
+
+def event_timings(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, 2 * 2F * F): for each input i's rises and dips and each input j's rises, first the mean
+    time in frames from the last i-event to each j-rise that comes at most EVENT_CAP frames after one, then the
+    share of j-rises that do, over each clip's valid frames; NaN where no j-rise does, or j never rises (the
+    network fills those in). An event is a peak beyond EVENT_Z standard deviations of the clip. How long after a
+    nod a surprised look comes is one such latency, how many smiles follow a nod one such share; lagged
+    correlations spread both thinly over many lags."""
+    steps, n = x.shape[1], x.shape[2]
+    mask = valid_mask(lengths, steps)  # (B, T)
+    z = z_scored(x, mask)  # (B, T, F)
+    z = torch.cat([z, -z], dim=2).masked_fill(~mask[:, :, None], -math.inf)  # (B, T, 2F): rises, then dips
+    before = F.pad(z, (0, 0, 1, 0), value=-math.inf)[:, :-1]
+    after = F.pad(z, (0, 0, 0, 1), value=-math.inf)[:, 1:]
+    peaks = (z > EVENT_Z) & (z >= before) & (z > after)  # (B, T, 2F)
+    t = torch.arange(steps, device=x.device, dtype=x.dtype)[None, :, None]  # (1, T, 1)
+    last = torch.where(peaks, t, t.new_tensor(-math.inf)).cummax(dim=1).values  # (B, T, 2F)
+    since = t - last  # (B, T, 2F) frames since the last event of each channel (inf before the first)
+    answered = since <= EVENT_CAP  # (B, T, 2F)
+    rises = peaks[:, :, :n].to(x.dtype)  # (B, T, F)
+    count = torch.bmm(answered.to(x.dtype).transpose(1, 2), rises)  # (B, 2F, F) j-rises after an i-event
+    total = torch.bmm(since.masked_fill(~answered, 0.0).transpose(1, 2), rises)  # (B, 2F, F)
+    all_rises = rises.sum(dim=1)[:, None, :]  # (B, 1, F)
+    latency = torch.where(count > 0, total / count.clamp(min=1), math.nan)  # (B, 2F, F)
+    share = torch.where(all_rises > 0, count / all_rises.clamp(min=1), math.nan)  # (B, 2F, F)
+    return torch.cat([latency.flatten(1), share.flatten(1)], dim=1)
+
+
+@dataclass(frozen=True)
+class LinearPath:
+    """A linear layer on one featurizer of each clip, fitted by ridge regression before training and then fixed.
+
+    featurize: (B, T, F) frames zero beyond each length, (B,) lengths, config -> (B, width), NaN where a clip
+    lacks an input (then `fill`, a buffer of training means, stands in for it)."""
+
+    key: str  # its layer's name in the network
+    name: str  # as reports say it
+    enabled_by: str  # the ModelConfig field that turns it on
+    featurize: Callable[[torch.Tensor, torch.Tensor, "ModelConfig"], torch.Tensor]
+    width: Callable[["ModelConfig"], int]
+    screened: bool = False  # many inputs of which few matter: fitted on the few (ridge.screened_ridge_fit)
+    gates: str | None = None  # its buffer of per-trait weights; None for the statistics path, which every trait uses
+    fill: str | None = None  # its buffer of training means that stand in for inputs a clip lacks, if it has any
+
+    @property
+    def switch(self) -> str:
+        """The flag that turns it off."""
+        return "--no-" + flag_of(self.enabled_by)[2:]
+
+
+def moments_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
+    return clip_moments(x, lengths)
+
+
+def lagged_correlations_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
+    return lagged_correlations(x, lengths, cfg.temporal_lags)
+
+
+def event_timings_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
+    return event_timings(x, lengths)
+
+
+STATS_PATH = LinearPath("stats", "statistics path", "stats_path", moments_of, lambda cfg: 2 * cfg.n_features)
+GATED_PATHS: tuple[LinearPath, ...] = (  # beside the statistics path, each weighed per trait; the fit's tie order
+    LinearPath("temporal", "temporal path", "temporal_path", lagged_correlations_of,
+               lambda cfg: len(cfg.temporal_lags) * cfg.n_features ** 2, gates="temporal_gates"),
+    LinearPath("events", "event path", "event_path", event_timings_of, lambda cfg: 4 * cfg.n_features ** 2,
+               screened=True, gates="event_gates", fill="event_fill"),
+)
+LINEAR_PATHS: tuple[LinearPath, ...] = (STATS_PATH, *GATED_PATHS)

@@ -1,0 +1,161 @@
+"""The fit of the default network's linear paths and the per-trait gates that weigh them and the branches.
+
+Before training, the statistics path is fitted to the labels by ridge regression (it is the ridge baseline), then
+the gated paths (featurizers.GATED_PATHS) one after the other, each on what the paths before it miss, per trait
+in the order whose held-out predictions are best; all are then fixed. After training, the gates are set on the
+validation clips. Cost: the order search fits every order of the C gated paths (C! sequences of C ridge fits), and
+a gate search tries GATE_STEPS ** (C + 1) weight combinations per trait; with the two paths today, 2 orders and
+125 combinations."""
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from dataset import INFERENCE_BATCH, Scaler, bucketed_batches, collate, labels_of
+from featurizers import STATS_PATH, LinearPath
+from model import HybridNet
+from openface import Clip
+from ridge import RidgeFit, ridge_fit, screened_ridge_fit, video_codes
+
+GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
+GATE_Z = 1.64  # gates leave their default for a trait only when that beats it by this many standard errors
+
+
+def batched(model: HybridNet, clips: Sequence[Clip], scaler: Scaler, device: torch.device, compute
+            ) -> dict[str, np.ndarray]:
+    """compute(x, lengths) -> {name: (B, P) tensor} over the clips in inference batches: {name: (N, P) array}."""
+    model.eval()
+    out: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for index in bucketed_batches([c.n_frames for c in clips], INFERENCE_BATCH, seed=0, epoch=0, shuffle=False):
+            batch = collate(clips, index, scaler)
+            for name, values in compute(batch.x.to(device), batch.lengths.to(device)).items():
+                values = values.cpu().numpy()
+                out.setdefault(name, np.zeros((len(clips), values.shape[1]), values.dtype))[index] = values
+    return out
+
+
+def path_contributions(model: HybridNet, clips: Sequence[Clip], scaler: Scaler,
+                       device: torch.device) -> dict[str, np.ndarray]:
+    """Each linear path's contribution before its gates, by key, and the branches' ('branches'): (N, 5) each."""
+    return batched(model, clips, scaler, device, model.contributions)
+
+
+def path_inputs(model: HybridNet, clips: Sequence[Clip], scaler: Scaler, device: torch.device) -> dict[str, np.ndarray]:
+    """Each linear path's featurizer over the clips, by key: (N, width), NaN where a clip lacks an input."""
+    def compute(x: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:  # x: zero beyond each length
+        return {path.key: path.featurize(x, lengths, model.cfg).double() for path in model.cfg.linear_paths}
+    return batched(model, clips, scaler, device, compute)
+
+
+def set_linear(layer: torch.nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:
+    layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+    layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
+
+class PathFit(NamedTuple):
+    """The gated paths fitted one after the other: each path's fit and gates, and all paths' held-out predictions
+    added to the statistics path's fit, (N, 5)."""
+
+    fits: dict[str, RidgeFit]
+    gates: dict[str, np.ndarray]
+    held_out: np.ndarray
+
+
+def fit_in_order(inputs: dict[str, np.ndarray], y: np.ndarray, groups: Sequence[str], base: np.ndarray,
+                 order: Sequence[LinearPath]) -> PathFit:
+    """Fit the gated paths in `order`, each on what the base (N, 5) and the paths before it miss; each path's gates
+    are the weights its held-out predictions support (choose_gates over source videos)."""
+    fits, gates, fitted = {}, {}, base
+    for path in order:
+        fit = (screened_ridge_fit if path.screened else ridge_fit)(inputs[path.key], y - fitted, groups)
+        gate = choose_gates(fitted, [fit.held_out], y, groups=groups)[0]
+        fits[path.key], gates[path.key], fitted = fit, gate, fitted + gate * fit.held_out
+    return PathFit(fits, gates, fitted)
+
+
+def missing_filled(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (N, P) with each NaN replaced by its column's mean over the clips that have it (0 for a column no
+    clip has, which then gets no weight), and those means (P,)."""
+    present = ~np.isnan(values)
+    fill = np.nansum(values, axis=0) / np.maximum(present.sum(axis=0), 1)  # (P,)
+    return np.where(present, values, fill), fill
+
+
+def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, device: torch.device) -> np.ndarray:
+    """Fit the statistics path to the training labels (ridge_fit: closed form, penalties by cross-validation over
+    source videos), then the gated paths one after the other (fit_in_order), per trait in the order whose held-out
+    predictions are best (the registry's order on a tie). Returns each gated path's weight per trait,
+    (len(cfg.gated_paths), 5), as its held-out predictions support it on all training clips: calibrate_gates
+    departs from these only where the validation clips say so significantly."""
+    inputs = path_inputs(model, train, scaler, device)
+    y, groups = labels_of(train), [c.group for c in train]
+    weight, bias, _ = ridge_fit(inputs[STATS_PATH.key], y, groups)
+    with torch.no_grad():
+        set_linear(model.stats, weight, bias)
+        paths = model.cfg.gated_paths
+        for path in paths:
+            if path.fill is not None:
+                inputs[path.key], fill = missing_filled(inputs[path.key])
+                getattr(model, path.fill).copy_(torch.as_tensor(fill, dtype=torch.float32))
+        if not paths:
+            return np.zeros((0, y.shape[1]))
+        base = inputs[STATS_PATH.key] @ weight.T + bias  # (N, 5)
+        orders = [fit_in_order(inputs, y, groups, base, order) for order in itertools.permutations(paths)]
+        errors = np.stack([((np.clip(fit.held_out, 0, 1) - y) ** 2).mean(axis=0) for fit in orders])  # (orders, 5)
+        best = [orders[o] for o in errors.argmin(axis=0)]  # per trait; the first order on a tie
+        for path in paths:
+            set_linear(getattr(model, path.key), np.stack([fit.fits[path.key].weight[t] for t, fit in enumerate(best)]),
+                       np.array([fit.fits[path.key].bias[t] for t, fit in enumerate(best)]))
+    return np.stack([[fit.gates[path.key][t] for t, fit in enumerate(best)] for path in paths])
+
+
+def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.ndarray,
+                 default: np.ndarray | None = None, groups: Sequence[str] | None = None) -> np.ndarray:
+    """Per-trait weights of contributions added to a base prediction (all (N, 5)): for each trait the combination
+    of weights in 0, 1/(GATE_STEPS - 1), ..., 1 with the lowest error, kept only when its gain over the default
+    weights ((len(contributions), 5); all 0 unless given) is significant (one-sided paired test, GATE_Z standard
+    errors, over clips or, with groups, over the summed gains of each source video); else the default, so
+    nothing adds noise to a trait it does not help. Returns (len(contributions), 5)."""
+    grid = np.array(list(itertools.product(np.linspace(0, 1, GATE_STEPS), repeat=len(contributions))))  # (G, C)
+    start = np.zeros((len(contributions), y.shape[1])) if default is None else np.asarray(default)  # (C, 5)
+    units = video_codes(groups) if groups is not None else np.arange(len(y))
+    gates = start.astype(np.float32)
+    for t in range(y.shape[1]):
+        parts = np.stack([c[:, t] for c in contributions], axis=1)  # (N, C)
+        errors = (np.clip(base[:, t, None] + parts @ grid.T, 0, 1) - y[:, t, None]) ** 2  # (N, G)
+        start_errors = (np.clip(base[:, t] + parts @ start[:, t], 0, 1) - y[:, t]) ** 2  # (N,)
+        best = int(np.argmin(errors.mean(axis=0)))
+        gain = np.bincount(units, weights=start_errors - errors[:, best])  # (units,) gain over the default
+        if len(gain) > 1 and gain.mean() > GATE_Z * gain.std(ddof=1) / np.sqrt(len(gain)):
+            gates[:, t] = grid[best]
+    return gates
+
+
+def open_branches_only(model: HybridNet) -> None:
+    """The gates while the branches train: the branches' open, the gated paths' closed."""
+    model.branch_gates.fill_(1.0)
+    for path in model.cfg.gated_paths:
+        model.gates_of(path).fill_(0.0)
+
+
+def calibrate_gates(model: HybridNet, clips: Sequence[Clip], scaler: Scaler, device: torch.device,
+                    defaults: np.ndarray) -> np.ndarray:
+    """Set the weights of the gated linear paths and of the branches from validation clips (choose_gates,
+    departing from the paths at `defaults` (fit_linear_paths) and the branches unused); returns them,
+    (len(cfg.gated_paths) + 1, 5), the branches last."""
+    contribution = path_contributions(model, clips, scaler, device)
+    y = labels_of(clips)
+    paths = model.cfg.gated_paths
+    start = np.zeros((len(paths) + 1, y.shape[1]))
+    start[:-1] = defaults
+    gates = choose_gates(contribution[STATS_PATH.key], [contribution[p.key] for p in paths] + [contribution["branches"]],
+                         y, start)
+    with torch.no_grad():
+        for path, row in zip(paths, gates):
+            model.gates_of(path).copy_(torch.as_tensor(row))
+        model.branch_gates.copy_(torch.as_tensor(gates[-1]))
+    return gates

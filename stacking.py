@@ -144,16 +144,16 @@ def open_branches_only(model: HybridNet) -> None:
 
 def calibrate_gates(model: HybridNet, clips: Sequence[Clip], scaler: Scaler, device: torch.device,
                     defaults: np.ndarray) -> np.ndarray:
-    """Set the weights of the gated linear paths and of the branches from validation clips (choose_gates,
-    departing from the paths at `defaults` (fit_linear_paths) and the branches unused); returns them,
-    (len(cfg.gated_paths) + 1, 5), the branches last."""
+    """Set the weights of the gated linear paths and of the branches from validation clips (choose_gates over
+    their source videos, departing from the paths at `defaults` (fit_linear_paths) and the branches unused);
+    returns them, (len(cfg.gated_paths) + 1, 5), the branches last."""
     contribution = path_contributions(model, clips, scaler, device)
     y = labels_of(clips)
     paths = model.cfg.gated_paths
     start = np.zeros((len(paths) + 1, y.shape[1]))
     start[:-1] = defaults
     gates = choose_gates(contribution[STATS_PATH.key], [contribution[p.key] for p in paths] + [contribution["branches"]],
-                         y, start)
+                         y, start, groups=[c.group for c in clips])
     with torch.no_grad():
         for path, row in zip(paths, gates):
             model.gates_of(path).copy_(torch.as_tensor(row))

@@ -19,7 +19,7 @@ from dataset import Normalization, Scaler, labels_of, predict
 from model import HybridNet, ModelConfig, build_model
 from openface import FEATURE_COLUMNS, TRAITS, Clip
 from ridge import RIDGE_ALPHAS, ridge_fit, screened_ridge_fit
-from stacking import choose_gates, fit_linear_paths, missing_filled, path_contributions
+from stacking import calibrate_gates, choose_gates, fit_linear_paths, missing_filled, path_contributions
 
 
 def clips_with_mean_signal(n: int, seed: int) -> list[Clip]:
@@ -265,6 +265,27 @@ def test_gates_over_source_videos_count_each_video_once():
     groups = ["one"] * 30 + [f"v{i}" for i in range(100)]
     assert (choose_gates(linear, [contribution], y)[0] == 1).all()
     assert (choose_gates(linear, [contribution], y, groups=groups)[0] == 0).all()
+
+
+def test_the_gates_after_training_count_source_videos_not_clips():
+    """Validation labels that the branches explain: 40 clips of 40 people open the branches' gates; the same 40
+    clips from one person are one observation, and leave them closed."""
+    clips = clips_with_mean_signal(40, 3)
+    scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+    model = small_network(temporal_path=False, event_path=False)
+    fit_linear_paths(model, clips, scaler, torch.device("cpu"))
+    with torch.no_grad():
+        for p in model.members.parameters():
+            p.normal_(0, 0.3)
+        spread = float(path_contributions(model, clips, scaler, torch.device("cpu"))["branches"].std())
+        model.members[0].head[-1].weight.mul_(0.05 / spread)  # branch outputs of about 0.05
+        model.members[0].head[-1].bias.zero_()
+    parts = path_contributions(model, clips, scaler, torch.device("cpu"))
+    for clip, stats, branches in zip(clips, parts["stats"], parts["branches"]):
+        clip.label = (stats + branches).astype(np.float32)
+    assert (calibrate_gates(model, clips, scaler, torch.device("cpu"), np.zeros((0, 5)))[-1] > 0).all()
+    one_person = [Clip(c.clip_id, c.file, "one", c.frames, c.label) for c in clips]
+    assert (calibrate_gates(model, one_person, scaler, torch.device("cpu"), np.zeros((0, 5)))[-1] == 0).all()
 
 
 def test_an_ensemble_trains_its_members_apart_and_averages_them(tiny_corpus, tmp_path):

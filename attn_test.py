@@ -6,8 +6,8 @@
 The test set is the test split of --split, else the split recorded in the first checkpoint, else the split file
 beside the data; --whole evaluates every clip of DATA instead. Each checkpoint gets the input transform it is
 deployed with (checkpoint.input_scaler). Baselines, always shown, fitted on the training split: the training-mean
-predictor, ridge regression on per-clip mean and std of the features, and MiniRocket + RidgeCV (see
-baselines.py). Writes comparison.csv, metrics.csv, results.json, predictions_<model>.csv and plots.
+predictor, ridge regression on per-clip mean and std of the features, MiniRocket + RidgeCV and QUANT + extra
+trees (see baselines.py). Writes comparison.csv, metrics.csv, results.json, predictions_<model>.csv and plots.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from baselines import baseline_predictions
+from baselines import BASELINES, baseline_predictions
 from checkpoint import Checkpoint, check_features, input_scaler, load_checkpoint
 from cli import (Parser, add_device_option, add_labels_option, add_options, check_outputs, check_writable_folder,
                  options_from, report_user_errors)
@@ -194,7 +194,7 @@ def predictions_table(test: Sequence[Clip], truth: np.ndarray, pred: np.ndarray)
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    names = unique_names(args.weights) + ["train-mean", "ridge", "minirocket"]
+    names = unique_names(args.weights) + [b.name for b in BASELINES]
     read_paths = [f.path for f in input_files(args.data)] + [Path(p) for p in args.labels or []] + list(args.weights)
     read_paths += [args.split] if args.split else []
     check_writable_folder(args.output)

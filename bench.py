@@ -17,6 +17,11 @@ a First-Impressions-size corpus (10,000 clips of 450 frames) would take. Prints 
 reference and the targets, and writes the numbers as JSON (--json).
 
     python bench.py --sections openface      # only the real OpenFace (about 2 minutes on 2 cores)
+    python bench.py --sections paths         # what fitting each linear path costs, at 1,000 training clips
+
+(8) paths: the seconds to fit the default network's linear paths before training (stacking.fit_linear_paths) on
+the synthetic corpus's training clips, with the statistics path alone, each gated path beside it, and all of
+them (the default).
 """
 from __future__ import annotations
 
@@ -40,20 +45,24 @@ from checkpoint import Checkpoint, save_checkpoint
 from cli import Parser
 from data_augmentation import augment_table
 from dataset import INFERENCE_BATCH, Normalization, bucketed_batches, collate, predict
+from data.synthetic import prepare
 from errors import DataError
+from featurizers import GATED_PATHS
 from layers import conv_branch, sinusoidal_encoding
 from model import ModelConfig, build_model, paper_config
 from openface import AU_COLUMNS, FEATURE_COLUMNS, TRAITS, Clip
 from openface_program import find_openface
 from paper_net import PAPER_FRAMES, PaperNet
+from stacking import fit_linear_paths
 from tables import write_table
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE_VIDEO = ROOT.parent / "shared" / "openface" / "videos" / "default.wmv"
 CORPUS_CLIPS, CLIP_FRAMES = 10_000, 450  # First Impressions: 10,000 clips of 15 s at 30 frames/s
-SECTIONS = ("train", "infer", "augment", "pipeline", "long", "openface")
+SECTIONS = ("train", "infer", "paths", "augment", "pipeline", "long", "openface")
 LONG_CLIPS = (450, 2000, 9000)  # frames: a First Impressions clip, a long recording, a 5-minute interview
 LONG_COPIES = 8  # clips of each length labelled together
+PATH_CLIPS = 1000  # training clips the linear paths are fitted on
 TARGETS = {"infer_ratio": 6.0, "train_ratio": 4.0, "augment_csv_s": 40.0, "augment_parquet_s": 15.0,
            "deploy_s": 50.0, "deploy_rss_mb": 1024.0, "analysis_csv_s": 4.0, "analysis_parquet_s": 2.0}
 
@@ -287,6 +296,25 @@ def openface_extraction(video: Path, workdir: Path) -> dict:
     return results
 
 
+def linear_path_costs(n_clips: int) -> dict[str, float]:
+    """Seconds of stacking.fit_linear_paths on n_clips synthetic training clips: the statistics path alone, with
+    each gated path, and with all (the default network)."""
+    generated, _ = prepare.generate(n_clips, 4, seed=0)
+    clips = [Clip(c["file"], c["file"], c["file"].split(".")[0], c["frames"].astype(np.float32),
+                  np.array([c["labels"][t] for t in TRAITS], np.float32)) for c in generated]
+    scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+    off = {path.enabled_by: False for path in GATED_PATHS}
+    configs = {"statistics path alone": ModelConfig(**off),
+               **{f"with the {path.name}": ModelConfig(**{**off, path.enabled_by: True}) for path in GATED_PATHS},
+               "all (default)": ModelConfig()}
+    seconds = {}
+    for name, config in configs.items():
+        started = time.perf_counter()
+        fit_linear_paths(build_model(config), clips, scaler, torch.device("cpu"))
+        seconds[name] = time.perf_counter() - started
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
@@ -312,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     if "infer" in args.sections:
         print("inference throughput ...", flush=True)
         results["infer_clips_per_s"], results["paper_ours_vs_reference_max_abs_diff"] = inference(clips, seconds)
+    if "paths" in args.sections:
+        print("fitting the linear paths ...", flush=True)
+        results["linear_path_fit_s"] = {"clips": PATH_CLIPS, **linear_path_costs(PATH_CLIPS)}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if "augment" in args.sections:
@@ -365,6 +396,10 @@ def render(results: dict, small: int, large: int) -> str:
         for frames, row in results["long_clips"].items():
             lines.append(f"| {int(frames):,} | {row['batched']['s_per_1000_frames']:.3f} | "
                          f"{row['one_at_a_time']['s_per_1000_frames']:.3f} | {row['deploy_peak_rss_mb']:.0f} |")
+    if "linear_path_fit_s" in results:
+        fits = dict(results["linear_path_fit_s"])
+        lines += ["", f"fitting the linear paths on {fits.pop('clips'):,} training clips (s)", "",
+                  "| paths | seconds |", "|---|---|", *(f"| {name} | {s:.1f} |" for name, s in fits.items())]
     if "openface" in results:
         lines += ["", render_openface(results["openface"])]
     return "\n".join(lines)

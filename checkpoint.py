@@ -28,9 +28,9 @@ CHECKPOINT_FORMAT = "openface-bigfive/3"  # typed fields; one set of linear path
 FORMAT_2 = "openface-bigfive/2"  # typed fields; every member of an ensemble held its own copy of the linear paths
 FORMAT_1 = "openface-bigfive/1"  # metadata in an untyped dict; the first HybridNet
 FORMAT_1_ARCHITECTURE: dict[str, object] = {  # what format-1 configs leave out: the first HybridNet's parts
-    "stats_path": False, "temporal_path": False, "event_path": False, "members": 1, "conv_residual": False,
-    "conv_pool": "mean", "squeeze_excite": True}
-FORMAT_2_DEFAULTS: dict[str, object] = {"event_path": False}  # format-2 configs written before the event path
+    "stats_path": False, "temporal_path": False, "event_path": False, "shape_path": False, "members": 1,
+    "conv_residual": False, "conv_pool": "mean", "squeeze_excite": True}
+FORMAT_2_DEFAULTS: dict[str, object] = {"event_path": False, "shape_path": False}  # paths format 2 may lack
 FIRST_COUNTED_EVENTS = (2, 0, 1)  # the code version from which the event path counts its inputs as this code does
 PAPER_FEATURE_SETS: dict[int, str] = {17: "au", 22: "all"}  # au_180.pt and 3iternorm_180.pt, by input width
 ZIP_MAGIC = b"PK\x03\x04"

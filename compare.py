@@ -7,15 +7,22 @@
 
 For each recipe, size and seed it writes a corpus with data/synthetic/prepare.py's generator, splits it by source
 video (85 % training, 15 % validation), trains the default network exactly as attn_regression.py does, fits the
-baselines of attn_test.py (training mean, ridge on clip statistics, MiniRocket) on the same training clips, and
-scores everything on an independent test corpus of the same recipe (--test-clips clips of other people): held-
-out R² per trait, and the mean R² over the predictable traits as a share of the best achievable there (the R² of
-the noise-free signal). Recipes (prepare.py flags):
+baselines of attn_test.py (training mean, ridge on clip statistics, MiniRocket, QUANT) on the same training
+clips, and scores everything on an independent test corpus of the same recipe (--test-clips clips of other
+people): held-out R² per trait, and the mean R² over the predictable traits as a share of the best achievable
+there (the R² of the noise-free signal). Recipes (prepare.py flags):
 
   standard   means, spreads, nod -> smile order 2 s apart (agreeableness)          (the default corpus)
   short-gap  the order 12 frames apart; openness pure noise                        --pair-gap 12 --openness noise
   reaction   a second time scale: openness is the 1-4 s delay of a look after a nod --openness reaction
   fi         First-Impressions-like noise (best achievable R² 0.25), order 12 apart --snr fi --pair-gap 12
+  zoo-seen   signal kinds of data/synthetic/zoo.py that design choices were made on: co-occurrence,
+             jerkiness, lead-lag, inverted-u, noise                                 --kinds ...
+  zoo-held-out     kinds no design choice looked at: rhythm, burst-duration, trend, threshold, rare-events
+  zoo-held-out-fi  the same kinds at First-Impressions-like noise (best achievable R² 0.25)
+
+The per-kind table (in comparison.md) gives each zoo kind's R² per method, the kinds held out from design first
+in line: the honest estimate for a signal nobody planted.
 
 Writes comparison.csv (one row per corpus and method), comparison.md (the table) and comparison.png.
 """
@@ -32,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from baselines import baseline_predictions
+from baselines import BASELINES, PEERS, baseline_predictions
 from checkpoint import input_scaler, load_checkpoint
 from cli import Parser, check_outputs, check_writable_folder, report_user_errors
 from data.synthetic import prepare
@@ -52,12 +59,18 @@ RECIPES: dict[str, dict] = {
     "short-gap": {"pair_gap": 12, "openness": "noise"},
     "reaction": {"openness": "reaction"},
     "fi": {"snr": "fi", "pair_gap": 12},
+    "zoo-seen": {"kinds": ("co-occurrence", "jerkiness", "lead-lag", "inverted-u", "noise")},
+    "zoo-held-out": {"kinds": ("rhythm", "burst-duration", "trend", "threshold", "rare-events")},
+    "zoo-held-out-fi": {"snr": "fi", "kinds": ("rare-events", "threshold", "burst-duration", "trend", "rhythm")},
 }
-METHODS: tuple[str, ...] = ("network", "train-mean", "ridge", "minirocket")
+SEEN_KINDS = ("level", "spread", "order", "slow-delay", "co-occurrence", "jerkiness", "lead-lag", "inverted-u",
+              "noise")  # kinds design choices were made on (the recipes above and zoo-seen); the others are held out
+METHODS: tuple[str, ...] = ("network", *(b.name for b in BASELINES))
+TITLES: dict[str, str] = {b.name: b.title for b in BASELINES}
 TEST_SEED_OFFSET = 10_000
 PREVIOUS = "previous demo network"  # the hybrid of the paper's architecture with the demo's sizes before this default
-PREVIOUS_CONFIG = ModelConfig(**{**PAPER_ARCHITECTURE, "embed_dim": 128, "lstm_hidden": 128, "attn_dim": 128, "attn_hops": 16,
-                                 "conv_channels": (32, 64, 64, 64)})
+PREVIOUS_CONFIG = ModelConfig(**{**PAPER_ARCHITECTURE, "embed_dim": 128, "lstm_hidden": 128, "attn_dim": 128,
+                                 "attn_hops": 16, "conv_channels": (32, 64, 64, 64)})
 PREVIOUS_OPTIONS = TrainOptions(batch_size=32, lr=2e-3, epochs=30, patience=10)
 
 
@@ -133,19 +146,20 @@ PREDICTABLE_R2 = 0.05  # a trait whose best achievable R² is above this carries
 
 def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     """Per corpus recipe and size: each method's share of the best achievable (mean over seeds), the network's
-    lowest margin over the better of ridge and MiniRocket on any predictable trait and seed (the trait named), and
-    its lowest R² on traits that are pure noise."""
+    lowest margin over the best of its peers (baselines.PEERS that ran) on any predictable trait and seed (the trait
+    named), and its lowest R² on traits that are pure noise."""
     rows = []
     for (recipe, clips), runs in table.groupby(["recipe", "clips"], sort=False):
         by_method = runs.groupby("method")["share_of_best"].mean()
         row = {"recipe": recipe, "clips": clips,
-               **{f"share_{m}": by_method.get(m, np.nan) for m in ("network", PREVIOUS, "ridge", "minirocket")}}
+               **{f"share_{m}": by_method.get(m, np.nan) for m in ("network", PREVIOUS, *PEERS)}}
         margins, noise = [], []
         for _, run in runs.groupby("seed"):
             r2 = run.set_index("method")[[f"r2_{t}" for t in TRAITS]].set_axis(list(TRAITS), axis=1)
-            if not {"network", "ridge", "minirocket", "best achievable"} <= set(r2.index):
+            peers = [m for m in PEERS if m in r2.index and r2.loc[m].notna().all()]
+            if "network" not in r2.index or "best achievable" not in r2.index or not peers:
                 continue
-            better = r2.loc[["ridge", "minirocket"]].max()
+            better = r2.loc[peers].max()
             signal = r2.loc["best achievable"] > PREDICTABLE_R2
             margins += [(r2.loc["network", t] - better[t], t) for t in TRAITS if signal[t]]
             noise += [r2.loc["network", t] for t in TRAITS if not signal[t]]
@@ -163,16 +177,48 @@ def percent(share: float) -> str:
 def verdict_markdown(table: pd.DataFrame) -> str:
     verdict = verdicts(table)
     previous = verdict[f"share_{PREVIOUS}"].notna().any()
-    header = ["corpus", "clips", "network", *(["previous demo network"] if previous else []), "ridge", "MiniRocket",
-              "network - better baseline, lowest trait", "network R² on pure noise"]
+    header = ["corpus", "clips", "network", *(["previous demo network"] if previous else []),
+              *(TITLES[m] for m in PEERS), "network - best baseline, lowest trait", "network R² on pure noise"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in verdict.iterrows():
         margin = "" if pd.isna(row.get("lowest_margin")) else \
             f"{row['lowest_margin']:+.3f} ({TRAIT_LETTERS[row['margin_trait']]})"
         noise = "" if pd.isna(row["lowest_noise_r2"]) else f"{row['lowest_noise_r2']:+.3f}"
         cells = [row["recipe"], f"{row['clips']:,}", percent(row["share_network"]),
-                 *([percent(row[f"share_{PREVIOUS}"])] if previous else []), percent(row["share_ridge"]),
-                 percent(row["share_minirocket"]), margin, noise]
+                 *([percent(row[f"share_{PREVIOUS}"])] if previous else []),
+                 *(percent(row[f"share_{m}"]) for m in PEERS), margin, noise]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def by_kind(table: pd.DataFrame) -> pd.DataFrame:
+    """The zoo recipes' R² per signal kind (each trait of a zoo corpus follows one kind): one row per kind, size
+    and method, mean over seeds, with the kind's best achievable and whether the network's design has seen it."""
+    rows = []
+    for _, row in table[table["recipe"].map(lambda r: "kinds" in RECIPES.get(r, {}))].iterrows():
+        for trait, kind in zip(TRAITS, RECIPES[row["recipe"]]["kinds"]):
+            rows.append({"kind": kind, "seen": kind in SEEN_KINDS, "snr": RECIPES[row["recipe"]].get("snr", "strong"),
+                         "clips": row["clips"], "seed": row["seed"], "method": row["method"], "r2": row[f"r2_{trait}"]})
+    if not rows:
+        return pd.DataFrame()
+    kinds = pd.DataFrame(rows).groupby(["seen", "kind", "snr", "clips", "method"], sort=False)["r2"].mean()
+    return kinds.unstack("method").reset_index().sort_values(["seen", "snr", "kind", "clips"], kind="stable")
+
+
+def kind_markdown(table: pd.DataFrame) -> str:
+    """Per signal kind: each method's held-out R² and the network's margin over the best peer; the kinds no design
+    choice has looked at first."""
+    kinds = by_kind(table)
+    if kinds.empty:
+        return ""
+    methods = [m for m in ("network", *PEERS, "best achievable") if m in kinds.columns]
+    header = ["kind", "seen in design", "noise", "clips", *(TITLES.get(m, m) for m in methods), "network - best peer"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in kinds.iterrows():
+        peers = [row[m] for m in PEERS if m in kinds.columns and pd.notna(row[m])]
+        margin = f"{row['network'] - max(peers):+.3f}" if peers and "network" in kinds.columns else ""
+        cells = [row["kind"], "yes" if row["seen"] else "no", row["snr"], f"{row['clips']:,}",
+                 *(f"{row[m]:+.3f}" if pd.notna(row[m]) else "" for m in methods), margin]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -182,7 +228,9 @@ def markdown(table: pd.DataFrame) -> str:
     trait and method, mean over seeds."""
     header = ["recipe", "clips", "method", *[f"R² {TRAIT_LETTERS[t]}" for t in TRAITS], "R² predictable [95% CI]",
               "% of best", "train s"]
-    lines = [verdict_markdown(table), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    kinds = kind_markdown(table)
+    lines = [verdict_markdown(table), *(["", kinds] if kinds else []), "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
     numeric = [f"r2_{t}" for t in TRAITS] + ["r2_predictable", "r2_low", "r2_high", "share_of_best", "train_seconds"]
     summary = table.groupby(["recipe", "clips", "method"], sort=False)[numeric].mean().reset_index()
     for _, row in summary.iterrows():
@@ -218,7 +266,8 @@ def build_parser() -> Parser:
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES), help="corpus recipes")
     parser.add_argument("--sizes", nargs="+", type=int, default=[300, 1000, 3000], help="corpus sizes in clips")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="corpus and training seeds")
-    parser.add_argument("--fi-size", type=int, default=1200, help="the size of the fi recipe's corpora (one size)")
+    parser.add_argument("--fi-size", type=int, default=1200, help="the size of the corpora of the recipes at "
+                        "First-Impressions-like noise (one size)")
     parser.add_argument("--test-clips", type=int, default=1000, help="clips of each independent test corpus")
     parser.add_argument("--epochs", type=int, default=None, help="cap the network's epochs (default: the default)")
     parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals")
@@ -273,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     use_all_cores()
     rows = []
     for recipe in args.recipes:
-        for n_clips in ([args.fi_size] if recipe == "fi" else args.sizes):
+        for n_clips in ([args.fi_size] if RECIPES[recipe].get("snr") == "fi" else args.sizes):
             for seed in args.seeds:
                 print(f"{recipe}, {n_clips} clips, seed {seed} ...", flush=True)
                 rows += evaluate_corpus(recipe, n_clips, seed, args.test_clips, args.epochs, args.bootstrap,

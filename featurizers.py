@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cli import flag_of
-from layers import masked_moments, valid_mask
+from layers import VARIANCE_FLOOR, masked_moments, valid_mask
 
 if TYPE_CHECKING:
     from model import ModelConfig
@@ -47,7 +47,7 @@ def lagged_correlations(x: torch.Tensor, lengths: torch.Tensor, lags: Sequence[i
             parts.append(x.new_zeros(x.shape[0], x.shape[2] ** 2))
             continue
         pairs = (lengths - lag).clamp(min=1).to(x.dtype)  # (B,) frame pairs (t, t + lag) inside the clip
-        products = torch.bmm(z[:, :-lag].transpose(1, 2), z[:, lag:])  # (B, F, F)
+        products = torch.bmm(z[:, :x.shape[1] - lag].transpose(1, 2), z[:, lag:])  # (B, F, F)
         parts.append(products.flatten(1) / pairs[:, None])
     return torch.cat(parts, dim=1)
 
@@ -77,6 +77,64 @@ def event_timings(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     latency = torch.where(count > 0, total / count.clamp(min=1), math.nan)  # (B, 2F, F)
     share = torch.where(all_rises > 0, count / all_rises.clamp(min=1), math.nan)  # (B, 2F, F)
     return torch.cat([latency.flatten(1), share.flatten(1)], dim=1)
+
+
+SHAPE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+SHAPE_LAGS = (1, 2, 4, 8, 16, 32)  # frames: each input's own autocorrelation at these lags
+SHAPE_SEGMENTS = 4  # equal parts of a clip whose mean of the input's own z-scores show a drift
+SHAPE_SPIKE_Z = 2.0  # an excursion beyond this many of the clip's own standard deviations is a spike
+SHAPE_STATISTICS = 2 + len(SHAPE_QUANTILES) + 2 + len(SHAPE_LAGS) + 4 + SHAPE_SEGMENTS  # per input
+
+
+def masked_rms(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) values, (B, T) mask -> (B, F): the root mean square over the masked frames."""
+    m = mask[:, :, None].to(v.dtype)
+    return torch.sqrt((v ** 2 * m).sum(dim=1) / m.sum(dim=1).clamp(min=1) + VARIANCE_FLOOR)
+
+
+def masked_quantiles(x: torch.Tensor, lengths: torch.Tensor, qs: Sequence[float]) -> torch.Tensor:
+    """(B, T, F) -> (B, len(qs), F): each input's quantiles over each clip's valid frames (nearest rank)."""
+    mask = valid_mask(lengths, x.shape[1])
+    ordered = x.masked_fill(~mask[:, :, None], math.inf).sort(dim=1).values  # (B, T, F), valid frames first
+    last = (lengths - 1).clamp(min=0).to(x.dtype)  # (B,)
+    ranks = torch.stack([(q * last).round().long() for q in qs], dim=1)  # (B, Q)
+    return ordered.gather(1, ranks[:, :, None].expand(-1, -1, x.shape[2]))
+
+
+def clip_shapes(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, SHAPE_STATISTICS * F): per input, over each clip's valid frames, what its mean and std
+    leave out: the squares of both (a level or spread that matters nonlinearly), quantiles, how rough it is (the
+    spread of its first and second differences, against its own spread), its autocorrelation at SHAPE_LAGS, how
+    often it crosses its own mean, how long it stays above it, how often it spikes, its drift (the correlation with
+    time), and its mean in SHAPE_SEGMENTS equal parts of the clip. Everything except the squares and quantiles is
+    read from the input's own z-scores, so it is blind to level and spread."""
+    steps = x.shape[1]
+    mask = valid_mask(lengths, steps)  # (B, T)
+    mean, std = masked_moments(x.transpose(1, 2), mask)  # (B, F)
+    z = z_scored(x, mask) * mask[:, :, None]  # (B, T, F), zero beyond each clip
+    pairs = mask[:, 1:] & mask[:, :-1]  # (B, T-1) frame pairs inside the clip
+    d1 = z[:, 1:] - z[:, :-1]
+    d2 = d1[:, 1:] - d1[:, :-1]
+    rough = [masked_rms(d1, pairs), masked_rms(d2, pairs[:, 1:] & pairs[:, :-1])]
+    count = lengths.to(x.dtype)[:, None]  # (B, 1)
+    auto = [(z[:, :-lag] * z[:, lag:]).sum(dim=1) / (count - lag).clamp(min=1) if lag < steps
+            else x.new_zeros(x.shape[0], x.shape[2]) for lag in SHAPE_LAGS]
+    above = (z > 0) & mask[:, :, None]  # (B, T, F)
+    crossings = ((above[:, 1:] != above[:, :-1]) & pairs[:, :, None]).sum(dim=1).to(x.dtype)
+    rises = (~above[:, :-1] & above[:, 1:]).sum(dim=1).to(x.dtype) + above[:, 0].to(x.dtype)  # runs above the mean
+    spiking = (z > SHAPE_SPIKE_Z) & mask[:, :, None]
+    spikes = (~spiking[:, :-1] & spiking[:, 1:]).sum(dim=1).to(x.dtype) + spiking[:, 0].to(x.dtype)
+    t = torch.arange(steps, device=x.device, dtype=x.dtype)[None, :]  # (1, T)
+    centred = ((t - (count - 1) / 2) / (count / 2)) * mask  # (B, T) from -1 to 1 over each clip
+    drift = (z * centred[:, :, None]).sum(dim=1) / torch.sqrt((centred ** 2).sum(dim=1, keepdim=True) * count
+                                                            ).clamp(min=1e-6)
+    segment = (t * SHAPE_SEGMENTS / count).long().clamp(max=SHAPE_SEGMENTS - 1)  # (B, T)
+    one_hot = F.one_hot(segment, SHAPE_SEGMENTS).to(x.dtype) * mask[:, :, None]  # (B, T, S)
+    segments = torch.bmm(one_hot.transpose(1, 2), z) / one_hot.sum(dim=1)[:, :, None].clamp(min=1)  # (B, S, F)
+    per_input = [mean ** 2, std ** 2, *masked_quantiles(x, lengths, SHAPE_QUANTILES).unbind(1), *rough, *auto,
+                 crossings / (count - 1).clamp(min=1), torch.log1p(above.sum(dim=1) / rises.clamp(min=1)),
+                 100 * spikes / count, drift, *segments.unbind(1)]
+    return torch.stack(per_input, dim=1).flatten(1)  # (B, SHAPE_STATISTICS * F)
 
 
 @dataclass(frozen=True)
@@ -113,11 +171,17 @@ def event_timings_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig")
     return event_timings(x, lengths)
 
 
+def clip_shapes_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
+    return clip_shapes(x, lengths)
+
+
 STATS_PATH = LinearPath("stats", "statistics path", "stats_path", moments_of, lambda cfg: 2 * cfg.n_features)
 GATED_PATHS: tuple[LinearPath, ...] = (  # beside the statistics path, each weighed per trait; the fit's tie order
     LinearPath("temporal", "temporal path", "temporal_path", lagged_correlations_of,
-               lambda cfg: len(cfg.temporal_lags) * cfg.n_features ** 2, gates="temporal_gates"),
+               lambda cfg: len(cfg.temporal_lags) * cfg.n_features ** 2, screened=True, gates="temporal_gates"),
     LinearPath("events", "event path", "event_path", event_timings_of, lambda cfg: 4 * cfg.n_features ** 2,
                screened=True, gates="event_gates", fill="event_fill"),
+    LinearPath("shapes", "shape path", "shape_path", clip_shapes_of, lambda cfg: SHAPE_STATISTICS * cfg.n_features,
+               screened=True, gates="shape_gates"),
 )
 LINEAR_PATHS: tuple[LinearPath, ...] = (STATS_PATH, *GATED_PATHS)

@@ -37,13 +37,18 @@ class ModelConfig:
     stats_path: bool = option(True, "a linear path from each clip's mean and std of every input, fitted by ridge "
                                     "regression before training; the branches then learn what it misses")
     temporal_path: bool = option(True, "with the statistics path: a second linear path from each clip's lagged "
-                                       "cross-correlations between inputs (which movement follows which), fitted by "
-                                       "ridge regression on what the statistics path misses")
+                                       "cross-correlations between inputs (which movement follows which, which move "
+                                       "together), fitted on the few that predict what the statistics path misses")
     event_path: bool = option(True, "with the statistics path: a third linear path from the mean time between "
                                     "peaks of two inputs (how long after a nod a surprised look comes), fitted on "
-                                    "what the other linear paths miss")
-    temporal_lags: tuple[int, ...] = option((2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128), "lags of the temporal path "
-                                            "in frames", minimum=1, metavar="FRAMES")
+                                    "the few that predict what the statistics path misses")
+    shape_path: bool = option(True, "with the statistics path: a fourth linear path from what each input's mean and "
+                                     "std leave out (squares, quantiles, roughness, autocorrelation, crossings, run "
+                                     "lengths, spikes, drift), fitted on the few that predict what the statistics "
+                                     "path misses")
+    temporal_lags: tuple[int, ...] = option((0, 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128), "lags of the temporal "
+                                            "path in frames (0: which inputs move together)", minimum=0,
+                                            metavar="FRAMES")
     embed_dim: int = option(64, "per-frame embedding and time-encoding width", minimum=1)
     lstm_hidden: int = option(64, "LSTM width of the attention branch", minimum=1)
     attn_dim: int = option(64, "d_a of the structured self-attention", minimum=1)
@@ -80,8 +85,9 @@ class ModelConfig:
             raise DataError(None, f"dropout must be in [0, 1), got {self.dropout}")
         switched_on = [path for path in GATED_PATHS if getattr(self, path.enabled_by)]
         if not self.stats_path and switched_on:
-            raise DataError(None, f"the {' and the '.join(p.name for p in switched_on)} "
-                                  f"need{'s' if len(switched_on) == 1 else ''} the statistics path (add "
+            names = [f"the {p.name}" for p in switched_on]
+            spoken = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+            raise DataError(None, f"{spoken} need{'s' if len(names) == 1 else ''} the statistics path (add "
                                   f"{' '.join(p.switch for p in switched_on)}, or drop {STATS_PATH.switch})")
         if self.temporal_path and not self.temporal_lags:
             raise DataError(None, "the temporal path needs at least one lag (add --no-temporal-path)")
@@ -171,8 +177,9 @@ class HybridNet(nn.Module):
 
         stats(mean, std of x) + sum over gated paths p of p.gates * p(featurizer of x) + branch_gates * branches
 
-    The linear paths are fitted before training and kept fixed (stacking.fit_linear_paths); the branches start at
-    zero and learn what the statistics path misses; per-trait gates (stacking.calibrate_gates) open a gated path or
+    The linear paths are fitted before training and kept fixed (stacking.fit_linear_paths: each gated path on what
+    the statistics path misses, stacked by held-out predictions); the branches start at zero and learn what the
+    statistics path misses; per-trait gates (stacking.calibrate_gates) open a gated path or
     the branches only where held-out clips say it helps significantly. Outputs are clipped to [0, 1] in eval mode.
     Without the statistics path the output is sigmoid(branches), as in the paper."""
 

@@ -3,6 +3,7 @@ over folds of whole source videos (clips of one person on both sides would rewar
 ridge baseline and the network's linear paths are fitted here."""
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -31,14 +32,20 @@ def video_codes(groups: Sequence[str]) -> np.ndarray:
 
 def cross_validation_folds(groups: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Up to RIDGE_FOLDS (train, validation) index pairs that never split a source video; with one video, its
-    clips are the groups."""
+    clips are the groups. The same groups give the same folds, computed once (a fit of the linear paths asks
+    thousands of times)."""
+    return list(folds_of_codes(tuple(video_codes(groups).tolist())))
+
+
+@functools.lru_cache(maxsize=256)
+def folds_of_codes(codes: tuple[int, ...]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     from sklearn.model_selection import GroupKFold
 
-    codes = video_codes(groups)
-    if codes.max(initial=0) == 0:
-        codes = np.arange(len(codes))
-    n_folds = min(RIDGE_FOLDS, codes.max(initial=-1) + 1)
-    return list(GroupKFold(n_splits=n_folds).split(codes, groups=codes)) if n_folds >= 2 else []
+    units = np.asarray(codes) if max(codes, default=0) > 0 else np.arange(len(codes))
+    n_folds = min(RIDGE_FOLDS, units.max(initial=-1) + 1)
+    if n_folds < 2:
+        return ()
+    return tuple((train, val) for train, val in GroupKFold(n_splits=n_folds).split(units, groups=units))
 
 
 class RidgeFit(NamedTuple):

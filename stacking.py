@@ -1,24 +1,23 @@
 """The fit of the default network's linear paths and the per-trait gates that weigh them and the branches.
 
 Before training, the statistics path is fitted to the labels by ridge regression (it is the ridge baseline), then
-the gated paths (featurizers.GATED_PATHS) one after the other, each on what the paths before it miss, per trait
-in the order whose held-out predictions are best; all are then fixed. After training, the gates are set on the
-validation clips. Cost: the order search fits every order of the C gated paths (C! sequences of C ridge fits), and
-a gate search tries GATE_STEPS ** (C + 1) weight combinations per trait; with the two paths today, 2 orders and
-125 combinations."""
+each gated path (featurizers.GATED_PATHS) on what it misses, and the gated paths are stacked by their held-out
+predictions; all are then fixed. After training, the gates are set on the validation clips. Cost: one ridge fit
+per gated path (C of them), and a gate search of GATE_STEPS ** C weight combinations per trait before training
+(125 for the three paths today) and GATE_STEPS ** (C + 1) after it (625)."""
 from __future__ import annotations
 
 import itertools
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from dataset import INFERENCE_BATCH, Scaler, bucketed_batches, collate, labels_of
-from featurizers import STATS_PATH, LinearPath
+from featurizers import STATS_PATH
 from model import HybridNet
 from openface import Clip
-from ridge import RidgeFit, ridge_fit, screened_ridge_fit, video_codes
+from ridge import ridge_fit, screened_ridge_fit, video_codes
 
 GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
 GATE_Z = 1.64  # gates leave their default for a trait only when that beats it by this many standard errors
@@ -56,27 +55,6 @@ def set_linear(layer: torch.nn.Linear, weight: np.ndarray, bias: np.ndarray) -> 
     layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
 
-class PathFit(NamedTuple):
-    """The gated paths fitted one after the other: each path's fit and gates, and all paths' held-out predictions
-    added to the statistics path's fit, (N, 5)."""
-
-    fits: dict[str, RidgeFit]
-    gates: dict[str, np.ndarray]
-    held_out: np.ndarray
-
-
-def fit_in_order(inputs: dict[str, np.ndarray], y: np.ndarray, groups: Sequence[str], base: np.ndarray,
-                 order: Sequence[LinearPath]) -> PathFit:
-    """Fit the gated paths in `order`, each on what the base (N, 5) and the paths before it miss; each path's gates
-    are the weights its held-out predictions support (choose_gates over source videos)."""
-    fits, gates, fitted = {}, {}, base
-    for path in order:
-        fit = (screened_ridge_fit if path.screened else ridge_fit)(inputs[path.key], y - fitted, groups)
-        gate = choose_gates(fitted, [fit.held_out], y, groups=groups)[0]
-        fits[path.key], gates[path.key], fitted = fit, gate, fitted + gate * fit.held_out
-    return PathFit(fits, gates, fitted)
-
-
 def missing_filled(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (N, P) with each NaN replaced by its column's mean over the clips that have it (0 for a column no
     clip has, which then gets no weight), and those means (P,)."""
@@ -87,30 +65,30 @@ def missing_filled(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, device: torch.device) -> np.ndarray:
     """Fit the statistics path to the training labels (ridge_fit: closed form, penalties by cross-validation over
-    source videos), then the gated paths one after the other (fit_in_order), per trait in the order whose held-out
-    predictions are best (the registry's order on a tie). Returns each gated path's weight per trait,
-    (len(cfg.gated_paths), 5), as its held-out predictions support it on all training clips: calibrate_gates
-    departs from these only where the validation clips say so significantly."""
+    source videos), then each gated path to what it misses (ridge_fit, or screened_ridge_fit for a path of many
+    inputs few of which matter), and stack them: the gated paths' weights per trait are those their held-out
+    predictions (from the folds that held each clip's source video out) support together (choose_gates over
+    source videos), so two paths that read one signal share it rather than count it twice. Returns those weights,
+    (len(cfg.gated_paths), 5): calibrate_gates departs from them only where the validation clips say so
+    significantly."""
     inputs = path_inputs(model, train, scaler, device)
     y, groups = labels_of(train), [c.group for c in train]
     weight, bias, _ = ridge_fit(inputs[STATS_PATH.key], y, groups)
+    base = inputs[STATS_PATH.key] @ weight.T + bias  # (N, 5)
+    paths = model.cfg.gated_paths
     with torch.no_grad():
         set_linear(model.stats, weight, bias)
-        paths = model.cfg.gated_paths
+        fits = []
         for path in paths:
             if path.fill is not None:
                 inputs[path.key], fill = missing_filled(inputs[path.key])
                 getattr(model, path.fill).copy_(torch.as_tensor(fill, dtype=torch.float32))
-        if not paths:
-            return np.zeros((0, y.shape[1]))
-        base = inputs[STATS_PATH.key] @ weight.T + bias  # (N, 5)
-        orders = [fit_in_order(inputs, y, groups, base, order) for order in itertools.permutations(paths)]
-        errors = np.stack([((np.clip(fit.held_out, 0, 1) - y) ** 2).mean(axis=0) for fit in orders])  # (orders, 5)
-        best = [orders[o] for o in errors.argmin(axis=0)]  # per trait; the first order on a tie
-        for path in paths:
-            set_linear(getattr(model, path.key), np.stack([fit.fits[path.key].weight[t] for t, fit in enumerate(best)]),
-                       np.array([fit.fits[path.key].bias[t] for t, fit in enumerate(best)]))
-    return np.stack([[fit.gates[path.key][t] for t, fit in enumerate(best)] for path in paths])
+            fit = (screened_ridge_fit if path.screened else ridge_fit)(inputs[path.key], y - base, groups)
+            set_linear(getattr(model, path.key), fit.weight, fit.bias)
+            fits.append(fit)
+    if not fits:
+        return np.zeros((0, y.shape[1]))
+    return choose_gates(base, [fit.held_out for fit in fits], y, groups=groups)
 
 
 def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.ndarray,
@@ -152,8 +130,8 @@ def calibrate_gates(model: HybridNet, clips: Sequence[Clip], scaler: Scaler, dev
     paths = model.cfg.gated_paths
     start = np.zeros((len(paths) + 1, y.shape[1]))
     start[:-1] = defaults
-    gates = choose_gates(contribution[STATS_PATH.key], [contribution[p.key] for p in paths] + [contribution["branches"]],
-                         y, start, groups=[c.group for c in clips])
+    weighed = [contribution[p.key] for p in paths] + [contribution["branches"]]
+    gates = choose_gates(contribution[STATS_PATH.key], weighed, y, start, groups=[c.group for c in clips])
     with torch.no_grad():
         for path, row in zip(paths, gates):
             model.gates_of(path).copy_(torch.as_tensor(row))

@@ -107,12 +107,13 @@ def our_checkpoint(path: Path, corpus: Path, features=FEATURE_COLUMNS, kind: str
     import torch
 
     from checkpoint import Checkpoint, save_checkpoint
+    from featurizers import LINEAR_PATHS
     from model import ModelConfig, build_model
 
     torch.manual_seed(seed)
     cfg = ModelConfig(kind=kind, n_features=len(features), embed_dim=16, lstm_hidden=16, attn_dim=16, attn_hops=4,
                       conv_channels=(16, 16, 16), conv_kernels=(5, 5, 5), conv_dilations=(1, 4, 16), head_hidden=(16,),
-                      stats_path=False, temporal_path=False, event_path=False)
+                      **{path.enabled_by: False for path in LINEAR_PATHS})
     clips, _ = read_clips([corpus / "frames.csv"], features)
     save_checkpoint(path, Checkpoint(build_model(cfg), cfg, tuple(features),
                                      normalization=Normalization.fit("standard", clips, features)))

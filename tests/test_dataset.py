@@ -2,20 +2,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pandas as pd
-import pytest
-
 import pyarrow as pa
+import pytest
+from scipy.stats import spearmanr
 
 from conftest import REAL, needs_real, one_line_error, run_script
-from data.synthetic import prepare
+from data.synthetic import prepare, zoo
 from data_augmentation import augment_clips, augment_table
 from dataset import (Normalization, Scaler, assign_splits, bucketed_batches, collate, load_split, prepare_split,
                      save_split, split_clips)
 from errors import DataError
-from openface import FEATURE_COLUMNS, Clip, read_clips, source_group
+from openface import FEATURE_COLUMNS, TRAITS, Clip, read_clips, source_group
 
 
 def make_clip(clip_id: str, n: int, group: str | None = None, value: float = 0.0) -> Clip:
@@ -247,3 +248,51 @@ def test_the_reaction_delay_can_be_read_off_the_frames():
     np.testing.assert_array_equal(np.isnan(read), np.isnan(planted))  # no visible reaction exactly when none planted
     both = ~np.isnan(planted)
     assert 0.03 < 1 - both.mean() < 0.15 and np.corrcoef(read[both], planted[both])[0, 1] ** 2 > 0.95
+
+
+def zoo_clips(kind: str, n: int = 120, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray], tuple[int, ...]]:
+    """n clips of 12 s carrying one signal kind at evenly spread latent values: values, frames, its channels."""
+    rng = np.random.default_rng(seed)
+    channels = zoo.assign_channels([kind])[0]
+    values = np.linspace(0, 1, n)
+    frames = [zoo.clip_frames(rng, zoo.person_levels(rng), 360, [kind], [channels], np.array([v]))[0]
+              for v in values]
+    return values, frames, channels
+
+
+@pytest.mark.parametrize("kind", sorted(set(zoo.KINDS) - {"level", "spread", "inverted-u", "threshold", "rare-events",
+                                                          "noise"}))
+def test_a_zoo_kind_beyond_levels_leaves_clip_means_and_stds_blind(kind):
+    """The kinds that are not a level, a spread or a count of spikes (which move the std) keep each channel's clip
+    mean and std unrelated to the value (|r| < 0.35 over 120 clips): clip statistics cannot read them."""
+    values, frames, channels = zoo_clips(kind)
+    for channel in channels:
+        for statistic in (np.mean, np.std):
+            r = np.corrcoef(values, [statistic(f[:, channel]) for f in frames])[0, 1]
+            assert abs(r) < 0.35, (kind, channel, statistic.__name__, r)
+
+
+@pytest.mark.parametrize("kind", sorted(set(zoo.KINDS) - {"noise", "lead-lag"}))
+def test_a_zoo_kind_follows_its_latent_value_within_a_few_clips_noise(kind):
+    """The signal each kind returns rises with the clip's latent value (the U and the threshold: away from it; a
+    count of rare spikes is Poisson, hence the margin)."""
+    rng = np.random.default_rng(1)
+    channels = zoo.assign_channels([kind])
+    values = np.linspace(0, 1, 80)
+    signals = np.array([zoo.clip_frames(rng, zoo.person_levels(rng), 360, [kind], channels, np.array([v]))[1][0]
+                        for v in values])
+    if kind == "inverted-u":
+        values = -np.abs(values - 0.5)
+    if kind == "threshold":
+        values = np.maximum(values - 0.6, 0)
+    assert spearmanr(values, signals, nan_policy="omit").statistic > 0.65
+
+
+def test_zoo_corpora_stay_within_openface_ranges_and_document_their_kinds(tmp_path):
+    kinds = ["co-occurrence", "jerkiness", "lead-lag", "rare-events", "noise"]
+    assert prepare.main(["--clips", "12", "--seconds", "3", "4", "--kinds", *kinds, "-o", str(tmp_path)]) == 0
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert [truth["kinds"][t]["kind"] for t in TRAITS] == kinds and truth["traits"]["openness"]["planted_r2"] == 0
+    assert truth["kinds"]["neuroticism"]["channels"] == ["pose_Rx"]
+    clips, summary = read_clips([tmp_path / "frames.csv"], FEATURE_COLUMNS)
+    assert len(clips) == 12 and not summary.frames_dropped  # every frame within OpenFace's ranges

@@ -550,13 +550,15 @@ def test_a_fault_while_publishing_leaves_the_earlier_output_and_its_manifest_as_
 def test_clamped_scores_and_clips_unlike_the_training_clips_are_reported(tiny_corpus, tmp_path):
     from checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from dataset import Normalization, TrainingRange
+    from featurizers import GATED_PATHS
     from model import ModelConfig, build_model
     from openface import FEATURE_COLUMNS, read_clips
 
     clips, _ = read_clips([tiny_corpus / "frames.csv"], FEATURE_COLUMNS)
     torch.manual_seed(0)
     cfg = ModelConfig(n_features=22, embed_dim=16, lstm_hidden=16, attn_dim=16, attn_hops=4, conv_channels=(16,),
-                      conv_kernels=(5,), conv_dilations=(1,), head_hidden=(16,), temporal_path=False, event_path=False)
+                      conv_kernels=(5,), conv_dilations=(1,), head_hidden=(16,),
+                      **{path.enabled_by: False for path in GATED_PATHS})
     model = build_model(cfg)
     with torch.no_grad():
         model.stats.weight.zero_()

@@ -69,11 +69,12 @@ def test_attn_test_compares_checkpoints_with_baselines(tiny_corpus, trained, tmp
     result = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", trained / "hybrid.pt",
                         tmp_path / "paper.pt", "-o", tmp_path / "res", "--bootstrap", "200")
     assert result.returncode == 0, result.stderr
-    for row in ("| hybrid |", "| train-mean |", "| ridge |", "| minirocket |"):
+    for row in ("| hybrid |", "| train-mean |", "| ridge |", "| minirocket |", "| quant |"):
         assert row in result.stdout
     frame = pd.read_csv(tmp_path / "res" / "comparison.csv")
-    assert list(frame["model"]) == ["hybrid", "paper", "train-mean", "ridge", "minirocket"]
-    assert frame.set_index("model").loc["minirocket", ["r2", "mae"]].notna().all()
+    assert list(frame["model"]) == ["hybrid", "paper", "train-mean", "ridge", "minirocket", "quant"]
+    assert frame.set_index("model").loc[["minirocket", "quant"], ["r2", "mae"]].notna().all().all()
+    assert (tmp_path / "res" / "predictions_quant.csv").exists()
     results = json.loads((tmp_path / "res" / "results.json").read_text())
     test_clips = results["test_set"]["clips"]
     split = pd.read_csv(trained / "split.csv")
@@ -175,13 +176,15 @@ def test_analysis_scores_held_out_clips_as_attn_test_does(tiny_corpus, tmp_path,
     np.testing.assert_allclose(base[list(TRAITS)].to_numpy(), r2, atol=1e-9)
 
 
-def test_minirocket_row_says_not_installed_without_aeon(tiny_corpus, trained, tmp_path, monkeypatch):
+def test_the_aeon_rows_say_not_installed_without_aeon(tiny_corpus, trained, tmp_path, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "aeon.transformations.collection.convolution_based", None)
+    monkeypatch.setitem(sys.modules, "aeon.transformations.collection.interval_based", None)
     result = run_script("attn_test.py", tiny_corpus / "frames.csv", "--weights", trained / "hybrid.pt", "-o",
                         tmp_path / "res", "--bootstrap", "20")
     assert result.returncode == 0, result.stderr
-    assert "| minirocket | not installed (pip install aeon) |" in result.stdout
-    frame = pd.read_csv(tmp_path / "res" / "comparison.csv")
-    assert "minirocket" in set(frame["model"]) and not (tmp_path / "res" / "predictions_minirocket.csv").exists()
+    for name in ("minirocket", "quant"):
+        assert f"| {name} | not installed (pip install aeon) |" in result.stdout
+        assert not (tmp_path / "res" / f"predictions_{name}.csv").exists()
+    assert {"minirocket", "quant"} <= set(pd.read_csv(tmp_path / "res" / "comparison.csv")["model"])

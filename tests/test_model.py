@@ -20,7 +20,8 @@ from checkpoint import (PAPER_FEATURE_SETS, Checkpoint, CheckpointError, __versi
 from conftest import ROOT
 from dataset import Normalization, SplitRecord
 from errors import DataError
-from featurizers import event_timings
+from featurizers import (SHAPE_LAGS, SHAPE_QUANTILES, SHAPE_SEGMENTS, SHAPE_STATISTICS, clip_moments,
+                         clip_shapes, event_timings)
 from model import PRESETS, ModelConfig, build_model, paper_config
 from openface import FEATURE_COLUMNS, FEATURE_SETS, TRAITS
 from paper_net import PaperNet
@@ -96,11 +97,48 @@ def test_event_timings_ignore_what_lies_beyond_each_clip():
     lengths = [80, 45, 120]
     clips = [torch.randn(length, 22) for length in lengths]
     alone = torch.cat([event_timings(c[None], torch.tensor([len(c)])) for c in clips])
-    batch = torch.zeros(3, 150, 22)  # zeros beyond each length, as HybridNet.paths gives them
+    batch = torch.zeros(3, 150, 22)  # zeros beyond each length, as HybridNet.contributions gives them
     for i, c in enumerate(clips):
         batch[i, : len(c)] = c
     torch.testing.assert_close(event_timings(batch, torch.tensor(lengths)), alone, atol=0, rtol=0, equal_nan=True)
     assert (~alone.isnan()).float().mean() > 0.05  # real timings, not only missing ones
+
+
+def test_clip_shapes_ignore_what_lies_beyond_each_clip():
+    torch.manual_seed(0)
+    lengths = [80, 45, 120, 2]
+    clips = [torch.randn(length, 22) for length in lengths]
+    alone = torch.cat([clip_shapes(c[None], torch.tensor([len(c)])) for c in clips])
+    batch = torch.zeros(4, 150, 22)
+    for i, c in enumerate(clips):
+        batch[i, : len(c)] = c
+    torch.testing.assert_close(clip_shapes(batch, torch.tensor(lengths)), alone, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(alone).all()
+
+
+def test_clip_shapes_read_what_a_clip_mean_and_std_cannot():
+    """At one mean and spread: a rough input against a smooth one, a drift up against a drift down, a fast
+    oscillation against a slow one; each differs in its own statistic, the clip moments do not."""
+    t = torch.arange(600.0)
+    smooth = torch.sin(2 * math.pi * t / 200)
+    pairs = {"rough": (torch.sign(torch.sin(2 * math.pi * t / 4)), smooth),
+             "drift": (torch.linspace(-1, 1, 600), -torch.linspace(-1, 1, 600)),
+             "fast": (torch.sin(2 * math.pi * t / 20), smooth)}
+    names = ["mean²", "std²", *(f"q{q}" for q in SHAPE_QUANTILES), "rough1", "rough2",
+             *(f"auto{lag}" for lag in SHAPE_LAGS), "crossings", "run", "spikes", "drift",
+             *(f"segment{k}" for k in range(SHAPE_SEGMENTS))]
+    assert len(names) == SHAPE_STATISTICS
+    for name, (a, b) in pairs.items():
+        x = torch.stack([a, b])[:, :, None].expand(-1, -1, 22).contiguous()
+        x = (x - x.mean(dim=1, keepdim=True)) / x.std(dim=1, keepdim=True)  # the same mean and spread
+        shapes = dict(zip(names, clip_shapes(x, torch.tensor([600, 600])).view(2, SHAPE_STATISTICS, 22)[:, :, 0].T))
+        moments = clip_moments(x, torch.tensor([600, 600]))
+        torch.testing.assert_close(moments[0], moments[1], atol=1e-4, rtol=0)
+        differs = {"rough": ("rough1", "auto1", "crossings"), "drift": ("drift", "segment0", "segment3"),
+                   "fast": ("auto8", "crossings", "run")}[name]
+        for statistic in differs:
+            first, second = (float(v) for v in shapes[statistic])
+            assert abs(first - second) > 0.4 * max(abs(first), abs(second)) > 0.01, (name, statistic, first, second)
 
 
 def test_attention_branch_depends_on_the_clip():
@@ -372,11 +410,12 @@ def test_model_config_refuses_impossible_sizes():
     assert ModelConfig().receptive_field == 125 and PRESETS["paper"].receptive_field == 16
     with pytest.raises(DataError, match="the paper's network has fixed sizes; drop the flags for embed_dim"):
         ModelConfig(kind="paper", embed_dim=64)
-    with pytest.raises(DataError, match="the temporal path and the event path need the statistics path "
-                                        r"\(add --no-temporal-path --no-event-path, or drop --no-stats-path\)"):
+    with pytest.raises(DataError, match="the temporal path, the event path and the shape path need the statistics "
+                                        r"path \(add --no-temporal-path --no-event-path --no-shape-path, or drop "
+                                        r"--no-stats-path\)"):
         ModelConfig(stats_path=False)
     with pytest.raises(DataError, match="the event path needs the statistics path"):
-        ModelConfig(stats_path=False, temporal_path=False)
+        ModelConfig(stats_path=False, temporal_path=False, shape_path=False)
 
 
 def test_feature_mismatch_names_columns(tmp_path):

@@ -43,6 +43,7 @@ from scipy.signal import lfilter
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from data.synthetic import zoo  # noqa: E402
 from openface import AU_COLUMNS, FEATURE_COLUMNS, TRAITS  # noqa: E402
 from tables import write_text_atomic  # noqa: E402
 
@@ -183,25 +184,45 @@ def video_ids(rng: np.random.Generator, n: int) -> list[str]:
 
 
 def generate(n_clips: int, clips_per_video: int, seed: int, seconds: tuple[float, float] = (12, 16),
-             snr: str = "strong", pair_gap: int = PAIR_GAP, openness: str = "spread") -> tuple[list[dict], dict]:
-    """Clips (name, frames, labels) and the truth record, deterministic in the arguments."""
+             snr: str = "strong", pair_gap: int = PAIR_GAP, openness: str = "spread",
+             kinds: tuple[str, ...] | None = None) -> tuple[list[dict], dict]:
+    """Clips (name, frames, labels) and the truth record, deterministic in the arguments. With `kinds` (one
+    zoo.KINDS name per trait) the traits follow those signal kinds instead of the recipes above."""
     planted_r2 = dict(SNR_PLANTED_R2[snr], **({"openness": 0.0} if openness == "noise" else {}))
+    if kinds is not None:
+        planted_r2 = {trait: 0.0 if kind == "noise" else SNR_PLANTED_R2[snr]["openness"]
+                      for trait, kind in zip(TRAITS, kinds)}
     rng = np.random.default_rng(seed)
     n_videos = -(-n_clips // clips_per_video)
     videos = video_ids(rng, n_videos)
+    channels = zoo.assign_channels(list(kinds)) if kinds is not None else []
     clips, signals = [], []
     for v, video in enumerate(videos):
-        person = person_params(rng, openness == "reaction")
+        if kinds is None:
+            person = person_params(rng, openness == "reaction")
+        else:
+            levels, tendency = zoo.person_levels(rng), rng.uniform(0, 1, len(kinds))
         for k in range(min(clips_per_video, n_clips - v * clips_per_video)):
-            frames, follow, delay = clip_frames(rng, person, seconds, pair_gap, openness == "reaction")
+            if kinds is None:
+                frames, follow, delay = clip_frames(rng, person, seconds, pair_gap, openness == "reaction")
+                signal = trait_signals(frames, follow, delay, openness)
+            else:
+                n = int(rng.integers(int(seconds[0] * FPS), int(seconds[1] * FPS) + 1))
+                values = np.clip(tendency + rng.normal(0, 0.1, len(kinds)), 0, 1)
+                frames, planted = zoo.clip_frames(rng, levels, n, list(kinds), channels, values)
+                signal = dict(zip(TRAITS, planted))
             clips.append({"file": f"{video}.{k:03d}.mp4", "frames": frames})
-            signals.append(trait_signals(frames, follow, delay, openness))
+            signals.append(signal)
     sig = pd.DataFrame(signals)
     sig = sig.fillna(sig.mean())  # a clip too short for any reaction carries the average delay
     z = ((sig - sig.mean()) / sig.std(ddof=0)).fillna(0.0)  # a constant signal (pure noise) is all zeros
     noise = rng.standard_normal((len(clips), len(TRAITS)))
     truth = {"seed": seed, "clips": len(clips), "videos": n_videos, "trait_sd": TRAIT_SD, "snr": snr,
              "pair_gap_frames": pair_gap, "openness_signal": openness, "traits": {}}
+    if kinds is not None:
+        truth["kinds"] = {trait: {"kind": kind, "description": zoo.KINDS[kind].description,
+                                  "channels": [FEATURE_COLUMNS[c] for c in ch]}
+                          for trait, kind, ch in zip(TRAITS, kinds, channels)}
     for j, trait in enumerate(TRAITS):
         clean = TRAIT_MEAN[trait] + TRAIT_SD * np.sqrt(planted_r2[trait]) * z[trait].to_numpy()
         noise_sd = TRAIT_SD * np.sqrt(1 - planted_r2[trait])
@@ -305,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--openness", choices=OPENNESS_SIGNALS, default="spread",
                         help="what openness follows: AU02 spread, the nod -> brow-raise delay, or nothing "
                              "(default spread)")
+    parser.add_argument("--kinds", nargs=len(TRAITS), choices=tuple(zoo.KINDS), metavar="KIND",
+                        help="one signal kind per trait, in the order " + ", ".join(TRAITS) + ", instead of the "
+                             "planted relationships above: " + ", ".join(zoo.KINDS) + " (data/synthetic/zoo.py; "
+                             "default: none)")
     parser.add_argument("--layouts", nargs="+", choices=("table", "openface"), default=("table", "openface"),
                         help="which layouts to write (default both; labels.csv and truth.json are always written)")
     args = parser.parse_args(argv)
@@ -314,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     clips, truth = generate(args.clips, args.clips_per_video, args.seed, tuple(args.seconds), args.snr,
-                            args.pair_gap, args.openness)
+                            args.pair_gap, args.openness, tuple(args.kinds) if args.kinds else None)
     write_corpus(args.out, clips, truth, args.seed, tuple(args.layouts))
     print(describe(truth))
     print(f"wrote {args.out}")

@@ -1,0 +1,216 @@
+"""A zoo of signal kinds for the synthetic generator: each kind plants one clip-level quantity into one or two
+channels of a clip and returns that quantity as written, so a trait can follow any kind. prepare.py --kinds gives
+each trait one kind; every clip carries all five, on channels of their own, over a background of smooth noise.
+
+Each SignalKind has one interface: plant(rng, x, channels, value) adds the kind's pattern for a clip whose latent
+value is in [0, 1] (a person's tendency plus a little clip jitter) to x (T, 22) in place, and returns the noise-free
+signal read off the written frames. Where the pattern is not a level, the channel's mean and variance do not
+depend on the value (equal marginals), so clip means and stds cannot read it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.signal import lfilter
+
+FPS = 30
+AU_CHANNELS = tuple(range(17))  # AU01_r ... AU45_r in FEATURE_COLUMNS order
+HEAD_CHANNELS = (19, 20, 21)  # pose_Rx, pose_Ry, pose_Rz
+BURST = 10  # frames of one burst or event
+
+
+def ar1(rng: np.random.Generator, n: int, rho: float, sd: float) -> np.ndarray:
+    """AR(1) noise with lag-one correlation rho and stationary standard deviation sd."""
+    return lfilter([np.sqrt(1 - rho ** 2) * sd], [1, -rho], rng.standard_normal(n))
+
+
+def bump(length: int) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(length) + 0.5) / length)
+
+
+def add(track: np.ndarray, start: int, shape: np.ndarray, amplitude: float) -> None:
+    stop = min(len(track), start + len(shape))
+    if 0 <= start < stop:
+        track[start:stop] += amplitude * shape[: stop - start]
+
+
+def spaced_starts(rng: np.random.Generator, n: int, count: int, gap: int) -> np.ndarray:
+    """`count` start frames at least `gap` apart within [0, n - gap)."""
+    slots = max(1, (n - gap) // gap)
+    chosen = np.sort(rng.choice(slots, size=min(count, slots), replace=False))
+    return chosen * gap + rng.integers(0, max(1, gap // 4), len(chosen))
+
+
+def level(rng, x, ch, value):
+    x[:, ch[0]] += 2.0 * value
+    return float(x[:, ch[0]].mean())
+
+
+def spread(rng, x, ch, value):
+    x[:, ch[0]] += ar1(rng, len(x), 0.9, 0.2 + 0.8 * value)
+    return float(x[:, ch[0]].std())
+
+
+def inverted_u(rng, x, ch, value):
+    mean = level(rng, x, ch, value)
+    return -(mean - 2.5) ** 2  # the background level is about 1.5, so the mean runs from 1.5 to 3.5
+
+
+def threshold(rng, x, ch, value):
+    return max(0.0, level(rng, x, ch, value) - 2.7)
+
+
+def co_occurrence(rng, x, ch, value):
+    """Bursts of two AUs, as many in every clip; a share `value` of the second's come at the first's frames."""
+    n, count = len(x), max(2, len(x) // 60)
+    first = spaced_starts(rng, n, count, 2 * BURST)
+    together = rng.random(len(first)) < value
+    alone = spaced_starts(rng, n, len(first), 2 * BURST)
+    for at, same, other in zip(first, together, alone):
+        add(x[:, ch[0]], int(at), bump(BURST), 1.5)
+        add(x[:, ch[1]], int(at if same else other), bump(BURST), 1.5)
+    return float(together.mean())
+
+
+def order(rng, x, ch, value):
+    """Pairs of bursts 20 frames apart: a share `value` run first channel then second, the others the other way."""
+    starts = spaced_starts(rng, len(x), max(2, len(x) // 90), 60)
+    follows = rng.random(len(starts)) < value
+    for at, forward in zip(starts, follows):
+        a, b = (ch[0], ch[1]) if forward else (ch[1], ch[0])
+        add(x[:, a], int(at), bump(BURST), 1.5)
+        add(x[:, b], int(at) + 20, bump(BURST), 1.5)
+    return float(follows.mean())
+
+
+def lead_lag(rng, x, ch, value):
+    """One slow movement in two channels, the second 8 frames after the first, or 8 before: which leads."""
+    leads = rng.random() < value
+    shared = ar1(rng, len(x) + 16, 0.95, 0.5)
+    x[:, ch[0]] += shared[8: 8 + len(x)]
+    x[:, ch[1]] += shared[:len(x)] if leads else shared[16:]
+    return float(leads)
+
+
+def slow_delay(rng, x, ch, value):
+    """Events in one channel answered in another 1-4 s later."""
+    delay = int(round(FPS * (1 + 3 * value)))
+    starts = spaced_starts(rng, len(x), max(1, len(x) // 180), 180)
+    answered = [int(at) for at in starts if at + delay + BURST <= len(x)]
+    for at in starts:
+        add(x[:, ch[0]], int(at), bump(BURST), 2.0)
+    for at in answered:
+        add(x[:, ch[1]], at + delay, bump(BURST), 2.0)
+    return float(delay) if answered else float("nan")
+
+
+def jerkiness(rng, x, ch, value):
+    """A head angle's lag-one correlation (0.5 smooth-ish to 0.95 smooth) at one variance."""
+    rho = 0.95 - 0.45 * value
+    part = ar1(rng, len(x), rho, 0.08)
+    x[:, ch[0]] += part
+    return float(1 - np.corrcoef(part[:-1], part[1:])[0, 1])
+
+
+def rhythm(rng, x, ch, value):
+    """An oscillation of 0.3-1.5 Hz at one amplitude."""
+    hertz = 0.3 + 1.2 * value
+    t = np.arange(len(x)) / FPS
+    x[:, ch[0]] += 0.6 * np.sin(2 * np.pi * hertz * t + rng.uniform(0, 2 * np.pi))
+    return hertz
+
+
+def burst_duration(rng, x, ch, value):
+    """Bursts covering a third of the clip: long and few, or short and many (the same mean)."""
+    duration = int(round(6 + 30 * value))
+    count = max(1, int(round(len(x) / 3 / duration)))
+    for at in spaced_starts(rng, len(x), count, max(duration + 2, len(x) // (count + 1))):
+        x[int(at): int(at) + duration, ch[0]] += 1.5
+    return float(duration)
+
+
+def trend(rng, x, ch, value):
+    """A drift from the clip's start to its end, up or down, about one mean."""
+    slope = 2.0 * value - 1.0
+    x[:, ch[0]] += slope * (np.linspace(-1, 1, len(x)))
+    return slope
+
+
+def rare_events(rng, x, ch, value):
+    """How many large, brief spikes (a Poisson count with mean 0-3)."""
+    count = rng.poisson(3 * value)
+    for at in rng.integers(0, len(x) - BURST, count):
+        add(x[:, ch[0]], int(at), bump(BURST), 3.0)
+    return float(count)
+
+
+def noise(rng, x, ch, value):
+    return 0.0
+
+
+@dataclass(frozen=True)
+class SignalKind:
+    name: str
+    description: str
+    channels: tuple[str, ...]  # the channel pools it plants into: "au" or "head"
+    plant: Callable[[np.random.Generator, np.ndarray, tuple[int, ...], float], float]
+
+
+KINDS: dict[str, SignalKind] = {k.name: k for k in (
+    SignalKind("level", "the clip mean of one AU", ("au",), level),
+    SignalKind("spread", "the clip std of one AU", ("au",), spread),
+    SignalKind("inverted-u", "an inverted U in the clip mean of one AU", ("au",), inverted_u),
+    SignalKind("threshold", "the clip mean of one AU above a threshold, else 0", ("au",), threshold),
+    SignalKind("co-occurrence", "the share of one AU's bursts that coincide with another's (lag 0)", ("au", "au"),
+               co_occurrence),
+    SignalKind("order", "the share of burst pairs that run AU a then AU b, 20 frames apart", ("au", "au"), order),
+    SignalKind("lead-lag", "which of two AUs leads the other by 8 frames", ("au", "au"), lead_lag),
+    SignalKind("slow-delay", "the 1-4 s delay from an event in one AU to the answer in another", ("au", "au"),
+               slow_delay),
+    SignalKind("jerkiness", "one minus a head angle's lag-one correlation, at one variance", ("head",), jerkiness),
+    SignalKind("rhythm", "the frequency of an oscillation of one AU, at one amplitude", ("au",), rhythm),
+    SignalKind("burst-duration", "how long one AU's bursts last, at one total time (duration against count)",
+               ("au",), burst_duration),
+    SignalKind("trend", "the drift of one AU from the clip's start to its end, at one mean", ("au",), trend),
+    SignalKind("rare-events", "how many large brief spikes one AU has (0 to a few)", ("au",), rare_events),
+    SignalKind("noise", "nothing: the trait is pure noise", (), noise),
+)}
+
+
+def assign_channels(kinds: list[str]) -> list[tuple[int, ...]]:
+    """Channels of their own for each kind, in order, from the AU and head pools (a kind gets the next free ones)."""
+    pools = {"au": list(AU_CHANNELS), "head": list(HEAD_CHANNELS)}
+    out = []
+    for name in kinds:
+        wanted = KINDS[name].channels
+        if sum(1 for w in wanted if w == "au") > len(pools["au"]) or \
+                sum(1 for w in wanted if w == "head") > len(pools["head"]):
+            raise ValueError(f"not enough channels left for {name}")
+        out.append(tuple(pools[w].pop(0) for w in wanted))
+    return out
+
+
+def person_levels(rng: np.random.Generator) -> np.ndarray:
+    """(22,) a person's resting levels: AUs about 1.5 (room to move within OpenFace's 0-5), angles about 0."""
+    return np.r_[rng.uniform(1.2, 1.8, len(AU_CHANNELS)), rng.normal(0, 0.05, 22 - len(AU_CHANNELS))]
+
+
+def background(rng: np.random.Generator, n: int, levels: np.ndarray) -> np.ndarray:
+    """(n, 22) smooth noise around a person's levels."""
+    x = np.zeros((n, 22))
+    for j in range(22):
+        x[:, j] = levels[j] + ar1(rng, n, 0.9, 0.12 if j in AU_CHANNELS else 0.03)
+    return x
+
+
+def clip_frames(rng: np.random.Generator, levels: np.ndarray, n: int, kinds: list[str],
+                channels: list[tuple[int, ...]], values: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """One clip of n frames carrying each kind at its latent value: (n, 22) frames within OpenFace's ranges, rounded
+    as OpenFace writes them, and each kind's signal."""
+    x = background(rng, n, levels)
+    signals = [KINDS[name].plant(rng, x, ch, float(v)) for name, ch, v in zip(kinds, channels, values)]
+    x[:, :len(AU_CHANNELS)] = np.clip(x[:, :len(AU_CHANNELS)], 0, 5)
+    x[:, len(AU_CHANNELS):] = np.clip(x[:, len(AU_CHANNELS):], -0.6, 0.6)
+    return np.round(x, 3), signals

@@ -506,8 +506,9 @@ def test_ctrl_c_or_sigterm_is_one_line_saying_what_was_kept_and_the_resume_finis
     out = tmp_path / KILL_OUT
     args = [tiny_corpus / "openface", "--weights", hybrid_weights, "-o", out, "--chunk-size", "1", "--workers", "1"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "attn_deploy.py"), *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=process_env())
-    parts = tmp_path / f"{KILL_OUT}.parts"
+                            stderr=subprocess.PIPE, text=True, env=process_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal,
+    parts = tmp_path / f"{KILL_OUT}.parts"  # even when these tests run in the background, where SIGINT is ignored
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not list(parts.glob("*.clips.parquet")):
         time.sleep(0.002)

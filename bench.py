@@ -299,9 +299,7 @@ def openface_extraction(video: Path, workdir: Path) -> dict:
 def linear_path_costs(n_clips: int) -> dict[str, float]:
     """Seconds of stacking.fit_linear_paths on n_clips synthetic training clips: the statistics path alone, with
     each gated path, and with all (the default network)."""
-    generated, _ = prepare.generate(n_clips, 4, seed=0)
-    clips = [Clip(c["file"], c["file"], c["file"].split(".")[0], c["frames"].astype(np.float32),
-                  np.array([c["labels"][t] for t in TRAITS], np.float32)) for c in generated]
+    clips = prepare.labelled_clips(prepare.generate(n_clips, 4, seed=0)[0])
     scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
     off = {path.enabled_by: False for path in GATED_PATHS}
     configs = {"statistics path alone": ModelConfig(**off),

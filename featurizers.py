@@ -126,8 +126,8 @@ def clip_shapes(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     spikes = (~spiking[:, :-1] & spiking[:, 1:]).sum(dim=1).to(x.dtype) + spiking[:, 0].to(x.dtype)
     t = torch.arange(steps, device=x.device, dtype=x.dtype)[None, :]  # (1, T)
     centred = ((t - (count - 1) / 2) / (count / 2)) * mask  # (B, T) from -1 to 1 over each clip
-    drift = (z * centred[:, :, None]).sum(dim=1) / torch.sqrt((centred ** 2).sum(dim=1, keepdim=True) * count
-                                                            ).clamp(min=1e-6)
+    spread_of_time = torch.sqrt((centred ** 2).sum(dim=1, keepdim=True) * count)  # (B, 1): 0 or at least 1
+    drift = (z * centred[:, :, None]).sum(dim=1) / spread_of_time.clamp(min=1)  # a one-frame clip has no drift
     segment = (t * SHAPE_SEGMENTS / count).long().clamp(max=SHAPE_SEGMENTS - 1)  # (B, T)
     one_hot = F.one_hot(segment, SHAPE_SEGMENTS).to(x.dtype) * mask[:, :, None]  # (B, T, S)
     segments = torch.bmm(one_hot.transpose(1, 2), z) / one_hot.sum(dim=1)[:, :, None].clamp(min=1)  # (B, S, F)

@@ -199,11 +199,15 @@ class HybridNet(nn.Module):
             if path.fill is not None:
                 self.register_buffer(path.fill, torch.zeros(path.width(cfg)))
 
-    def path_inputs(self, path: LinearPath, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def path_inputs(self, path: LinearPath, x: torch.Tensor, lengths: torch.Tensor, filled: bool = True
+                    ) -> torch.Tensor:
         """(B, T, F) zero beyond each length -> (B, width): the path's featurizer, with a clip's missing inputs
-        replaced by their training means (the path's fill buffer, set by stacking.fit_linear_paths)."""
+        replaced by their training means (the path's fill buffer, set by stacking.fit_linear_paths), unless not
+        `filled` (NaN where a clip lacks an input: what that fit reads)."""
         values = path.featurize(x, lengths, self.cfg)
-        return torch.where(values.isnan(), getattr(self, path.fill), values) if path.fill is not None else values
+        if path.fill is None or not filled:
+            return values
+        return torch.where(values.isnan(), getattr(self, path.fill), values)
 
     def gates_of(self, path: LinearPath) -> torch.Tensor:
         return getattr(self, path.gates)

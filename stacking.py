@@ -46,7 +46,8 @@ def path_contributions(model: HybridNet, clips: Sequence[Clip], scaler: Scaler,
 def path_inputs(model: HybridNet, clips: Sequence[Clip], scaler: Scaler, device: torch.device) -> dict[str, np.ndarray]:
     """Each linear path's featurizer over the clips, by key: (N, width), NaN where a clip lacks an input."""
     def compute(x: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:  # x: zero beyond each length
-        return {path.key: path.featurize(x, lengths, model.cfg).double() for path in model.cfg.linear_paths}
+        return {path.key: model.path_inputs(path, x, lengths, filled=False).double()
+                for path in model.cfg.linear_paths}
     return batched(model, clips, scaler, device, compute)
 
 

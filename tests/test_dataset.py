@@ -296,3 +296,9 @@ def test_zoo_corpora_stay_within_openface_ranges_and_document_their_kinds(tmp_pa
     assert truth["kinds"]["neuroticism"]["channels"] == ["pose_Rx"]
     clips, summary = read_clips([tmp_path / "frames.csv"], FEATURE_COLUMNS)
     assert len(clips) == 12 and not summary.frames_dropped  # every frame within OpenFace's ranges
+
+
+def test_zoo_kinds_that_ask_for_more_channels_than_there_are_are_refused_in_one_line(tmp_path, capsys):
+    assert prepare.main(["--kinds", *["jerkiness"] * 4, "level", "-o", str(tmp_path / "z")]) == 1
+    assert capsys.readouterr().err.strip() == "error: --kinds: these kinds need 4 head channels, and there are 3"
+    assert not (tmp_path / "z").exists()

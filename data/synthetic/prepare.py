@@ -38,16 +38,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from data.synthetic import zoo  # noqa: E402
-from openface import AU_COLUMNS, FEATURE_COLUMNS, TRAITS  # noqa: E402
+from data.synthetic.zoo import FPS, add_event, bump, smooth_noise  # noqa: E402
+from openface import AU_COLUMNS, FEATURE_COLUMNS, TRAITS, Clip, clip_key, source_group  # noqa: E402
 from tables import write_text_atomic  # noqa: E402
 
-FPS = 30
 SLOT = 90  # frames per event slot (3 s)
 PAIR_GAP = 60  # frames between the two events of a nod/smile pair (2 s)
 SMILE_LEN, NOD_LEN, BROW_LEN, BLINK_LEN = 24, 18, 15, 6
@@ -64,22 +63,6 @@ REACTION_SECONDS = (1.0, 4.0)  # range of a person's nod -> surprised-look delay
 AU_INDEX = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
 OPENFACE_AU_C = ("AU01_c", "AU02_c", "AU04_c", "AU05_c", "AU06_c", "AU07_c", "AU09_c", "AU10_c", "AU12_c",
                  "AU14_c", "AU15_c", "AU17_c", "AU20_c", "AU23_c", "AU25_c", "AU26_c", "AU28_c", "AU45_c")
-
-
-def bump(length: int) -> np.ndarray:
-    """A raised-cosine event shape of `length` frames peaking at 1."""
-    return 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(length) + 0.5) / length)
-
-
-def smooth_noise(rng: np.random.Generator, n: int, rho: float, sd: float) -> np.ndarray:
-    """AR(1) noise with stationary standard deviation `sd`."""
-    return lfilter([np.sqrt(1 - rho**2) * sd], [1, -rho], rng.standard_normal(n))
-
-
-def add_event(track: np.ndarray, start: int, shape: np.ndarray, amplitude: float) -> None:
-    stop = min(len(track), start + len(shape))
-    if start < stop:
-        track[start:stop] += amplitude * shape[: stop - start]
 
 
 def person_params(rng: np.random.Generator, reaction: bool = False) -> dict:
@@ -237,6 +220,12 @@ def generate(n_clips: int, clips_per_video: int, seed: int, seconds: tuple[float
     return clips, truth
 
 
+def labelled_clips(generated: list[dict]) -> list[Clip]:
+    """generate()'s clips as labelled Clips, keyed and grouped as the readers key and group their files."""
+    return [Clip(clip_key(c["file"]), c["file"], source_group(clip_key(c["file"])), c["frames"].astype(np.float32),
+                 np.array([c["labels"][t] for t in TRAITS], np.float32)) for c in generated]
+
+
 def frame_table(clips: list[dict]) -> pd.DataFrame:
     """Layout A: one row per frame."""
     parts = []
@@ -337,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
             or not 0 < args.pair_gap < SLOT):
         print(f"error: need --clips >= 3, --clips-per-video >= 1, 0 < MIN <= MAX seconds and 0 < --pair-gap < {SLOT}",
               file=sys.stderr)
+        return 1
+    try:
+        zoo.assign_channels(args.kinds or [])
+    except ValueError as err:
+        print(f"error: --kinds: {err}", file=sys.stderr)
         return 1
     clips, truth = generate(args.clips, args.clips_per_video, args.seed, tuple(args.seconds), args.snr,
                             args.pair_gap, args.openness, tuple(args.kinds) if args.kinds else None)

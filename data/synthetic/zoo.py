@@ -15,22 +15,26 @@ from typing import Callable
 import numpy as np
 from scipy.signal import lfilter
 
+from openface import AU_COLUMNS, FEATURE_COLUMNS, HEAD_COLUMNS
+
 FPS = 30
-AU_CHANNELS = tuple(range(17))  # AU01_r ... AU45_r in FEATURE_COLUMNS order
-HEAD_CHANNELS = (19, 20, 21)  # pose_Rx, pose_Ry, pose_Rz
+AU_CHANNELS = tuple(FEATURE_COLUMNS.index(c) for c in AU_COLUMNS)  # the first columns of FEATURE_COLUMNS
+HEAD_CHANNELS = tuple(FEATURE_COLUMNS.index(c) for c in HEAD_COLUMNS)
 BURST = 10  # frames of one burst or event
 
 
-def ar1(rng: np.random.Generator, n: int, rho: float, sd: float) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, n: int, rho: float, sd: float) -> np.ndarray:
     """AR(1) noise with lag-one correlation rho and stationary standard deviation sd."""
     return lfilter([np.sqrt(1 - rho ** 2) * sd], [1, -rho], rng.standard_normal(n))
 
 
 def bump(length: int) -> np.ndarray:
+    """A raised-cosine event shape of `length` frames peaking at 1."""
     return 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(length) + 0.5) / length)
 
 
-def add(track: np.ndarray, start: int, shape: np.ndarray, amplitude: float) -> None:
+def add_event(track: np.ndarray, start: int, shape: np.ndarray, amplitude: float) -> None:
+    """Add amplitude * shape to the track from frame `start`, cut at the track's end."""
     stop = min(len(track), start + len(shape))
     if 0 <= start < stop:
         track[start:stop] += amplitude * shape[: stop - start]
@@ -49,7 +53,7 @@ def level(rng, x, ch, value):
 
 
 def spread(rng, x, ch, value):
-    x[:, ch[0]] += ar1(rng, len(x), 0.9, 0.2 + 0.8 * value)
+    x[:, ch[0]] += smooth_noise(rng, len(x), 0.9, 0.2 + 0.8 * value)
     return float(x[:, ch[0]].std())
 
 
@@ -69,8 +73,8 @@ def co_occurrence(rng, x, ch, value):
     together = rng.random(len(first)) < value
     alone = spaced_starts(rng, n, len(first), 2 * BURST)
     for at, same, other in zip(first, together, alone):
-        add(x[:, ch[0]], int(at), bump(BURST), 1.5)
-        add(x[:, ch[1]], int(at if same else other), bump(BURST), 1.5)
+        add_event(x[:, ch[0]], int(at), bump(BURST), 1.5)
+        add_event(x[:, ch[1]], int(at if same else other), bump(BURST), 1.5)
     return float(together.mean())
 
 
@@ -80,15 +84,15 @@ def order(rng, x, ch, value):
     follows = rng.random(len(starts)) < value
     for at, forward in zip(starts, follows):
         a, b = (ch[0], ch[1]) if forward else (ch[1], ch[0])
-        add(x[:, a], int(at), bump(BURST), 1.5)
-        add(x[:, b], int(at) + 20, bump(BURST), 1.5)
+        add_event(x[:, a], int(at), bump(BURST), 1.5)
+        add_event(x[:, b], int(at) + 20, bump(BURST), 1.5)
     return float(follows.mean())
 
 
 def lead_lag(rng, x, ch, value):
     """One slow movement in two channels, the second 8 frames after the first, or 8 before: which leads."""
     leads = rng.random() < value
-    shared = ar1(rng, len(x) + 16, 0.95, 0.5)
+    shared = smooth_noise(rng, len(x) + 16, 0.95, 0.5)
     x[:, ch[0]] += shared[8: 8 + len(x)]
     x[:, ch[1]] += shared[:len(x)] if leads else shared[16:]
     return float(leads)
@@ -100,16 +104,16 @@ def slow_delay(rng, x, ch, value):
     starts = spaced_starts(rng, len(x), max(1, len(x) // 180), 180)
     answered = [int(at) for at in starts if at + delay + BURST <= len(x)]
     for at in starts:
-        add(x[:, ch[0]], int(at), bump(BURST), 2.0)
+        add_event(x[:, ch[0]], int(at), bump(BURST), 2.0)
     for at in answered:
-        add(x[:, ch[1]], at + delay, bump(BURST), 2.0)
+        add_event(x[:, ch[1]], at + delay, bump(BURST), 2.0)
     return float(delay) if answered else float("nan")
 
 
 def jerkiness(rng, x, ch, value):
     """A head angle's lag-one correlation (0.5 smooth-ish to 0.95 smooth) at one variance."""
     rho = 0.95 - 0.45 * value
-    part = ar1(rng, len(x), rho, 0.08)
+    part = smooth_noise(rng, len(x), rho, 0.08)
     x[:, ch[0]] += part
     return float(1 - np.corrcoef(part[:-1], part[1:])[0, 1])
 
@@ -142,7 +146,7 @@ def rare_events(rng, x, ch, value):
     """How many large, brief spikes (a Poisson count with mean 0-3)."""
     count = rng.poisson(3 * value)
     for at in rng.integers(0, len(x) - BURST, count):
-        add(x[:, ch[0]], int(at), bump(BURST), 3.0)
+        add_event(x[:, ch[0]], int(at), bump(BURST), 3.0)
     return float(count)
 
 
@@ -180,28 +184,26 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
 
 
 def assign_channels(kinds: list[str]) -> list[tuple[int, ...]]:
-    """Channels of their own for each kind, in order, from the AU and head pools (a kind gets the next free ones)."""
+    """Channels of their own for each kind, in order, from the AU and head pools (a kind gets the next free ones);
+    ValueError, naming the pool, when the kinds ask for more channels than it has."""
     pools = {"au": list(AU_CHANNELS), "head": list(HEAD_CHANNELS)}
-    out = []
-    for name in kinds:
-        wanted = KINDS[name].channels
-        if sum(1 for w in wanted if w == "au") > len(pools["au"]) or \
-                sum(1 for w in wanted if w == "head") > len(pools["head"]):
-            raise ValueError(f"not enough channels left for {name}")
-        out.append(tuple(pools[w].pop(0) for w in wanted))
-    return out
+    asked = {pool: sum(KINDS[name].channels.count(pool) for name in kinds) for pool in pools}
+    for pool, count in asked.items():
+        if count > len(pools[pool]):
+            raise ValueError(f"these kinds need {count} {pool} channels, and there are {len(pools[pool])}")
+    return [tuple(pools[pool].pop(0) for pool in KINDS[name].channels) for name in kinds]
 
 
 def person_levels(rng: np.random.Generator) -> np.ndarray:
     """(22,) a person's resting levels: AUs about 1.5 (room to move within OpenFace's 0-5), angles about 0."""
-    return np.r_[rng.uniform(1.2, 1.8, len(AU_CHANNELS)), rng.normal(0, 0.05, 22 - len(AU_CHANNELS))]
+    return np.r_[rng.uniform(1.2, 1.8, len(AU_CHANNELS)), rng.normal(0, 0.05, len(FEATURE_COLUMNS) - len(AU_CHANNELS))]
 
 
 def background(rng: np.random.Generator, n: int, levels: np.ndarray) -> np.ndarray:
-    """(n, 22) smooth noise around a person's levels."""
-    x = np.zeros((n, 22))
-    for j in range(22):
-        x[:, j] = levels[j] + ar1(rng, n, 0.9, 0.12 if j in AU_CHANNELS else 0.03)
+    """(n, F) smooth noise around a person's levels."""
+    x = np.zeros((n, len(FEATURE_COLUMNS)))
+    for j in range(len(FEATURE_COLUMNS)):
+        x[:, j] = levels[j] + smooth_noise(rng, n, 0.9, 0.12 if j in AU_CHANNELS else 0.03)
     return x
 
 

@@ -150,6 +150,53 @@ def rare_events(rng, x, ch, value):
     return float(count)
 
 
+def skew(rng, x, ch, value):
+    """Brief large rises over a slow sag (skewed) or a symmetric wobble, at one mean and variance."""
+    wobble = smooth_noise(rng, len(x), 0.8, 1.0)
+    rises = np.exp(wobble)
+    mixed = (1 - value) * wobble + value * (rises - rises.mean()) / rises.std()
+    part = 0.4 * (mixed - mixed.mean()) / mixed.std()
+    x[:, ch[0]] += part
+    low, middle, high = np.quantile(part, [0.25, 0.5, 0.75])
+    return float((high + low - 2 * middle) / (high - low))  # Bowley's quartile skewness, within [-1, 1]
+
+
+def peak_time(rng, x, ch, value):
+    """One large slow event, at a share `value` of the way through the clip."""
+    width = 3 * BURST
+    at = int(round(value * (len(x) - width)))
+    add_event(x[:, ch[0]], at, bump(width), 1.5)
+    return (at + width / 2) / len(x)
+
+
+def synchrony(rng, x, ch, value):
+    """Two head angles' slow movements sharing a part `value` of their variance, at one variance each."""
+    shared = smooth_noise(rng, len(x), 0.95, 1.0)
+    parts = [np.sqrt(value) * shared + np.sqrt(1 - value) * smooth_noise(rng, len(x), 0.95, 1.0) for _ in ch]
+    parts = [0.06 * (p - p.mean()) / p.std() for p in parts]
+    for c, part in zip(ch, parts):
+        x[:, c] += part
+    return float(np.corrcoef(parts[0], parts[1])[0, 1])
+
+
+def tremor(rng, x, ch, value):
+    """A 5-7 Hz oscillation carrying a share `value` of a head angle's movement, at one variance."""
+    t = np.arange(len(x)) / FPS
+    fast = np.sin(2 * np.pi * rng.uniform(5, 7) * t + rng.uniform(0, 2 * np.pi))
+    slow = smooth_noise(rng, len(x), 0.95, 1.0)
+    fast, slow = [(p - p.mean()) / p.std() for p in (fast, slow)]
+    x[:, ch[0]] += 0.06 * (np.sqrt(value) * fast + np.sqrt(1 - value) * slow)
+    return float(value)
+
+
+def envelope(rng, x, ch, value):
+    """One AU's movement bunched into active and calm stretches (a slowly varying amplitude), at one variance."""
+    amplitude = np.exp(1.5 * value * smooth_noise(rng, len(x), 0.99, 1.0))
+    part = amplitude * smooth_noise(rng, len(x), 0.7, 1.0)
+    x[:, ch[0]] += 0.3 * (part - part.mean()) / part.std()
+    return float(amplitude.std() / amplitude.mean())
+
+
 def noise(rng, x, ch, value):
     return 0.0
 
@@ -179,6 +226,15 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
                ("au",), burst_duration),
     SignalKind("trend", "the drift of one AU from the clip's start to its end, at one mean", ("au",), trend),
     SignalKind("rare-events", "how many large brief spikes one AU has (0 to a few)", ("au",), rare_events),
+    SignalKind("skew", "how skewed one AU's movement is (brief rises over a slow sag), at one mean and variance",
+               ("au",), skew),
+    SignalKind("peak-time", "when in the clip one AU's single large event comes", ("au",), peak_time),
+    SignalKind("synchrony", "the share of two head angles' slow movement they have in common", ("head", "head"),
+               synchrony),
+    SignalKind("tremor", "the share of a head angle's movement in a 5-7 Hz oscillation, at one variance", ("head",),
+               tremor),
+    SignalKind("envelope", "how unevenly one AU's movement is spread over the clip (active and calm stretches)",
+               ("au",), envelope),
     SignalKind("noise", "nothing: the trait is pure noise", (), noise),
 )}
 

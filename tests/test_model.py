@@ -275,7 +275,7 @@ def test_save_load_round_trip_reproduces_outputs_and_fields_exactly(tmp_path):
     assert ckpt.code_version.startswith(__version__) and ckpt.train_options == {"epochs": 4}
 
 
-LEGACY = ROOT / "tests" / "fixtures" / "checkpoints"  # written by code 2.0.1, the last of formats 1 and 2
+LEGACY = ROOT / "tests" / "fixtures" / "checkpoints"  # written by earlier code (README.md there)
 
 
 def legacy_outputs(name: str) -> torch.Tensor:
@@ -289,7 +289,8 @@ def legacy_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("file,name", [("format1_hybrid", "format1"), ("format2_before_events", "before_events"),
                                        ("format2_hybrid", "hybrid"), ("format2_ensemble", "ensemble"),
-                                       ("format2_ensemble_no_stats", "ensemble_no_stats")])
+                                       ("format2_ensemble_no_stats", "ensemble_no_stats"),
+                                       ("format3_all_paths", "format3")])
 def test_checkpoints_of_earlier_formats_give_the_outputs_they_gave(file, name):
     """An ensemble's members each held a copy of the linear paths; they load into the one set this format has."""
     ckpt = load_checkpoint(LEGACY / f"{file}.pt")

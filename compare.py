@@ -1,7 +1,7 @@
 """The network against the baselines on synthetic corpora with planted signals, end to end, with default flags.
 
-    python compare.py --quick                      # one small corpus per recipe, a few minutes
-    python compare.py -o main                      # 300 / 1,000 / 3,000 clips, 2 seeds (about 75 minutes on 2 cores)
+    python compare.py --quick                      # one 300-clip corpus per recipe (about 25 minutes on 2 cores)
+    python compare.py -o main                      # 300 / 1,000 / 3,000 clips, 2 seeds (hours on 2 cores)
     python compare.py --recipes fi --seeds 2 3 4 -o more
     python compare.py --tables main/comparison.csv more/comparison.csv -o docs/comparison   # the README table
 

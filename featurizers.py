@@ -2,7 +2,9 @@
 featurizer), how many inputs that gives, how ridge regression fits it, and the names of its layer and buffers.
 
 The network (model.HybridNet), their fit and gates (stacking.py), the checkpoint check (checkpoint.py) and the
-reports iterate over this registry; a new path is one entry here and its on/off field in model.ModelConfig."""
+reports iterate over this registry; a new path is one entry here and its on/off field in model.ModelConfig.
+A path's inputs are its featurizer's values, with a clip's missing ones filled in (`fill`) and, for a knotted path,
+hinged at knots (`knots`); the fit (stacking.fit_linear_paths) sets both from the training clips."""
 from __future__ import annotations
 
 import math
@@ -101,6 +103,16 @@ def masked_quantiles(x: torch.Tensor, lengths: torch.Tensor, qs: Sequence[float]
     return ordered.gather(1, ranks[:, :, None].expand(-1, -1, x.shape[2]))
 
 
+def segment_means_of(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, SHAPE_SEGMENTS, F): each input's mean in SHAPE_SEGMENTS equal parts of each clip's valid
+    frames."""
+    mask = valid_mask(lengths, x.shape[1])  # (B, T)
+    t = torch.arange(x.shape[1], device=x.device, dtype=x.dtype)[None, :]  # (1, T)
+    segment = (t * SHAPE_SEGMENTS / lengths.to(x.dtype)[:, None]).long().clamp(max=SHAPE_SEGMENTS - 1)  # (B, T)
+    one_hot = F.one_hot(segment, SHAPE_SEGMENTS).to(x.dtype) * mask[:, :, None]  # (B, T, S)
+    return torch.bmm(one_hot.transpose(1, 2), x) / one_hot.sum(dim=1)[:, :, None].clamp(min=1)
+
+
 def clip_shapes(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, T, F) -> (B, SHAPE_STATISTICS * F): per input, over each clip's valid frames, what its mean and std
     leave out: the squares of both (a level or spread that matters nonlinearly), quantiles, how rough it is (the
@@ -128,13 +140,37 @@ def clip_shapes(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     centred = ((t - (count - 1) / 2) / (count / 2)) * mask  # (B, T) from -1 to 1 over each clip
     spread_of_time = torch.sqrt((centred ** 2).sum(dim=1, keepdim=True) * count)  # (B, 1): 0 or at least 1
     drift = (z * centred[:, :, None]).sum(dim=1) / spread_of_time.clamp(min=1)  # a one-frame clip has no drift
-    segment = (t * SHAPE_SEGMENTS / count).long().clamp(max=SHAPE_SEGMENTS - 1)  # (B, T)
-    one_hot = F.one_hot(segment, SHAPE_SEGMENTS).to(x.dtype) * mask[:, :, None]  # (B, T, S)
-    segments = torch.bmm(one_hot.transpose(1, 2), z) / one_hot.sum(dim=1)[:, :, None].clamp(min=1)  # (B, S, F)
+    segments = segment_means_of(z, lengths)  # (B, S, F)
     per_input = [mean ** 2, std ** 2, *masked_quantiles(x, lengths, SHAPE_QUANTILES).unbind(1), *rough, *auto,
                  crossings / (count - 1).clamp(min=1), torch.log1p(above.sum(dim=1) / rises.clamp(min=1)),
                  100 * spikes / count, drift, *segments.unbind(1)]
     return torch.stack(per_input, dim=1).flatten(1)  # (B, SHAPE_STATISTICS * F)
+
+
+EXTREME_QUANTILES = (0.0, 0.01, 0.99, 1.0)  # the least, the most and nearly so of each input over a clip
+CURVE_STATISTICS = 2 + SHAPE_STATISTICS + len(EXTREME_QUANTILES) + SHAPE_SEGMENTS  # per input
+HINGE_QUANTILES = (0.2, 0.4, 0.6, 0.8)  # where a knotted path's hinges bend: these quantiles over the training clips
+
+
+def course(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, SHAPE_SEGMENTS, F): each input's course through the clip in its own units (clip_shapes'
+    is in its z-scores): its mean in SHAPE_SEGMENTS equal parts of each clip's valid frames, less its clip mean."""
+    mean = masked_moments(x.transpose(1, 2), valid_mask(lengths, x.shape[1]))[0]  # (B, F)
+    return segment_means_of(x, lengths) - mean[:, None, :]
+
+
+def clip_summaries(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, CURVE_STATISTICS * F): each input's mean and std, its shape statistics (clip_shapes), its
+    extremes (EXTREME_QUANTILES) and its course through the clip (course) over each clip's valid frames."""
+    extremes = masked_quantiles(x, lengths, EXTREME_QUANTILES).flatten(1)  # (B, Q * F)
+    return torch.cat([clip_moments(x, lengths), clip_shapes(x, lengths), extremes,
+                      course(x, lengths).flatten(1)], dim=1)
+
+
+def hinges(values: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:
+    """(B, P) values, (K, P) knots -> (B, (1 + K) * P): the values and, for each knot, max(0, value - knot): a
+    ridge fit on them is a piecewise-linear function of each value, bending at its knots."""
+    return torch.cat([values, *(torch.relu(values - knot) for knot in knots)], dim=1)
 
 
 @dataclass(frozen=True)
@@ -152,6 +188,12 @@ class LinearPath:
     screened: bool = False  # many inputs of which few matter: fitted on the few (ridge.screened_ridge_fit)
     gates: str | None = None  # its buffer of per-trait weights; None for the statistics path, which every trait uses
     fill: str | None = None  # its buffer of training means that stand in for inputs a clip lacks, if it has any
+    knots: str | None = None  # its buffer (len(HINGE_QUANTILES), width) of knots, if its inputs are hinges of its
+    # featurizer's values at the training clips' HINGE_QUANTILES
+
+    def inputs(self, cfg: "ModelConfig") -> int:
+        """How many inputs its layer has: the featurizer's width, times 1 + len(HINGE_QUANTILES) with knots."""
+        return self.width(cfg) * (1 + len(HINGE_QUANTILES) if self.knots else 1)
 
     @property
     def switch(self) -> str:
@@ -175,6 +217,10 @@ def clip_shapes_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -
     return clip_shapes(x, lengths)
 
 
+def clip_summaries_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
+    return clip_summaries(x, lengths)
+
+
 STATS_PATH = LinearPath("stats", "statistics path", "stats_path", moments_of, lambda cfg: 2 * cfg.n_features)
 GATED_PATHS: tuple[LinearPath, ...] = (  # beside the statistics path, each weighed per trait; the fit's tie order
     LinearPath("temporal", "temporal path", "temporal_path", lagged_correlations_of,
@@ -183,5 +229,7 @@ GATED_PATHS: tuple[LinearPath, ...] = (  # beside the statistics path, each weig
                screened=True, gates="event_gates", fill="event_fill"),
     LinearPath("shapes", "shape path", "shape_path", clip_shapes_of, lambda cfg: SHAPE_STATISTICS * cfg.n_features,
                screened=True, gates="shape_gates"),
+    LinearPath("curves", "curves path", "curves_path", clip_summaries_of,
+               lambda cfg: CURVE_STATISTICS * cfg.n_features, screened=True, gates="curve_gates", knots="curve_knots"),
 )
 LINEAR_PATHS: tuple[LinearPath, ...] = (STATS_PATH, *GATED_PATHS)

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from cli import option
 from errors import DataError
-from featurizers import GATED_PATHS, LINEAR_PATHS, STATS_PATH, LinearPath
+from featurizers import GATED_PATHS, HINGE_QUANTILES, LINEAR_PATHS, STATS_PATH, LinearPath, hinges
 from layers import AttentionLSTM, conv_branch, make_convs, sinusoidal_encoding, time_embedding, valid_mask
 from paper_net import PAPER_ARCHITECTURE, PaperNet
 
@@ -46,6 +46,11 @@ class ModelConfig:
                                      "std leave out (squares, quantiles, roughness, autocorrelation, crossings, run "
                                      "lengths, spikes, drift), fitted on the few that predict what the statistics "
                                      "path misses")
+    curves_path: bool = option(True, "with the statistics path: a fifth linear path of piecewise-linear functions "
+                                      "of each input's statistics, shape statistics, extremes and course (hinges "
+                                      "at the training clips' quantiles: what matters past a threshold or along a "
+                                      "curve), "
+                                      "fitted on the few that predict what the statistics path misses")
     temporal_lags: tuple[int, ...] = option((0, 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128), "lags of the temporal "
                                             "path in frames (0: which inputs move together)", minimum=0,
                                             metavar="FRAMES")
@@ -190,7 +195,7 @@ class HybridNet(nn.Module):
         if cfg.stats_path:
             self.register_buffer("branch_gates", torch.ones(cfg.n_traits))
         for path in cfg.linear_paths:
-            layer = nn.Linear(path.width(cfg), cfg.n_traits).requires_grad_(False)  # fitted by ridge, then fixed
+            layer = nn.Linear(path.inputs(cfg), cfg.n_traits).requires_grad_(False)  # fitted by ridge, then fixed
             setattr(self, path.key, layer)
             if path.gates is not None:
                 nn.init.zeros_(layer.weight)
@@ -198,16 +203,27 @@ class HybridNet(nn.Module):
                 self.register_buffer(path.gates, torch.zeros(cfg.n_traits))
             if path.fill is not None:
                 self.register_buffer(path.fill, torch.zeros(path.width(cfg)))
+            if path.knots is not None:
+                self.register_buffer(path.knots, torch.zeros(len(HINGE_QUANTILES), path.width(cfg)))
 
-    def path_inputs(self, path: LinearPath, x: torch.Tensor, lengths: torch.Tensor, filled: bool = True
+    def path_inputs(self, path: LinearPath, x: torch.Tensor, lengths: torch.Tensor, raw: bool = False
                     ) -> torch.Tensor:
-        """(B, T, F) zero beyond each length -> (B, width): the path's featurizer, with a clip's missing inputs
-        replaced by their training means (the path's fill buffer, set by stacking.fit_linear_paths), unless not
-        `filled` (NaN where a clip lacks an input: what that fit reads)."""
+        """(B, T, F) zero beyond each length -> (B, path.inputs(cfg)): the path's featurizer, with a clip's missing
+        inputs replaced by their training means (its fill buffer) and, with knots, hinged at them (its knots
+        buffer); both buffers are set by stacking.fit_linear_paths, which reads the `raw` values (B, path.width(cfg)):
+        the featurizer's alone, NaN where a clip lacks an input."""
         values = path.featurize(x, lengths, self.cfg)
-        if path.fill is None or not filled:
+        if raw:
             return values
-        return torch.where(values.isnan(), getattr(self, path.fill), values)
+        return self.finished_inputs(path, values)
+
+    def finished_inputs(self, path: LinearPath, values: torch.Tensor) -> torch.Tensor:
+        """A path's raw featurizer values (B, width) as its layer reads them: filled in, then hinged."""
+        if path.fill is not None:
+            values = torch.where(values.isnan(), getattr(self, path.fill).to(values.dtype), values)
+        if path.knots is not None:
+            values = hinges(values, getattr(self, path.knots).to(values.dtype))
+        return values
 
     def gates_of(self, path: LinearPath) -> torch.Tensor:
         return getattr(self, path.gates)

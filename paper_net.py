@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from featurizers import LINEAR_PATHS
 from layers import (AttentionLSTM, SqueezeExcite, conv_branch, make_convs, sinusoidal_encoding, time_embedding,
                     valid_mask)
 
@@ -20,8 +21,7 @@ PAPER_ARCHITECTURE: dict[str, object] = {  # the published network's sizes and p
     "embed_dim": 512, "lstm_hidden": 256, "attn_dim": 700, "attn_hops": 256, "conv_channels": (128, 256, 256, 256),
     "conv_kernels": (8, 5, 3, 3), "conv_dilations": (1, 1, 1, 1), "conv_residual": False, "conv_pool": "mean",
     "squeeze_excite": True, "se_reduction": 16, "head_hidden": (256, 128), "dropout": 0.2,
-    "frame_time_scale": 100 / 30, "stats_path": False, "temporal_path": False, "event_path": False, "shape_path": False,
-    "members": 1}
+    "frame_time_scale": 100 / 30, **{path.enabled_by: False for path in LINEAR_PATHS}, "members": 1}
 PAPER_FRAMES = 700  # the original pads every clip to exactly this many frames
 PAPER_WINDOW = 699  # longer clips are cut into windows of at most this many frames and averaged
 PAPER_GAP = 24  # PaperNet.forward_valid: the all-padding run kept (> the conv stack's receptive field, 16)

@@ -3,8 +3,9 @@
 Before training, the statistics path is fitted to the labels by ridge regression (it is the ridge baseline), then
 each gated path (featurizers.GATED_PATHS) on what it misses, and the gated paths are stacked by their held-out
 predictions; all are then fixed. After training, the gates are set on the validation clips. Cost: one ridge fit
-per gated path (C of them), and a gate search of GATE_STEPS ** C weight combinations per trait before training
-(125 for the three paths today) and GATE_STEPS ** (C + 1) after it (625)."""
+per gated path (C of them), and per trait a gate search of GATE_STEPS weights per path, then of at most
+GATE_STEPS ** C combinations of those that earned a place, before training (625 for the four paths today), and of
+GATE_STEPS ** (C + 1) with the branches after it (3,125)."""
 from __future__ import annotations
 
 import itertools
@@ -12,15 +13,17 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from scipy.stats import norm
 
 from dataset import INFERENCE_BATCH, Scaler, bucketed_batches, collate, labels_of
-from featurizers import STATS_PATH
+from featurizers import HINGE_QUANTILES, STATS_PATH
 from model import HybridNet
 from openface import Clip
 from ridge import ridge_fit, screened_ridge_fit, video_codes
 
 GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
-GATE_Z = 1.64  # gates leave their default for a trait only when that beats it by this many standard errors
+GATE_Z = 1.64  # gates leave their default for a trait only when that beats it by this many standard errors; with C
+# candidates, by the z of a one-sided level C times smaller (choose_gates)
 
 
 def batched(model: HybridNet, clips: Sequence[Clip], scaler: Scaler, device: torch.device, compute
@@ -46,7 +49,7 @@ def path_contributions(model: HybridNet, clips: Sequence[Clip], scaler: Scaler,
 def path_inputs(model: HybridNet, clips: Sequence[Clip], scaler: Scaler, device: torch.device) -> dict[str, np.ndarray]:
     """Each linear path's featurizer over the clips, by key: (N, width), NaN where a clip lacks an input."""
     def compute(x: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:  # x: zero beyond each length
-        return {path.key: model.path_inputs(path, x, lengths, filled=False).double()
+        return {path.key: model.path_inputs(path, x, lengths, raw=True).double()
                 for path in model.cfg.linear_paths}
     return batched(model, clips, scaler, device, compute)
 
@@ -56,25 +59,41 @@ def set_linear(layer: torch.nn.Linear, weight: np.ndarray, bias: np.ndarray) -> 
     layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
 
-def missing_filled(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (N, P) with each NaN replaced by its column's mean over the clips that have it (0 for a column no
-    clip has, which then gets no weight), and those means (P,)."""
+def column_means(values: np.ndarray) -> np.ndarray:
+    """(P,) each column's mean over the rows (clips) where it is not NaN; 0 for a column that is NaN in every row
+    (a constant, which then gets no weight)."""
     present = ~np.isnan(values)
-    fill = np.nansum(values, axis=0) / np.maximum(present.sum(axis=0), 1)  # (P,)
-    return np.where(present, values, fill), fill
+    return np.nansum(values, axis=0) / np.maximum(present.sum(axis=0), 1)
+
+
+def knots_of(values: np.ndarray) -> np.ndarray:
+    """(len(HINGE_QUANTILES), P): each column's HINGE_QUANTILES over the training clips (rows)."""
+    return np.quantile(values, HINGE_QUANTILES, axis=0)
+
+
+def statistics_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The statistics path's weight (5, P) and bias (5,): ridge_fit, shrunk per trait toward the training mean by
+    the weight (0, 0.25, ..., 1) that choose_gates gives its held-out predictions over the mean: 0 where they do
+    not beat the mean significantly, so a trait that clip statistics cannot predict starts from its mean, not from
+    a fit to noise."""
+    fit = ridge_fit(features, y, groups)
+    mean = y.mean(axis=0)
+    share = choose_gates(np.broadcast_to(mean, y.shape), [fit.held_out - mean], y, groups=groups)[0]  # (5,)
+    return fit.weight * share[:, None], share * fit.bias + (1 - share) * mean
 
 
 def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, device: torch.device) -> np.ndarray:
-    """Fit the statistics path to the training labels (ridge_fit: closed form, penalties by cross-validation over
-    source videos), then each gated path to what it misses (ridge_fit, or screened_ridge_fit for a path of many
-    inputs few of which matter), and stack them: the gated paths' weights per trait are those their held-out
+    """Fit the statistics path to the training labels (statistics_fit: ridge, closed form, penalties by
+    cross-validation over source videos, kept per trait only where it predicts), then each gated path to what it
+    misses (after setting its fill and knots; ridge_fit, or screened_ridge_fit for a path of many inputs few of
+    which matter), and stack them: the gated paths' weights per trait are those their held-out
     predictions (from the folds that held each clip's source video out) support together (choose_gates over
     source videos), so two paths that read one signal share it rather than count it twice. Returns those weights,
     (len(cfg.gated_paths), 5): calibrate_gates departs from them only where the validation clips say so
     significantly."""
     inputs = path_inputs(model, train, scaler, device)
     y, groups = labels_of(train), [c.group for c in train]
-    weight, bias, _ = ridge_fit(inputs[STATS_PATH.key], y, groups)
+    weight, bias = statistics_fit(inputs[STATS_PATH.key], y, groups)
     base = inputs[STATS_PATH.key] @ weight.T + bias  # (N, 5)
     paths = model.cfg.gated_paths
     with torch.no_grad():
@@ -82,8 +101,10 @@ def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, de
         fits = []
         for path in paths:
             if path.fill is not None:
-                inputs[path.key], fill = missing_filled(inputs[path.key])
-                getattr(model, path.fill).copy_(torch.as_tensor(fill, dtype=torch.float32))
+                getattr(model, path.fill).copy_(torch.as_tensor(column_means(inputs[path.key])))
+            if path.knots is not None:
+                getattr(model, path.knots).copy_(torch.as_tensor(knots_of(inputs[path.key])))
+            inputs[path.key] = model.finished_inputs(path, torch.as_tensor(inputs[path.key])).numpy()
             fit = (screened_ridge_fit if path.screened else ridge_fit)(inputs[path.key], y - base, groups)
             set_linear(getattr(model, path.key), fit.weight, fit.bias)
             fits.append(fit)
@@ -92,26 +113,58 @@ def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, de
     return choose_gates(base, [fit.held_out for fit in fits], y, groups=groups)
 
 
+def unit_sums(values: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """(N, ...) values summed over the rows of each unit code 0 .. U - 1: (U, ...)."""
+    out = np.zeros((units.max(initial=-1) + 1,) + values.shape[1:])
+    np.add.at(out, units, values)
+    return out
+
+
 def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.ndarray,
                  default: np.ndarray | None = None, groups: Sequence[str] | None = None) -> np.ndarray:
-    """Per-trait weights of contributions added to a base prediction (all (N, 5)): for each trait the combination
-    of weights in 0, 1/(GATE_STEPS - 1), ..., 1 with the lowest error, kept only when its gain over the default
-    weights ((len(contributions), 5); all 0 unless given) is significant (one-sided paired test, GATE_Z standard
-    errors, over clips or, with groups, over the summed gains of each source video); else the default, so
-    nothing adds noise to a trait it does not help. Returns (len(contributions), 5)."""
-    grid = np.array(list(itertools.product(np.linspace(0, 1, GATE_STEPS), repeat=len(contributions))))  # (G, C)
+    """Per-trait weights of contributions added to a base prediction (all (N, 5)), each from 0, 1/(GATE_STEPS - 1),
+    ..., 1, departing from the default weights ((len(contributions), 5); all 0 unless given) only where that is a
+    significant gain, so nothing adds noise to a trait it does not help. Two stages per trait: each contribution
+    earns its place alone (honest_gain_is_significant with the others at their default), at a family-wise level
+    over the contributions (GATE_Z, Bonferroni); then the weights of those that did are chosen together, the rest
+    at their default. Returns (len(contributions), 5)."""
+    steps = np.linspace(0, 1, GATE_STEPS)
     start = np.zeros((len(contributions), y.shape[1])) if default is None else np.asarray(default)  # (C, 5)
     units = video_codes(groups) if groups is not None else np.arange(len(y))
+    z = float(norm.ppf(1 - norm.sf(GATE_Z) / len(contributions)))
     gates = start.astype(np.float32)
     for t in range(y.shape[1]):
         parts = np.stack([c[:, t] for c in contributions], axis=1)  # (N, C)
-        errors = (np.clip(base[:, t, None] + parts @ grid.T, 0, 1) - y[:, t, None]) ** 2  # (N, G)
-        start_errors = (np.clip(base[:, t] + parts @ start[:, t], 0, 1) - y[:, t]) ** 2  # (N,)
-        best = int(np.argmin(errors.mean(axis=0)))
-        gain = np.bincount(units, weights=start_errors - errors[:, best])  # (units,) gain over the default
-        if len(gain) > 1 and gain.mean() > GATE_Z * gain.std(ddof=1) / np.sqrt(len(gain)):
-            gates[:, t] = grid[best]
+
+        def unit_errors(grid: np.ndarray) -> np.ndarray:  # (G, C) weights -> (U, G) squared errors per unit
+            return unit_sums((np.clip(base[:, t, None] + parts @ grid.T, 0, 1) - y[:, t, None]) ** 2, units)
+
+        default_errors = unit_errors(start[None, :, t])[:, 0]  # (U,)
+        earned = [c for c in range(len(contributions))
+                  if honest_gain_is_significant(default_errors, unit_errors(weights_varying(start[:, t], [c], steps)),
+                                                z)]
+        if earned:
+            grid = weights_varying(start[:, t], earned, steps)  # (G, C)
+            gates[:, t] = grid[int(np.argmin(unit_errors(grid).sum(axis=0)))]
     return gates
+
+
+def weights_varying(default: np.ndarray, varying: Sequence[int], steps: np.ndarray) -> np.ndarray:
+    """(len(steps) ** len(varying), C): every combination of steps for the contributions `varying`, the others
+    at their default (C,)."""
+    grid = np.repeat(default[None, :], len(steps) ** len(varying), axis=0)
+    grid[:, list(varying)] = np.array(list(itertools.product(steps, repeat=len(varying))))
+    return grid
+
+
+def honest_gain_is_significant(default_errors: np.ndarray, errors: np.ndarray, z: float) -> bool:
+    """Whether choosing among candidate weights (errors (U, G) per unit: a clip or a source video) beats the
+    default (default_errors (U,)) by more than z standard errors, one-sided and paired over units, each unit scored
+    by the candidate the other units choose: the best of several candidates on the units that chose it would beat
+    the default by chance."""
+    chosen_by_others = np.argmin(errors.sum(axis=0)[None, :] - errors, axis=1)  # (U,)
+    gain = default_errors - errors[np.arange(len(errors)), chosen_by_others]  # (U,)
+    return len(gain) > 1 and gain.mean() > z * gain.std(ddof=1) / np.sqrt(len(gain))
 
 
 def open_branches_only(model: HybridNet) -> None:

@@ -411,12 +411,12 @@ def test_model_config_refuses_impossible_sizes():
     assert ModelConfig().receptive_field == 125 and PRESETS["paper"].receptive_field == 16
     with pytest.raises(DataError, match="the paper's network has fixed sizes; drop the flags for embed_dim"):
         ModelConfig(kind="paper", embed_dim=64)
-    with pytest.raises(DataError, match="the temporal path, the event path and the shape path need the statistics "
-                                        r"path \(add --no-temporal-path --no-event-path --no-shape-path, or drop "
-                                        r"--no-stats-path\)"):
+    with pytest.raises(DataError, match="the temporal path, the event path, the shape path and the curves path need "
+                                        r"the statistics path \(add --no-temporal-path --no-event-path --no-shape-path "
+                                        r"--no-curves-path, or drop --no-stats-path\)"):
         ModelConfig(stats_path=False)
     with pytest.raises(DataError, match="the event path needs the statistics path"):
-        ModelConfig(stats_path=False, temporal_path=False, shape_path=False)
+        ModelConfig(stats_path=False, temporal_path=False, shape_path=False, curves_path=False)
 
 
 def test_feature_mismatch_names_columns(tmp_path):

@@ -191,7 +191,7 @@ class LinearPath:
     knots: str | None = None  # its buffer (len(HINGE_QUANTILES), width) of knots, if its inputs are hinges of its
     # featurizer's values at the training clips' HINGE_QUANTILES
 
-    def inputs(self, cfg: "ModelConfig") -> int:
+    def layer_width(self, cfg: "ModelConfig") -> int:
         """How many inputs its layer has: the featurizer's width, times 1 + len(HINGE_QUANTILES) with knots."""
         return self.width(cfg) * (1 + len(HINGE_QUANTILES) if self.knots else 1)
 

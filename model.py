@@ -195,7 +195,7 @@ class HybridNet(nn.Module):
         if cfg.stats_path:
             self.register_buffer("branch_gates", torch.ones(cfg.n_traits))
         for path in cfg.linear_paths:
-            layer = nn.Linear(path.inputs(cfg), cfg.n_traits).requires_grad_(False)  # fitted by ridge, then fixed
+            layer = nn.Linear(path.layer_width(cfg), cfg.n_traits).requires_grad_(False)  # fitted by ridge, then fixed
             setattr(self, path.key, layer)
             if path.gates is not None:
                 nn.init.zeros_(layer.weight)
@@ -208,7 +208,7 @@ class HybridNet(nn.Module):
 
     def path_inputs(self, path: LinearPath, x: torch.Tensor, lengths: torch.Tensor, raw: bool = False
                     ) -> torch.Tensor:
-        """(B, T, F) zero beyond each length -> (B, path.inputs(cfg)): the path's featurizer, with a clip's missing
+        """(B, T, F) zero beyond each length -> (B, path.layer_width(cfg)): the path's featurizer, with a clip's missing
         inputs replaced by their training means (its fill buffer) and, with knots, hinged at them (its knots
         buffer); both buffers are set by stacking.fit_linear_paths, which reads the `raw` values (B, path.width(cfg)):
         the featurizer's alone, NaN where a clip lacks an input."""

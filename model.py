@@ -49,8 +49,7 @@ class ModelConfig:
     curves_path: bool = option(True, "with the statistics path: a fifth linear path of piecewise-linear functions "
                                       "of each input's statistics, shape statistics, extremes and course (hinges "
                                       "at the training clips' quantiles: what matters past a threshold or along a "
-                                      "curve), "
-                                      "fitted on the few that predict what the statistics path misses")
+                                      "curve), fitted on the few that predict what the statistics path misses")
     temporal_lags: tuple[int, ...] = option((0, 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128), "lags of the temporal "
                                             "path in frames (0: which inputs move together)", minimum=0,
                                             metavar="FRAMES")

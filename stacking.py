@@ -1,11 +1,11 @@
 """The fit of the default network's linear paths and the per-trait gates that weigh them and the branches.
 
-Before training, the statistics path is fitted to the labels by ridge regression (it is the ridge baseline), then
-each gated path (featurizers.GATED_PATHS) on what it misses, and the gated paths are stacked by their held-out
-predictions; all are then fixed. After training, the gates are set on the validation clips. Cost: one ridge fit
-per gated path (C of them), and per trait a gate search of GATE_STEPS weights per path, then of at most
-GATE_STEPS ** C combinations of those that earned a place, before training (625 for the four paths today), and of
-GATE_STEPS ** (C + 1) with the branches after it (3,125)."""
+Before training, the statistics path is fitted to the labels by ridge regression (the ridge baseline, left at the
+training mean for a trait it does not predict), then each gated path (featurizers.GATED_PATHS) on what it misses,
+and the gated paths are stacked by their held-out predictions; all are then fixed. After training, the gates are
+set on the validation clips. Cost: one ridge fit per gated path (C of them), and per trait a gate search of
+GATE_STEPS weights per path, then of at most GATE_STEPS ** C combinations of those that earned a place, before
+training (625 for the four paths today), and of GATE_STEPS ** (C + 1) with the branches after it (3,125)."""
 from __future__ import annotations
 
 import itertools
@@ -86,9 +86,10 @@ def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, de
     """Fit the statistics path to the training labels (statistics_fit: ridge, closed form, penalties by
     cross-validation over source videos, kept per trait only where it predicts), then each gated path to what it
     misses (after setting its fill and knots; ridge_fit, or screened_ridge_fit for a path of many inputs few of
-    which matter), and stack them: the gated paths' weights per trait are those their held-out
-    predictions (from the folds that held each clip's source video out) support together (choose_gates over
-    source videos), so two paths that read one signal share it rather than count it twice. Returns those weights,
+    which matter), and stack them: the gated paths' weights per trait are those their held-out predictions (from
+    the folds that held each clip's source video out) support (choose_gates over source videos: each path earns
+    its place alone, then those that did are weighed together), so two paths that read one signal share it
+    rather than count it twice. Returns those weights,
     (len(cfg.gated_paths), 5): calibrate_gates departs from them only where the validation clips say so
     significantly."""
     inputs = path_inputs(model, train, scaler, device)

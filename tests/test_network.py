@@ -198,6 +198,17 @@ def held_out_r2(model: HybridNet, clips: list[Clip], scaler: Scaler, trait: int)
     return float(1 - ((pred - truth) ** 2).sum() / ((truth - truth.mean()) ** 2).sum())
 
 
+def linear_paths_alone(model: HybridNet, train: list[Clip], scaler: Scaler) -> np.ndarray:
+    """Fit the linear paths on the training clips and use them alone: the gated paths at the weights the fit
+    returns (returned too, (paths, 5)), the branches closed."""
+    weights = fit_linear_paths(model, train, scaler, torch.device("cpu"))
+    with torch.no_grad():
+        model.branch_gates.zero_()
+        for path, row in zip(model.cfg.gated_paths, weights):
+            model.gates_of(path).copy_(torch.as_tensor(row))
+    return weights
+
+
 def test_with_both_paths_a_trait_does_as_well_as_with_the_path_that_reads_it_best():
     """The temporal and event paths both read the delay; stacked by their held-out predictions, they share it
     rather than count it twice, so openness does as well with both as with the better one alone, and the traits
@@ -209,11 +220,7 @@ def test_with_both_paths_a_trait_does_as_well_as_with_the_path_that_reads_it_bes
     for name, options in {"both": alone, "events alone": {"temporal_path": False, **alone},
                           "temporal alone": {"event_path": False, **alone}}.items():
         model = small_network(**options)
-        weights = fit_linear_paths(model, train, scaler, torch.device("cpu"))
-        with torch.no_grad():
-            model.branch_gates.zero_()
-            for path, row in zip(model.cfg.gated_paths, weights):
-                model.gates_of(path).copy_(torch.as_tensor(row))
+        weights = linear_paths_alone(model, train, scaler)
         scores[name] = held_out_r2(model, test, scaler, 4)
         if name == "both":
             np.testing.assert_array_equal(weights[:, :4], 0)  # no path for the traits without a signal
@@ -257,11 +264,7 @@ def test_the_curves_path_bends_where_a_level_starts_to_matter():
     scores = {}
     for name, options in {"straight": {"curves_path": False}, "curves": {}}.items():
         model = small_network(temporal_path=False, event_path=False, shape_path=False, **options)
-        weights = fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
-        with torch.no_grad():
-            model.branch_gates.zero_()
-            for path, row in zip(model.cfg.gated_paths, weights):
-                model.gates_of(path).copy_(torch.as_tensor(row))
+        weights = linear_paths_alone(model, clips[:300], scaler)
         scores[name] = held_out_r2(model, clips[300:], scaler, 3)
     assert scores["straight"] < 0.9 < scores["curves"], scores
     knots = model.curve_knots[:, 8]  # the knots of AU12's mean (normalised): its training quantiles

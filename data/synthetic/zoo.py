@@ -197,6 +197,69 @@ def envelope(rng, x, ch, value):
     return float(amplitude.std() / amplitude.mean())
 
 
+def onset(rng, x, ch, value):
+    """Events that rise fast and fade slowly, or rise slowly and end fast (one shape reversed in time): the same
+    values, hence one mean and variance, and one spectrum."""
+    rise = int(round(3 + 18 * value))
+    shape = np.r_[np.arange(1, rise + 1) / rise, np.arange(24 - rise - 1, -1, -1) / (24 - rise)]  # 24 frames
+    for at in spaced_starts(rng, len(x), max(2, len(x) // 60), 40):
+        add_event(x[:, ch[0]], int(at), shape, 1.5)
+    return (2 * rise - 24) / 24
+
+
+def regularity(rng, x, ch, value):
+    """Bursts at random times, or evenly spaced (a share `value` of the way from one to the other), at one count."""
+    count = max(3, len(x) // 45)
+    span = len(x) - BURST
+    spacing = span / count
+    regular = rng.uniform(0, spacing) + spacing * np.arange(count)
+    random = np.sort(rng.uniform(0, span, count))
+    starts = np.round(value * regular + (1 - value) * random).astype(int)
+    for at in starts:
+        add_event(x[:, ch[0]], int(at), bump(BURST), 1.5)
+    gaps = np.diff(starts)
+    return float(1 - gaps.std() / gaps.mean())
+
+
+def bimodality(rng, x, ch, value):
+    """One AU switching between two levels (a share `value` of its movement) over a slow wander, at one mean and
+    variance: its values have two modes or one."""
+    dwell = rng.integers(30, 91, len(x) // 30 + 1)  # 1-3 s in each state, in turn
+    states = np.repeat(np.resize([1.0, -1.0], len(dwell)), dwell)[:len(x)] * rng.choice([-1.0, 1.0])
+    states = np.convolve(states, np.ones(5) / 5, "same")  # a few frames to change state
+    wander = smooth_noise(rng, len(x), 0.8, 1.0)
+    states, wander = [(p - p.mean()) / max(p.std(), 1e-9) for p in (states, wander)]
+    part = np.sqrt(value) * states + np.sqrt(1 - value) * wander
+    part = 0.4 * (part - part.mean()) / part.std()
+    x[:, ch[0]] += part
+    return float((3 - np.mean(part ** 4) / np.mean(part ** 2) ** 2) / 2)  # 0 for a Gaussian, 1 for two levels
+
+
+def amplitude_coupling(rng, x, ch, value):
+    """A second AU that moves more while a first is high (and less while it is low), at one variance each."""
+    slow = smooth_noise(rng, len(x), 0.98, 1.0)
+    slow = (slow - slow.mean()) / slow.std()
+    fast = np.exp(1.2 * value * slow) * smooth_noise(rng, len(x), 0.7, 1.0)
+    x[:, ch[0]] += 0.3 * slow
+    x[:, ch[1]] += 0.3 * (fast - fast.mean()) / fast.std()
+    return float(np.corrcoef(slow, np.abs(fast))[0, 1])
+
+
+def stillness(rng, x, ch, value):
+    """A head angle held still in stretches of 1-3 s covering a share 0.6 * `value` of the clip, moving in between,
+    at one variance."""
+    moving = smooth_noise(rng, len(x), 0.95, 1.0)
+    part, held, at = moving.copy(), np.zeros(len(x), bool), 0
+    while at < len(x):
+        stretch = int(rng.integers(30, 91))
+        if rng.random() < 0.6 * value:
+            part[at: at + stretch] = part[at]
+            held[at: at + stretch] = True
+        at += stretch
+    x[:, ch[0]] += 0.06 * (part - part.mean()) / max(part.std(), 1e-9)
+    return float(held.mean())
+
+
 def noise(rng, x, ch, value):
     return 0.0
 
@@ -235,6 +298,15 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
                tremor),
     SignalKind("envelope", "how unevenly one AU's movement is spread over the clip (active and calm stretches)",
                ("au",), envelope),
+    SignalKind("onset", "how fast one AU's events rise against how fast they fade (one shape reversed in time)",
+               ("au",), onset),
+    SignalKind("regularity", "how evenly spaced one AU's bursts are (periodic against random times), at one count",
+               ("au",), regularity),
+    SignalKind("bimodality", "whether one AU switches between two levels or wanders about one, at one mean and "
+               "variance", ("au",), bimodality),
+    SignalKind("amplitude-coupling", "how much one AU moves more while another is high, at one variance each",
+               ("au", "au"), amplitude_coupling),
+    SignalKind("stillness", "the share of the clip a head angle is held still, at one variance", ("head",), stillness),
     SignalKind("noise", "nothing: the trait is pure noise", (), noise),
 )}
 

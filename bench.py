@@ -17,11 +17,11 @@ a First-Impressions-size corpus (10,000 clips of 450 frames) would take. Prints 
 reference and the targets, and writes the numbers as JSON (--json).
 
     python bench.py --sections openface      # only the real OpenFace (about 2 minutes on 2 cores)
-    python bench.py --sections paths         # what fitting each linear path costs, at 1,000 training clips
+    python bench.py --sections paths         # what each linear path costs, at 1,000 training clips
 
 (8) paths: the seconds to fit the default network's linear paths before training (stacking.fit_linear_paths) on
 the synthetic corpus's training clips, with the statistics path alone, each gated path beside it, and all of
-them (the default).
+them (the default); then the seconds each path's inputs take over those clips at inference, once its gates open.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ from model import ModelConfig, build_model, paper_config
 from openface import AU_COLUMNS, FEATURE_COLUMNS, TRAITS, Clip
 from openface_program import find_openface
 from paper_net import PAPER_FRAMES, PaperNet
-from stacking import fit_linear_paths
+from stacking import batched, fit_linear_paths
 from tables import write_table
 
 ROOT = Path(__file__).resolve().parent
@@ -313,6 +313,22 @@ def linear_path_costs(n_clips: int) -> dict[str, float]:
     return seconds
 
 
+def linear_path_inference_costs(n_clips: int) -> dict[str, float]:
+    """Seconds to compute each linear path's inputs over n_clips synthetic clips in inference batches, the fitted
+    default network's: what labelling costs per path whose gates are open."""
+    clips = prepare.labelled_clips(prepare.generate(n_clips, 4, seed=0)[0])
+    scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+    model = build_model(ModelConfig())
+    fit_linear_paths(model, clips, scaler, torch.device("cpu"))
+    seconds = {}
+    for path in model.cfg.linear_paths:
+        started = time.perf_counter()
+        batched(model, clips, scaler, torch.device("cpu"),
+                lambda x, lengths: {path.key: model.path_inputs(path, x, lengths)})
+        seconds[path.name] = time.perf_counter() - started
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
@@ -341,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     if "paths" in args.sections:
         print("fitting the linear paths ...", flush=True)
         results["linear_path_fit_s"] = {"clips": PATH_CLIPS, **linear_path_costs(PATH_CLIPS)}
+        results["linear_path_inference_s"] = {"clips": PATH_CLIPS, **linear_path_inference_costs(PATH_CLIPS)}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if "augment" in args.sections:
@@ -398,6 +415,10 @@ def render(results: dict, small: int, large: int) -> str:
         fits = dict(results["linear_path_fit_s"])
         lines += ["", f"fitting the linear paths on {fits.pop('clips'):,} training clips (s)", "",
                   "| paths | seconds |", "|---|---|", *(f"| {name} | {s:.1f} |" for name, s in fits.items())]
+    if "linear_path_inference_s" in results:
+        costs = dict(results["linear_path_inference_s"])
+        lines += ["", f"each linear path's inputs over {costs.pop('clips'):,} clips at inference (s)", "",
+                  "| path | seconds |", "|---|---|", *(f"| {name} | {s:.2f} |" for name, s in costs.items())]
     if "openface" in results:
         lines += ["", render_openface(results["openface"])]
     return "\n".join(lines)

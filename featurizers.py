@@ -4,9 +4,11 @@ featurizer), how many inputs that gives, how ridge regression fits it, and the n
 The network (model.HybridNet), their fit and gates (stacking.py), the checkpoint check (checkpoint.py) and the
 reports iterate over this registry; a new path is one entry here and its on/off field in model.ModelConfig.
 A path's inputs are its featurizer's values, with a clip's missing ones filled in (`fill`) and, for a knotted path,
-hinged at knots (`knots`); the fit (stacking.fit_linear_paths) sets both from the training clips."""
+hinged at knots (`knots`); a featurizer may also read levels (`levels`). The fit (stacking.fit_linear_paths) sets
+all three from the training clips."""
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -173,6 +175,73 @@ def hinges(values: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:
     return torch.cat([values, *(torch.relu(values - knot) for knot in knots)], dim=1)
 
 
+KERNEL_TAPS = 9  # a random kernel's taps (MiniRocket's kernels: weight -1, and 2 at three of the nine)
+KERNEL_DILATIONS = (1, 2, 4, 8, 16, 32)  # frames between a random kernel's taps: 9 to 257 frames under one kernel
+LEVEL_SAMPLE_FRAMES = 4_096  # responses per dilation from which the fit reads a kernel path's levels
+
+
+def random_kernels() -> torch.Tensor:
+    """(84, KERNEL_TAPS) MiniRocket's kernels: -1 at every tap but three, 2 at those (every choice of three). They
+    sum to 0, so a clip's level does not move their responses."""
+    weights = -torch.ones(84, KERNEL_TAPS)
+    for k, taps in enumerate(itertools.combinations(range(KERNEL_TAPS), 3)):
+        weights[k, list(taps)] = 2.0
+    return weights
+
+
+KERNELS = random_kernels()
+KERNELS_PER_DILATION = len(KERNELS) // len(KERNEL_DILATIONS)  # each dilation has its own share of the kernels
+
+
+def kernel_responses(x: torch.Tensor, lengths: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, F) -> the responses of the d-th dilation's kernels (every len(KERNEL_DILATIONS)-th, from the d-th)
+    to every input at every frame where a kernel fits inside the clip: (B, F * KERNELS_PER_DILATION, T'),
+    input-major, and their (B, T') mask."""
+    dilation, span = KERNEL_DILATIONS[d], (KERNEL_TAPS - 1) * KERNEL_DILATIONS[d]
+    kernels = KERNELS[d::len(KERNEL_DILATIONS)][:KERNELS_PER_DILATION].to(x)  # (K, 9)
+    weight = kernels[:, None, :].repeat(x.shape[2], 1, 1)  # (F * K, 1, 9): each input's own K kernels
+    frames = F.pad(x.transpose(1, 2), (0, max(span + 1 - x.shape[1], 0)))  # (B, F, T), at least one kernel wide
+    responses = F.conv1d(frames, weight, groups=x.shape[2], dilation=dilation)  # (B, F * K, T')
+    return responses, valid_mask((lengths - span).clamp(min=0), responses.shape[2])
+
+
+def kernel_shares(x: torch.Tensor, lengths: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """(B, T, F), levels (W,) -> (B, W), W = len(KERNEL_DILATIONS) * F * KERNELS_PER_DILATION: for each dilation,
+    input and random kernel, the share of the clip's frames where the response passes its level (MiniRocket's
+    PPV); NaN where the kernel does not fit inside the clip."""
+    parts = []
+    for d, block in enumerate(levels.to(x.dtype).chunk(len(KERNEL_DILATIONS))):
+        responses, mask = kernel_responses(x, lengths, d)
+        responses.masked_fill_(~mask[:, None, :], -math.inf)
+        passing = (responses > block[None, :, None]).sum(dim=2).to(x.dtype)  # (B, F * K)
+        frames = mask.sum(dim=1, keepdim=True).to(x.dtype)  # (B, 1)
+        parts.append(torch.where(frames > 0, passing / frames.clamp(min=1), math.nan))
+    return torch.cat(parts, dim=1)
+
+
+def level_quantiles(width: int) -> torch.Tensor:
+    """(width,) where in the training responses each kernel feature's level sits: quantiles spread evenly over
+    (0, 1) by the golden-ratio sequence, as MiniRocket's biases are."""
+    return (torch.arange(1, width + 1, dtype=torch.float64) * (math.sqrt(5) + 1) / 2) % 1
+
+
+def kernel_levels(x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, T, F) training clips -> (W,) levels for kernel_shares: each feature's level_quantiles over up to
+    LEVEL_SAMPLE_FRAMES of the clips' responses per dilation (drawn by `generator`); 0 for a dilation under which
+    no clip fits."""
+    blocks = []
+    for d in range(len(KERNEL_DILATIONS)):
+        responses, mask = kernel_responses(x.double(), lengths, d)
+        frames = responses.transpose(1, 2)[mask]  # (n, F * K)
+        if len(frames) > LEVEL_SAMPLE_FRAMES:
+            frames = frames[torch.randperm(len(frames), generator=generator)[:LEVEL_SAMPLE_FRAMES]]
+        blocks.append(frames)
+    qs = level_quantiles(sum(block.shape[1] for block in blocks)).chunk(len(blocks))
+    return torch.cat([block.T.sort(dim=1).values[torch.arange(block.shape[1]), (q * (len(block) - 1)).round().long()]
+                      if len(block) else torch.zeros(block.shape[1], dtype=torch.float64)
+                      for block, q in zip(blocks, qs)])
+
+
 @dataclass(frozen=True)
 class LinearPath:
     """A linear layer on one featurizer of each clip, fitted by ridge regression before training and then fixed.
@@ -190,6 +259,9 @@ class LinearPath:
     fill: str | None = None  # its buffer of training means that stand in for inputs a clip lacks, if it has any
     knots: str | None = None  # its buffer (len(HINGE_QUANTILES), width) of knots, if its inputs are hinges of its
     # featurizer's values at the training clips' HINGE_QUANTILES
+    levels: str | None = None  # its buffer (width,) of levels, if its featurizer reads them (a fourth argument)
+    fit_levels: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None  # (B, T, F)
+    # training clips, (B,) lengths, a seeded generator -> (width,) the levels the fit sets
 
     def layer_width(self, cfg: "ModelConfig") -> int:
         """How many inputs its layer has: the featurizer's width, times 1 + len(HINGE_QUANTILES) with knots."""
@@ -221,6 +293,11 @@ def clip_summaries_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig"
     return clip_summaries(x, lengths)
 
 
+def kernel_shares_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig", levels: torch.Tensor
+                     ) -> torch.Tensor:
+    return kernel_shares(x, lengths, levels)
+
+
 STATS_PATH = LinearPath("stats", "statistics path", "stats_path", moments_of, lambda cfg: 2 * cfg.n_features)
 GATED_PATHS: tuple[LinearPath, ...] = (  # beside the statistics path, each weighed per trait; the fit's tie order
     LinearPath("temporal", "temporal path", "temporal_path", lagged_correlations_of,
@@ -231,5 +308,8 @@ GATED_PATHS: tuple[LinearPath, ...] = (  # beside the statistics path, each weig
                screened=True, gates="shape_gates"),
     LinearPath("curves", "curves path", "curves_path", clip_summaries_of,
                lambda cfg: CURVE_STATISTICS * cfg.n_features, screened=True, gates="curve_gates", knots="curve_knots"),
+    LinearPath("kernels", "kernel path", "kernel_path", kernel_shares_of,
+               lambda cfg: len(KERNEL_DILATIONS) * cfg.n_features * KERNELS_PER_DILATION, screened=True,
+               gates="kernel_gates", fill="kernel_fill", levels="kernel_levels", fit_levels=kernel_levels),
 )
 LINEAR_PATHS: tuple[LinearPath, ...] = (STATS_PATH, *GATED_PATHS)

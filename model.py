@@ -50,6 +50,11 @@ class ModelConfig:
                                       "of each input's statistics, shape statistics, extremes and course (hinges "
                                       "at the training clips' quantiles: what matters past a threshold or along a "
                                       "curve), fitted on the few that predict what the statistics path misses")
+    kernel_path: bool = option(True, "with the statistics path: a sixth linear path from random convolution "
+                                      "kernels (MiniRocket's, at dilations of 1 to 32 frames over each input): the "
+                                      "share of each clip's frames where a kernel's response passes a level set at "
+                                      "the training clips' quantiles, fitted on the few that predict what the "
+                                      "statistics path misses")
     temporal_lags: tuple[int, ...] = option((0, 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128), "lags of the temporal "
                                             "path in frames (0: which inputs move together)", minimum=0,
                                             metavar="FRAMES")
@@ -204,14 +209,17 @@ class HybridNet(nn.Module):
                 self.register_buffer(path.fill, torch.zeros(path.width(cfg)))
             if path.knots is not None:
                 self.register_buffer(path.knots, torch.zeros(len(HINGE_QUANTILES), path.width(cfg)))
+            if path.levels is not None:
+                self.register_buffer(path.levels, torch.zeros(path.width(cfg)))
 
     def path_inputs(self, path: LinearPath, x: torch.Tensor, lengths: torch.Tensor, raw: bool = False
                     ) -> torch.Tensor:
         """(B, T, F) zero beyond each length -> (B, path.layer_width(cfg)): the path's featurizer, with a clip's missing
         inputs replaced by their training means (its fill buffer) and, with knots, hinged at them (its knots
         buffer); both buffers are set by stacking.fit_linear_paths, which reads the `raw` values (B, path.width(cfg)):
-        the featurizer's alone, NaN where a clip lacks an input."""
-        values = path.featurize(x, lengths, self.cfg)
+        the featurizer's alone, NaN where a clip lacks an input. A featurizer with levels reads its levels buffer
+        (set by the fit before the others)."""
+        values = path.featurize(x, lengths, self.cfg, *([getattr(self, path.levels)] if path.levels else []))
         if raw:
             return values
         return self.finished_inputs(path, values)

@@ -5,7 +5,7 @@ training mean for a trait it does not predict), then each gated path (featurizer
 and the gated paths are stacked by their held-out predictions; all are then fixed. After training, the gates are
 set on the validation clips. Cost: one ridge fit per gated path (C of them), and per trait a gate search of
 GATE_STEPS weights per path, then of at most GATE_STEPS ** C combinations of those that earned a place, before
-training (625 for the four paths today), and of GATE_STEPS ** (C + 1) with the branches after it (3,125)."""
+training (3,125 for the five paths today), and of GATE_STEPS ** (C + 1) with the branches after it (15,625)."""
 from __future__ import annotations
 
 import itertools
@@ -54,6 +54,20 @@ def path_inputs(model: HybridNet, clips: Sequence[Clip], scaler: Scaler, device:
     return batched(model, clips, scaler, device, compute)
 
 
+def set_levels(model: HybridNet, train: Sequence[Clip], scaler: Scaler, device: torch.device) -> None:
+    """Set the levels of each linear path that has them from one inference batch of training clips, drawn with a
+    fixed seed."""
+    leveled = [path for path in model.cfg.linear_paths if path.levels is not None]
+    if not leveled:
+        return
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randperm(len(train), generator=generator)[:INFERENCE_BATCH].sort().values.numpy()
+    batch = collate(train, sample, scaler)
+    for path in leveled:
+        levels = path.fit_levels(batch.x.to(device), batch.lengths.to(device), generator)
+        getattr(model, path.levels).copy_(levels)
+
+
 def set_linear(layer: torch.nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:
     layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
     layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
@@ -92,6 +106,7 @@ def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, de
     rather than count it twice. Returns those weights,
     (len(cfg.gated_paths), 5): calibrate_gates departs from them only where the validation clips say so
     significantly."""
+    set_levels(model, train, scaler, device)
     inputs = path_inputs(model, train, scaler, device)
     y, groups = labels_of(train), [c.group for c in train]
     weight, bias = statistics_fit(inputs[STATS_PATH.key], y, groups)

@@ -17,7 +17,8 @@ from baselines import ridge_on_statistics
 from checkpoint import load_checkpoint
 from conftest import ROOT, TINY_MODEL, one_line_error, run_script
 from dataset import Normalization, Scaler, labels_of, predict
-from featurizers import GATED_PATHS, HINGE_QUANTILES
+from featurizers import (GATED_PATHS, HINGE_QUANTILES, KERNEL_DILATIONS, KERNELS, KERNELS_PER_DILATION, kernel_levels,
+                         kernel_shares, level_quantiles)
 from model import HybridNet, ModelConfig, build_model
 from openface import FEATURE_COLUMNS, TRAITS, Clip
 from ridge import RIDGE_ALPHAS, ridge_fit, screened_ridge_fit
@@ -35,6 +36,11 @@ def clips_with_mean_signal(n: int, seed: int) -> list[Clip]:
         label = np.r_[0.5 + 0.1 * frames[:, 8].mean(), rng.uniform(0.3, 0.7, 4)].astype(np.float32)
         clips.append(Clip(f"c{i}", f"c{i}.000.mp4", f"c{i}", frames, label))
     return clips
+
+
+def paths_only(*keys: str) -> dict[str, bool]:
+    """ModelConfig options that keep the gated paths with these keys and turn every other one off."""
+    return {path.enabled_by: path.key in keys for path in GATED_PATHS}
 
 
 def small_network(**options) -> torch.nn.Module:
@@ -138,7 +144,7 @@ def test_the_temporal_path_sees_which_movement_follows_which():
         clips.append(Clip(f"c{i}", "", f"c{i}", frames, np.array([0.5, 0.5, 0.7 if follows else 0.3, 0.5, 0.5],
                                                                    np.float32)))
     scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
-    model = small_network(temporal_lags=(5, 10, 20), event_path=False, shape_path=False, curves_path=False)
+    model = small_network(temporal_lags=(5, 10, 20), **paths_only("temporal"))
     truth = np.stack([c.label for c in clips[300:]])[:, 2]
     weights = fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
     parts = path_contributions(model, clips[300:], scaler, torch.device("cpu"))
@@ -174,7 +180,7 @@ def test_the_event_path_reads_how_long_after_one_movement_another_comes(temporal
     which sees part of it, is fitted beside it. Where the lids never move, the latency is the training clips'
     mean, so the clip gets the mean delay (its label)."""
     clips, scaler = clips_with_a_delay()
-    model = small_network(temporal_path=temporal_path, shape_path=False, curves_path=False)
+    model = small_network(**paths_only("events", *(["temporal"] if temporal_path else [])))
     weights = fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
     parts = path_contributions(model, clips[300:], scaler, torch.device("cpu"))
     stats, events = parts["stats"], parts["events"]
@@ -216,9 +222,8 @@ def test_with_both_paths_a_trait_does_as_well_as_with_the_path_that_reads_it_bes
     clips, scaler = clips_with_a_delay()
     train, test = clips[:300], clips[300:]
     scores = {}
-    alone = {"shape_path": False, "curves_path": False}
-    for name, options in {"both": alone, "events alone": {"temporal_path": False, **alone},
-                          "temporal alone": {"event_path": False, **alone}}.items():
+    for name, options in {"both": paths_only("temporal", "events"), "events alone": paths_only("events"),
+                          "temporal alone": paths_only("temporal")}.items():
         model = small_network(**options)
         weights = linear_paths_alone(model, train, scaler)
         scores[name] = held_out_r2(model, test, scaler, 4)
@@ -262,8 +267,8 @@ def test_the_curves_path_bends_where_a_level_starts_to_matter():
     clips = clips_with_a_threshold(400, 0)
     scaler = Normalization.fit("standard", clips[:300], FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
     scores = {}
-    for name, options in {"straight": {"curves_path": False}, "curves": {}}.items():
-        model = small_network(temporal_path=False, event_path=False, shape_path=False, **options)
+    for name, keys in {"straight": (), "curves": ("curves",)}.items():
+        model = small_network(**paths_only(*keys))
         weights = linear_paths_alone(model, clips[:300], scaler)
         scores[name] = held_out_r2(model, clips[300:], scaler, 3)
     assert scores["straight"] < 0.9 < scores["curves"], scores
@@ -271,6 +276,62 @@ def test_the_curves_path_bends_where_a_level_starts_to_matter():
     means = np.array([scaler.transform(c.frames)[:, 8].mean() for c in clips[:300]])
     np.testing.assert_allclose(knots.numpy(), np.quantile(means, HINGE_QUANTILES), atol=1e-5)
     assert (weights[0, [0, 1, 2, 4]] == 0).all()  # no curve for the traits without a signal
+
+
+def test_a_kernel_share_is_the_share_of_frames_where_a_dilated_kernel_passes_its_level():
+    """One kernel feature by hand: numpy's correlation of an input with the kernel's taps, `dilation` frames apart,
+    over the frames where it fits in the clip; the share of those above the level. Levels are the training
+    responses' quantiles, and a dilation that does not fit a clip gives NaN."""
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(3, 80, 22)))
+    lengths = torch.tensor([80, 50, 12])
+    levels = kernel_levels(x, lengths, torch.Generator().manual_seed(0))
+    shares = kernel_shares(x, lengths, levels + 1e-6)  # a level off the responses, where rounding can't tie them
+    per_dilation = len(FEATURE_COLUMNS) * KERNELS_PER_DILATION
+    d, channel, k = 2, 5, 3  # the third dilation (4 frames), input 5, that dilation's fourth kernel
+    column = d * per_dilation + channel * KERNELS_PER_DILATION + k
+    taps = KERNELS[d::len(KERNEL_DILATIONS)][k].numpy()
+    dilated = np.zeros(8 * KERNEL_DILATIONS[d] + 1)
+    dilated[::KERNEL_DILATIONS[d]] = taps
+    responses = [np.correlate(x[i, :n, channel].numpy(), dilated, "valid") if n >= len(dilated) else np.zeros(0)
+                 for i, n in enumerate(lengths.tolist())]
+    assert len(responses[2]) == 0 and math.isnan(shares[2, column])
+    pooled = np.sort(np.concatenate(responses))
+    q = float(level_quantiles(len(levels))[column])
+    assert float(levels[column]) == pytest.approx(pooled[round(q * (len(pooled) - 1))])
+    for i in (0, 1):
+        assert float(shares[i, column]) == pytest.approx((responses[i] > float(levels[column]) + 1e-6).mean())
+
+
+def clips_with_bunched_movement(n: int, seed: int) -> list[Clip]:
+    """Neuroticism is how much of AU12's fast movement is bunched into one active stretch of the clip, at one
+    variance: clip means and stds cannot read it."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for i in range(n):
+        frames = rng.normal(0, 0.3, (200, 22)).astype(np.float32)
+        share = rng.uniform(0, 1)
+        amplitude = np.where(np.arange(200) < 100, 1 + share, 1 - share * 0.9)
+        movement = amplitude * rng.normal(size=200)
+        frames[:, 8] += (movement / movement.std()).astype(np.float32)
+        label = rng.uniform(0.3, 0.7, 5).astype(np.float32)
+        label[4] = 0.3 + 0.4 * share
+        clips.append(Clip(f"c{i}", f"c{i}.000.mp4", f"c{i // 2}", frames, label))
+    return clips
+
+
+def test_the_kernel_path_reads_where_in_a_clip_an_input_moves():
+    """Movement bunched into half the clip against spread over all of it, at one variance: the statistics path
+    gives the mean, the kernel path alone reads it."""
+    clips = clips_with_bunched_movement(400, 0)
+    scaler = Normalization.fit("standard", clips[:300], FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+    scores = {}
+    for name, keys in {"statistics": (), "kernels": ("kernels",)}.items():
+        model = small_network(**paths_only(*keys))
+        weights = linear_paths_alone(model, clips[:300], scaler)
+        scores[name] = held_out_r2(model, clips[300:], scaler, 4)
+    assert scores["statistics"] < 0.1 < 0.6 < scores["kernels"], scores
+    assert (weights[0, :4] == 0).all()  # nothing for the traits without a signal
 
 
 def test_the_gain_of_the_best_of_many_candidates_is_judged_on_units_that_did_not_choose_it():

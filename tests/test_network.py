@@ -215,6 +215,19 @@ def linear_paths_alone(model: HybridNet, train: list[Clip], scaler: Scaler) -> n
     return weights
 
 
+def linear_paths_compared(clips: list[Clip], trait: int, variants: dict[str, tuple[str, ...]]
+                          ) -> tuple[dict[str, float], HybridNet, np.ndarray, Scaler]:
+    """For each variant (the keys of the gated paths it keeps), the linear paths alone fitted on the first 300
+    clips and one trait's R² on the others; the last variant's network and weights, and the scaler."""
+    scaler = Normalization.fit("standard", clips[:300], FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+    scores = {}
+    for name, keys in variants.items():
+        model = small_network(**paths_only(*keys))
+        weights = linear_paths_alone(model, clips[:300], scaler)
+        scores[name] = held_out_r2(model, clips[300:], scaler, trait)
+    return scores, model, weights, scaler
+
+
 def test_with_both_paths_a_trait_does_as_well_as_with_the_path_that_reads_it_best():
     """The temporal and event paths both read the delay; stacked by their held-out predictions, they share it
     rather than count it twice, so openness does as well with both as with the better one alone, and the traits
@@ -265,12 +278,7 @@ def test_the_curves_path_bends_where_a_level_starts_to_matter():
     """A label that is flat below a level and rises above it: a straight line through clip means misses the bend;
     the curves path's hinges at the training quantiles of the means follow it."""
     clips = clips_with_a_threshold(400, 0)
-    scaler = Normalization.fit("standard", clips[:300], FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
-    scores = {}
-    for name, keys in {"straight": (), "curves": ("curves",)}.items():
-        model = small_network(**paths_only(*keys))
-        weights = linear_paths_alone(model, clips[:300], scaler)
-        scores[name] = held_out_r2(model, clips[300:], scaler, 3)
+    scores, model, weights, scaler = linear_paths_compared(clips, 3, {"straight": (), "curves": ("curves",)})
     assert scores["straight"] < 0.9 < scores["curves"], scores
     knots = model.curve_knots[:, 8]  # the knots of AU12's mean (normalised): its training quantiles
     means = np.array([scaler.transform(c.frames)[:, 8].mean() for c in clips[:300]])
@@ -324,12 +332,7 @@ def test_the_kernel_path_reads_where_in_a_clip_an_input_moves():
     """Movement bunched into half the clip against spread over all of it, at one variance: the statistics path
     gives the mean, the kernel path alone reads it."""
     clips = clips_with_bunched_movement(400, 0)
-    scaler = Normalization.fit("standard", clips[:300], FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
-    scores = {}
-    for name, keys in {"statistics": (), "kernels": ("kernels",)}.items():
-        model = small_network(**paths_only(*keys))
-        weights = linear_paths_alone(model, clips[:300], scaler)
-        scores[name] = held_out_r2(model, clips[300:], scaler, 4)
+    scores, _, weights, _ = linear_paths_compared(clips, 4, {"statistics": (), "kernels": ("kernels",)})
     assert scores["statistics"] < 0.1 < 0.6 < scores["kernels"], scores
     assert (weights[0, :4] == 0).all()  # nothing for the traits without a signal
 

@@ -5,8 +5,9 @@ it is not built; .ci/run builds it when ../shared/openface/ is there.
 Tolerance: the build gives the reference byte for byte when OpenBLAS runs the reference's kernel (Haswell; see
 test_the_build_gives_the_reference_byte_for_byte). With another kernel the floating-point sums differ: on the
 three single-face videos frames, faces and confidences stay identical, AU intensities (0-5) differ by at most
-0.25 and gaze and head angles by at most 0.015 rad (measured on an AVX-512 machine), so AU_TOLERANCE and
-ANGLE_TOLERANCE hold with a little room."""
+0.25 and gaze and head angles by at most 0.015 rad on one AVX-512 machine, 0.021 rad (a gaze angle, one frame of
+2015-10-15-15-14.avi) on another (OpenBLAS's Cooperlake kernel), so AU_TOLERANCE and ANGLE_TOLERANCE hold with a
+little room."""
 from __future__ import annotations
 
 import os
@@ -28,7 +29,7 @@ from openface_program import BIN_ENV, built_program
 SHARED = ROOT.parent / "shared" / "openface"
 VIDEOS, REFERENCE = SHARED / "videos", SHARED / "reference"
 SINGLE_FACE_VIDEOS = ("default.wmv", "changeLighting.wmv", "2015-10-15-15-14.avi")
-AU_TOLERANCE, ANGLE_TOLERANCE = 0.3, 0.02
+AU_TOLERANCE, ANGLE_TOLERANCE = 0.3, 0.03
 SHARE_TOLERANCE = 0.02  # multi-face: each face's share of frames found, against the reference's
 PROGRAM = os.environ.get(BIN_ENV) or built_program()
 

@@ -260,6 +260,49 @@ def stillness(rng, x, ch, value):
     return float(held.mean())
 
 
+def interaction(rng, x, ch, value):
+    """Two AUs' levels whose product carries the value: the first sits high or low at random, the second on the
+    same side by 2 * value - 1 of its range, so neither mean alone says anything."""
+    side = rng.choice([-1.0, 1.0])
+    first, second = 0.8 * side, 0.8 * side * (2 * value - 1)
+    x[:, ch[0]] += first
+    x[:, ch[1]] += second
+    return first * second
+
+
+def chirp(rng, x, ch, value):
+    """An oscillation of one AU that speeds up over the clip or slows down (0.4-1.2 Hz and back), at one amplitude
+    and one mean frequency: one spectrum for a sweep up and the same sweep down."""
+    sweep = 2 * value - 1
+    t = np.arange(len(x)) / FPS
+    hertz = 0.8 + 0.4 * sweep * (2 * t / max(t[-1], 1e-9) - 1)
+    x[:, ch[0]] += 0.6 * np.sin(2 * np.pi * np.cumsum(hertz) / FPS + rng.uniform(0, 2 * np.pi))
+    return float(sweep)
+
+
+def spread_trend(rng, x, ch, value):
+    """One AU's movement growing over the clip or fading, at one variance."""
+    sweep = 2 * value - 1
+    amplitude = 1 + 0.8 * sweep * np.linspace(-1, 1, len(x))
+    part = amplitude * smooth_noise(rng, len(x), 0.7, 1.0)
+    x[:, ch[0]] += 0.3 * (part - part.mean()) / part.std()
+    return float(sweep)
+
+
+def tails(rng, x, ch, value):
+    """A head angle moving in a few large turns either way among small movements, or in even moderate ones (a share
+    `value` of its movement in the turns), at one variance: heavy tails against light."""
+    turns = np.zeros(len(x))
+    for at in rng.integers(0, max(1, len(x) - 3 * BURST), max(1, len(x) // 120)):
+        add_event(turns, int(at), bump(3 * BURST), rng.choice([-1.0, 1.0]))
+    even = smooth_noise(rng, len(x), 0.9, 1.0)
+    turns, even = [(p - p.mean()) / max(p.std(), 1e-9) for p in (turns, even)]
+    part = np.sqrt(value) * turns + np.sqrt(1 - value) * even
+    part = (part - part.mean()) / part.std()
+    x[:, ch[0]] += 0.06 * part
+    return float(np.mean(part ** 4) - 3)  # excess kurtosis
+
+
 def noise(rng, x, ch, value):
     return 0.0
 
@@ -307,6 +350,14 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
     SignalKind("amplitude-coupling", "how much one AU moves more while another is high, at one variance each",
                ("au", "au"), amplitude_coupling),
     SignalKind("stillness", "the share of the clip a head angle is held still, at one variance", ("head",), stillness),
+    SignalKind("interaction", "the product of two AUs' levels (which side one sits on flips what the other says)",
+               ("au", "au"), interaction),
+    SignalKind("chirp", "whether one AU's oscillation speeds up or slows down over the clip, at one spectrum",
+               ("au",), chirp),
+    SignalKind("spread-trend", "whether one AU's movement grows or fades over the clip, at one variance", ("au",),
+               spread_trend),
+    SignalKind("tails", "how much of a head angle's movement comes in a few large turns, at one variance", ("head",),
+               tails),
     SignalKind("noise", "nothing: the trait is pure noise", (), noise),
 )}
 

@@ -5,7 +5,8 @@ The network (model.HybridNet), their fit and gates (stacking.py), the checkpoint
 reports iterate over this registry; a new path is one entry here and its on/off field in model.ModelConfig.
 A path's inputs are its featurizer's values, with a clip's missing ones filled in (`fill`) and, for a knotted path,
 hinged at knots (`knots`); a featurizer may also read levels (`levels`). The fit (stacking.fit_linear_paths) sets
-all three from the training clips."""
+all three from the training clips. A gated path's layer also reads the statistics path's inputs (each input's clip
+mean and std) where the network fits each path together with them (ModelConfig.paths_with_statistics)."""
 from __future__ import annotations
 
 import itertools
@@ -264,8 +265,14 @@ class LinearPath:
     # training clips, (B,) lengths, a seeded generator -> (width,) the levels the fit sets
 
     def layer_width(self, cfg: "ModelConfig") -> int:
-        """How many inputs its layer has: the featurizer's width, times 1 + len(HINGE_QUANTILES) with knots."""
-        return self.width(cfg) * (1 + len(HINGE_QUANTILES) if self.knots else 1)
+        """How many inputs its layer has: the featurizer's width, times 1 + len(HINGE_QUANTILES) with knots, and
+        for a gated path fitted with the clip statistics (cfg.paths_with_statistics) the statistics path's inputs."""
+        own = self.width(cfg) * (1 + len(HINGE_QUANTILES) if self.knots else 1)
+        return own + (moments_width(cfg) if self.reads_statistics(cfg) else 0)
+
+    def reads_statistics(self, cfg: "ModelConfig") -> bool:
+        """Whether its layer also reads the statistics path's inputs (after its own)."""
+        return self.gates is not None and cfg.paths_with_statistics
 
     @property
     def switch(self) -> str:
@@ -275,6 +282,10 @@ class LinearPath:
 
 def moments_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
     return clip_moments(x, lengths)
+
+
+def moments_width(cfg: "ModelConfig") -> int:
+    return 2 * cfg.n_features
 
 
 def lagged_correlations_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
@@ -298,7 +309,7 @@ def kernel_shares_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig",
     return kernel_shares(x, lengths, levels)
 
 
-STATS_PATH = LinearPath("stats", "statistics path", "stats_path", moments_of, lambda cfg: 2 * cfg.n_features)
+STATS_PATH = LinearPath("stats", "statistics path", "stats_path", moments_of, moments_width)
 GATED_PATHS: tuple[LinearPath, ...] = (  # beside the statistics path, each weighed per trait; the fit's tie order
     LinearPath("temporal", "temporal path", "temporal_path", lagged_correlations_of,
                lambda cfg: len(cfg.temporal_lags) * cfg.n_features ** 2, screened=True, gates="temporal_gates"),

@@ -38,23 +38,26 @@ class ModelConfig:
                                     "regression before training; the branches then learn what it misses")
     temporal_path: bool = option(True, "with the statistics path: a second linear path from each clip's lagged "
                                        "cross-correlations between inputs (which movement follows which, which move "
-                                       "together), fitted on the few that predict what the statistics path misses")
+                                       "together), fitted on the few that predict a trait")
     event_path: bool = option(True, "with the statistics path: a third linear path from the mean time between "
                                     "peaks of two inputs (how long after a nod a surprised look comes), fitted on "
-                                    "the few that predict what the statistics path misses")
+                                    "the few that predict a trait")
     shape_path: bool = option(True, "with the statistics path: a fourth linear path from what each input's mean and "
                                      "std leave out (squares, quantiles, roughness, autocorrelation, crossings, run "
-                                     "lengths, spikes, drift), fitted on the few that predict what the statistics "
-                                     "path misses")
+                                     "lengths, spikes, drift), fitted on the few that predict a trait")
     curves_path: bool = option(True, "with the statistics path: a fifth linear path of piecewise-linear functions "
                                       "of each input's statistics, shape statistics, extremes and course (hinges "
                                       "at the training clips' quantiles: what matters past a threshold or along a "
-                                      "curve), fitted on the few that predict what the statistics path misses")
+                                      "curve), fitted on the few that predict a trait")
     kernel_path: bool = option(True, "with the statistics path: a sixth linear path from random convolution "
                                       "kernels (MiniRocket's, at dilations of 1 to 32 frames over each input): the "
                                       "share of each clip's frames where a kernel's response passes a level set at "
-                                      "the training clips' quantiles, fitted on the few that predict what the "
-                                      "statistics path misses")
+                                      "the training clips' quantiles, fitted on the few that predict a trait")
+    paths_with_statistics: bool = option(True, "fit each of the paths above together with the clip statistics "
+                                               "(its layer also reads each input's mean and std, so it can take "
+                                               "over a trait the statistics read in the wrong form) and weigh it "
+                                               "against the statistics path by held-out predictions; off: fit "
+                                               "each on what the statistics path misses")
     temporal_lags: tuple[int, ...] = option((0, 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128), "lags of the temporal "
                                             "path in frames (0: which inputs move together)", minimum=0,
                                             metavar="FRAMES")
@@ -184,13 +187,14 @@ class HybridNet(nn.Module):
 
     With the statistics path each member's output is
 
-        stats(mean, std of x) + sum over gated paths p of p.gates * p(featurizer of x) + branch_gates * branches
+        stats(mean, std of x) + sum over gated paths p of p.gates * p(featurizer of x[, mean, std of x])
+        + branch_gates * branches
 
-    The linear paths are fitted before training and kept fixed (stacking.fit_linear_paths: each gated path on what
-    the statistics path misses, stacked by held-out predictions); the branches start at zero and learn what the
-    statistics path misses; per-trait gates (stacking.calibrate_gates) open a gated path or
-    the branches only where held-out clips say it helps significantly. Outputs are clipped to [0, 1] in eval mode.
-    Without the statistics path the output is sigmoid(branches), as in the paper."""
+    The linear paths are fitted before training and kept fixed (stacking.fit_linear_paths: each gated path together
+    with the clip statistics, as the difference it makes to the statistics path, stacked by held-out predictions);
+    the branches start at zero and learn what the statistics path misses; per-trait gates (stacking.calibrate_gates)
+    open a gated path or the branches only where held-out clips say it helps significantly. Outputs are clipped to
+    [0, 1] in eval mode. Without the statistics path the output is sigmoid(branches), as in the paper."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -222,14 +226,19 @@ class HybridNet(nn.Module):
         values = path.featurize(x, lengths, self.cfg, *([getattr(self, path.levels)] if path.levels else []))
         if raw:
             return values
-        return self.finished_inputs(path, values)
+        moments = self.path_inputs(STATS_PATH, x, lengths) if path.reads_statistics(self.cfg) else None
+        return self.finished_inputs(path, values, moments)
 
-    def finished_inputs(self, path: LinearPath, values: torch.Tensor) -> torch.Tensor:
-        """A path's raw featurizer values (B, width) as its layer reads them: filled in, then hinged."""
+    def finished_inputs(self, path: LinearPath, values: torch.Tensor, moments: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+        """A path's raw featurizer values (B, width) as its layer reads them: filled in, then hinged, then followed
+        by the statistics path's inputs `moments` (B, 2F) where the path reads them (LinearPath.reads_statistics)."""
         if path.fill is not None:
             values = torch.where(values.isnan(), getattr(self, path.fill).to(values.dtype), values)
         if path.knots is not None:
             values = hinges(values, getattr(self, path.knots).to(values.dtype))
+        if path.reads_statistics(self.cfg):
+            values = torch.cat([values, moments.to(values.dtype)], dim=1)
         return values
 
     def gates_of(self, path: LinearPath) -> torch.Tensor:

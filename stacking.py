@@ -1,11 +1,12 @@
 """The fit of the default network's linear paths and the per-trait gates that weigh them and the branches.
 
 Before training, the statistics path is fitted to the labels by ridge regression (the ridge baseline, left at the
-training mean for a trait it does not predict), then each gated path (featurizers.GATED_PATHS) on what it misses,
-and the gated paths are stacked by their held-out predictions; all are then fixed. After training, the gates are
-set on the validation clips. Cost: one ridge fit per gated path (C of them), and per trait a gate search of
-GATE_STEPS weights per path, then of at most GATE_STEPS ** C combinations of those that earned a place, before
-training (3,125 for the five paths today), and of GATE_STEPS ** (C + 1) with the branches after it (15,625)."""
+training mean for a trait it does not predict), then each gated path (featurizers.GATED_PATHS) to the labels
+together with the clip statistics, and the gated paths are stacked over the statistics path by their held-out
+predictions; all are then fixed. After training, the gates are set on the validation clips. Cost: one ridge fit
+per gated path (C of them), and per trait a gate search of GATE_STEPS weights per path, then of at most
+GATE_STEPS ** C combinations of those that earned a place, before training (3,125 for the five paths today), and of
+GATE_STEPS ** (C + 1) with the branches after it (15,625)."""
 from __future__ import annotations
 
 import itertools
@@ -16,10 +17,10 @@ import torch
 from scipy.stats import norm
 
 from dataset import INFERENCE_BATCH, Scaler, bucketed_batches, collate, labels_of
-from featurizers import HINGE_QUANTILES, STATS_PATH
-from model import HybridNet
+from featurizers import HINGE_QUANTILES, STATS_PATH, LinearPath
+from model import HybridNet, ModelConfig
 from openface import Clip
-from ridge import ridge_fit, screened_ridge_fit, video_codes
+from ridge import RidgeFit, ridge_fit, screened_ridge_fit, video_codes
 
 GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
 GATE_Z = 1.64  # gates leave their default for a trait only when that beats it by this many standard errors; with C
@@ -85,43 +86,60 @@ def knots_of(values: np.ndarray) -> np.ndarray:
     return np.quantile(values, HINGE_QUANTILES, axis=0)
 
 
-def statistics_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The statistics path's weight (5, P) and bias (5,): ridge_fit, shrunk per trait toward the training mean by
-    the weight (0, 0.25, ..., 1) that choose_gates gives its held-out predictions over the mean: 0 where they do
-    not beat the mean significantly, so a trait that clip statistics cannot predict starts from its mean, not from
-    a fit to noise."""
+def statistics_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> RidgeFit:
+    """The statistics path's fit: ridge_fit, shrunk per trait toward the training mean by the weight (0, 0.25, ...,
+    1) that choose_gates gives its held-out predictions over the mean: 0 where they do not beat the mean
+    significantly, so a trait that clip statistics cannot predict starts from its mean, not from a fit to noise. Its
+    held-out predictions are shrunk alike."""
     fit = ridge_fit(features, y, groups)
     mean = y.mean(axis=0)
     share = choose_gates(np.broadcast_to(mean, y.shape), [fit.held_out - mean], y, groups=groups)[0]  # (5,)
-    return fit.weight * share[:, None], share * fit.bias + (1 - share) * mean
+    return RidgeFit(fit.weight * share[:, None], share * fit.bias + (1 - share) * mean,
+                    share * fit.held_out + (1 - share) * mean)
+
+
+def gated_path_fit(path: LinearPath, cfg: ModelConfig, values: np.ndarray, moments: np.ndarray, y: np.ndarray,
+                   groups: Sequence[str], stats: RidgeFit) -> RidgeFit:
+    """One gated path's fit as its layer holds it (values: its finished inputs, (N, layer width)), with held-out
+    predictions of the contribution it adds to the statistics path. Read with the clip statistics
+    (path.reads_statistics), it is fitted to the labels together with them and holds the difference from the
+    statistics path (so it can take over a trait the statistics read in the wrong form), its contribution held out
+    against theirs; else it is fitted to what the statistics path misses on the training clips."""
+    fitter = screened_ridge_fit if path.screened else ridge_fit
+    if not path.reads_statistics(cfg):
+        return fitter(values, y - (moments @ stats.weight.T + stats.bias), groups)
+    fit = fitter(values, y, groups)
+    own = values.shape[1] - moments.shape[1]
+    weight = fit.weight - np.pad(stats.weight, ((0, 0), (own, 0)))  # (5, layer width)
+    return RidgeFit(weight, fit.bias - stats.bias, fit.held_out - stats.held_out)
 
 
 def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, device: torch.device) -> np.ndarray:
     """Fit the statistics path to the training labels (statistics_fit: ridge, closed form, penalties by
-    cross-validation over source videos, kept per trait only where it predicts), then each gated path to what it
-    misses (after setting its fill and knots; ridge_fit, or screened_ridge_fit for a path of many inputs few of
-    which matter), and stack them: the gated paths' weights per trait are those their held-out predictions (from
-    the folds that held each clip's source video out) support (choose_gates over source videos: each path earns
-    its place alone, then those that did are weighed together), so two paths that read one signal share it
-    rather than count it twice. Returns those weights,
-    (len(cfg.gated_paths), 5): calibrate_gates departs from them only where the validation clips say so
-    significantly."""
+    cross-validation over source videos, kept per trait only where it predicts), then each gated path (after setting
+    its fill and knots; gated_path_fit: ridge_fit, or screened_ridge_fit for a path of many inputs few of which
+    matter), and stack them: the gated paths' weights per trait are those their held-out predictions (from the folds
+    that held each clip's source video out) support over the statistics path's (choose_gates over source videos:
+    each path earns its place alone, then those that did are weighed together), so two paths that read one signal
+    share it rather than count it twice. Returns those weights, (len(cfg.gated_paths), 5): calibrate_gates departs
+    from them only where the validation clips say so significantly."""
     set_levels(model, train, scaler, device)
     inputs = path_inputs(model, train, scaler, device)
     y, groups = labels_of(train), [c.group for c in train]
-    weight, bias = statistics_fit(inputs[STATS_PATH.key], y, groups)
-    base = inputs[STATS_PATH.key] @ weight.T + bias  # (N, 5)
-    paths = model.cfg.gated_paths
+    moments = inputs[STATS_PATH.key]
+    stats = statistics_fit(moments, y, groups)
+    paths, cfg = model.cfg.gated_paths, model.cfg
+    base = stats.held_out if cfg.paths_with_statistics else moments @ stats.weight.T + stats.bias  # (N, 5)
     with torch.no_grad():
-        set_linear(model.stats, weight, bias)
+        set_linear(model.stats, stats.weight, stats.bias)
         fits = []
         for path in paths:
             if path.fill is not None:
                 getattr(model, path.fill).copy_(torch.as_tensor(column_means(inputs[path.key])))
             if path.knots is not None:
                 getattr(model, path.knots).copy_(torch.as_tensor(knots_of(inputs[path.key])))
-            inputs[path.key] = model.finished_inputs(path, torch.as_tensor(inputs[path.key])).numpy()
-            fit = (screened_ridge_fit if path.screened else ridge_fit)(inputs[path.key], y - base, groups)
+            values = model.finished_inputs(path, torch.as_tensor(inputs[path.key]), torch.as_tensor(moments)).numpy()
+            fit = gated_path_fit(path, cfg, values, moments, y, groups, stats)
             set_linear(getattr(model, path.key), fit.weight, fit.bias)
             fits.append(fit)
     if not fits:

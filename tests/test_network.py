@@ -257,8 +257,11 @@ def test_missing_event_timings_are_filled_with_the_mean_of_the_clips_that_have_t
     model.event_fill.copy_(fill)
     raw = torch.full((2, len(fill)), math.nan)
     raw[0, 7] = -1.0
-    filled = model.finished_inputs(EVENT_PATH, raw)
-    assert filled[0, 7] == -1.0 and torch.equal(filled[1], fill) and filled[0, 8] == 8.0
+    moments = torch.randn(2, 2 * model.cfg.n_features)
+    filled = model.finished_inputs(EVENT_PATH, raw, moments)
+    assert filled[0, 7] == -1.0 and torch.equal(filled[1, :len(fill)], fill) and filled[0, 8] == 8.0
+    assert torch.equal(filled[:, len(fill):], moments)  # the clip statistics follow, as the layer reads them
+    assert filled.shape[1] == EVENT_PATH.layer_width(model.cfg)
 
 
 def clips_with_a_threshold(n: int, seed: int) -> list[Clip]:
@@ -284,6 +287,21 @@ def test_the_curves_path_bends_where_a_level_starts_to_matter():
     means = np.array([scaler.transform(c.frames)[:, 8].mean() for c in clips[:300]])
     np.testing.assert_allclose(knots.numpy(), np.quantile(means, HINGE_QUANTILES), atol=1e-5)
     assert (weights[0, [0, 1, 2, 4]] == 0).all()  # no curve for the traits without a signal
+
+
+def test_a_path_fitted_with_the_clip_statistics_takes_over_a_bend_they_read_as_a_straight_line():
+    """From 60 training clips the statistics path reads the threshold as a line; fitted on what that line misses,
+    the curves path finds little left, while fitted to the labels together with the clip statistics it replaces the
+    line where held-out clips say so."""
+    clips = clips_with_a_threshold(360, 0)
+    train, test = clips[:60], clips[60:]
+    scaler = Normalization.fit("standard", train, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+    scores = {}
+    for joint in (False, True):
+        model = small_network(**paths_only("curves"), paths_with_statistics=joint)
+        linear_paths_alone(model, train, scaler)
+        scores[joint] = held_out_r2(model, test, scaler, 3)
+    assert scores[False] < 0.8 and scores[True] > 0.95, scores
 
 
 def test_a_kernel_share_is_the_share_of_frames_where_a_dilated_kernel_passes_its_level():

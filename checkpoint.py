@@ -30,7 +30,8 @@ FORMAT_1 = "openface-bigfive/1"  # metadata in an untyped dict; the first Hybrid
 FORMAT_1_ARCHITECTURE: dict[str, object] = {  # what format-1 configs leave out: the first HybridNet's parts
     **{path.enabled_by: False for path in LINEAR_PATHS}, "members": 1,
     "conv_residual": False, "conv_pool": "mean", "squeeze_excite": True}
-FORMAT_3_DEFAULTS: dict[str, object] = {  # paths added since format 3 (code 3.0.0) began
+FORMAT_3_DEFAULTS: dict[str, object] = {  # what format 3 from earlier code leaves out: the paths added since 3.0.0,
+    # and gated paths fitted on what the statistics path misses (before 3.3.0)
     "curves_path": False, "kernel_path": False, "paths_with_statistics": False}
 FORMAT_2_DEFAULTS: dict[str, object] = {"event_path": False, "shape_path": False, **FORMAT_3_DEFAULTS}
 FIRST_COUNTED_EVENTS = (2, 0, 1)  # the code version from which the event path counts its inputs as this code does

@@ -216,17 +216,19 @@ class HybridNet(nn.Module):
             if path.levels is not None:
                 self.register_buffer(path.levels, torch.zeros(path.width(cfg)))
 
-    def path_inputs(self, path: LinearPath, x: torch.Tensor, lengths: torch.Tensor, raw: bool = False
-                    ) -> torch.Tensor:
+    def path_inputs(self, path: LinearPath, x: torch.Tensor, lengths: torch.Tensor, raw: bool = False,
+                    moments: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, F) zero beyond each length -> (B, path.layer_width(cfg)): the path's featurizer, with a clip's missing
         inputs replaced by their training means (its fill buffer) and, with knots, hinged at them (its knots
         buffer); both buffers are set by stacking.fit_linear_paths, which reads the `raw` values (B, path.width(cfg)):
         the featurizer's alone, NaN where a clip lacks an input. A featurizer with levels reads its levels buffer
-        (set by the fit before the others)."""
+        (set by the fit before the others). A path that reads the clip statistics takes them from `moments` (the
+        statistics path's inputs, (B, 2F)) when the caller has them, else computes them."""
         values = path.featurize(x, lengths, self.cfg, *([getattr(self, path.levels)] if path.levels else []))
         if raw:
             return values
-        moments = self.path_inputs(STATS_PATH, x, lengths) if path.reads_statistics(self.cfg) else None
+        if moments is None and path.reads_statistics(self.cfg):
+            moments = self.path_inputs(STATS_PATH, x, lengths)
         return self.finished_inputs(path, values, moments)
 
     def finished_inputs(self, path: LinearPath, values: torch.Tensor, moments: torch.Tensor | None = None
@@ -249,7 +251,8 @@ class HybridNet(nn.Module):
         """Before their gates, (B, 5) each: the contribution of each linear path in `paths` (default: all this
         network has), by its key, and the members' mean branch output ('branches')."""
         x = x.masked_fill(~valid_mask(lengths, x.shape[1])[:, :, None], 0.0)
-        out = {path.key: getattr(self, path.key)(self.path_inputs(path, x, lengths))
+        moments = self.path_inputs(STATS_PATH, x, lengths)
+        out = {path.key: getattr(self, path.key)(self.path_inputs(path, x, lengths, moments=moments))
                for path in (self.cfg.linear_paths if paths is None else paths)}
         out["branches"] = torch.stack([member(x, lengths) for member in self.members]).mean(dim=0)
         return out
@@ -257,11 +260,12 @@ class HybridNet(nn.Module):
     def linear(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, F) zero beyond each length -> (B, 5): the linear paths' gated sum. A gated path's inputs are
         computed only when a trait uses it (never while training, when its gates are closed)."""
-        out = self.stats(self.path_inputs(STATS_PATH, x, lengths))
+        moments = self.path_inputs(STATS_PATH, x, lengths)  # (B, 2F), read by the gated paths too
+        out = self.stats(moments)
         for path in self.cfg.gated_paths:
             gates = self.gates_of(path)
             if bool(gates.any()):
-                out = out + gates * getattr(self, path.key)(self.path_inputs(path, x, lengths))
+                out = out + gates * getattr(self, path.key)(self.path_inputs(path, x, lengths, moments=moments))
         return out
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -98,20 +98,21 @@ def statistics_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -
                     share * fit.held_out + (1 - share) * mean)
 
 
-def gated_path_fit(path: LinearPath, cfg: ModelConfig, values: np.ndarray, moments: np.ndarray, y: np.ndarray,
-                   groups: Sequence[str], stats: RidgeFit) -> RidgeFit:
+def gated_path_fit(path: LinearPath, cfg: ModelConfig, values: np.ndarray, y: np.ndarray, groups: Sequence[str],
+                   stats: RidgeFit, base: np.ndarray) -> RidgeFit:
     """One gated path's fit as its layer holds it (values: its finished inputs, (N, layer width)), with held-out
-    predictions of the contribution it adds to the statistics path. Read with the clip statistics
-    (path.reads_statistics), it is fitted to the labels together with them and holds the difference from the
-    statistics path (so it can take over a trait the statistics read in the wrong form), its contribution held out
-    against theirs; else it is fitted to what the statistics path misses on the training clips."""
+    predictions of the contribution it adds to `base` (N, 5), the statistics path's predictions the gates weigh it
+    against. Read with the clip statistics (path.reads_statistics), it is fitted to the labels together with them
+    and holds the difference from the statistics path (so it can take over a trait the statistics read in the wrong
+    form), base being their held-out predictions; else it is fitted to what the statistics path misses, base being
+    its fit on the training clips."""
     fitter = screened_ridge_fit if path.screened else ridge_fit
     if not path.reads_statistics(cfg):
-        return fitter(values, y - (moments @ stats.weight.T + stats.bias), groups)
+        return fitter(values, y - base, groups)
     fit = fitter(values, y, groups)
-    own = values.shape[1] - moments.shape[1]
+    own = values.shape[1] - stats.weight.shape[1]
     weight = fit.weight - np.pad(stats.weight, ((0, 0), (own, 0)))  # (5, layer width)
-    return RidgeFit(weight, fit.bias - stats.bias, fit.held_out - stats.held_out)
+    return RidgeFit(weight, fit.bias - stats.bias, fit.held_out - base)
 
 
 def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, device: torch.device) -> np.ndarray:
@@ -139,7 +140,7 @@ def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, de
             if path.knots is not None:
                 getattr(model, path.knots).copy_(torch.as_tensor(knots_of(inputs[path.key])))
             values = model.finished_inputs(path, torch.as_tensor(inputs[path.key]), torch.as_tensor(moments)).numpy()
-            fit = gated_path_fit(path, cfg, values, moments, y, groups, stats)
+            fit = gated_path_fit(path, cfg, values, y, groups, stats, base)
             set_linear(getattr(model, path.key), fit.weight, fit.bias)
             fits.append(fit)
     if not fits:

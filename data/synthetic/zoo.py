@@ -303,6 +303,66 @@ def tails(rng, x, ch, value):
     return float(np.mean(part ** 4) - 3)  # excess kurtosis
 
 
+def anti_phase(rng, x, ch, value):
+    """Two AUs' slow movements moving together or against each other (correlation -0.9 to 0.9), at one variance
+    each."""
+    r = 1.8 * value - 0.9
+    shared, own = (smooth_noise(rng, len(x), 0.95, 1.0) for _ in range(2))
+    parts = [shared, r * shared + np.sqrt(1 - r ** 2) * own]
+    parts = [0.3 * (p - p.mean()) / p.std() for p in parts]
+    for c, part in zip(ch, parts):
+        x[:, c] += part
+    return float(np.corrcoef(parts[0], parts[1])[0, 1])
+
+
+def jitter(rng, x, ch, value):
+    """Events in one AU answered in another about 20 frames later, the delay varying from event to event by a
+    standard deviation of 0-12 frames: how consistent the answer's timing is."""
+    starts = spaced_starts(rng, len(x), max(2, len(x) // 90), 90)
+    delays = np.clip(np.round(20 + 12 * value * rng.standard_normal(len(starts))), 2, 60).astype(int)
+    for at, delay in zip(starts, delays):
+        add_event(x[:, ch[0]], int(at), bump(BURST), 1.5)
+        add_event(x[:, ch[1]], int(at + delay), bump(BURST), 1.5)
+    return float(delays.std())
+
+
+def undershoot(rng, x, ch, value):
+    """Bursts of one AU each followed by a dip below its resting level (0-1 of the burst's height), at one count,
+    mean and variance: how far it rebounds."""
+    part = np.zeros(len(x))
+    for at in spaced_starts(rng, len(x), max(2, len(x) // 60), 60):
+        add_event(part, int(at), bump(BURST), 1.0)
+        add_event(part, int(at) + BURST, bump(2 * BURST), -value)
+    x[:, ch[0]] += 0.5 * (part - part.mean()) / part.std()
+    return float(value)
+
+
+def step(rng, x, ch, value):
+    """One AU's movement as a single lasting change of level at a random moment, up or down, against a slow wander
+    (a share `value` of its movement in the step), at one mean and variance."""
+    at = int(rng.uniform(0.2, 0.8) * len(x))
+    change = np.where(np.arange(len(x)) < at, 0.0, rng.choice([-1.0, 1.0]))
+    wander = smooth_noise(rng, len(x), 0.9, 1.0)
+    change, wander = [(p - p.mean()) / max(p.std(), 1e-9) for p in (change, wander)]
+    part = np.sqrt(value) * change + np.sqrt(1 - value) * wander
+    x[:, ch[0]] += 0.4 * (part - part.mean()) / part.std()
+    return float(value)
+
+
+def motif(rng, x, ch, value):
+    """One AU's 1-s events: a share `value` of them repeat one shape of the clip's own, the others each a shape of
+    their own drawn alike, at one count: how repetitive the movement is."""
+    def shape() -> np.ndarray:
+        s = smooth_noise(rng, 3 * BURST, 0.8, 1.0) * bump(3 * BURST)
+        return s / np.abs(s).max()
+    repeated = shape()
+    starts = spaced_starts(rng, len(x), max(3, len(x) // 60), 45)
+    repeats = rng.random(len(starts)) < value
+    for at, again in zip(starts, repeats):
+        add_event(x[:, ch[0]], int(at), repeated if again else shape(), 1.2)
+    return float(repeats.mean())
+
+
 def noise(rng, x, ch, value):
     return 0.0
 
@@ -358,6 +418,15 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
                spread_trend),
     SignalKind("tails", "how much of a head angle's movement comes in a few large turns, at one variance", ("head",),
                tails),
+    SignalKind("anti-phase", "whether two AUs' slow movements go together or against each other, at one variance "
+               "each", ("au", "au"), anti_phase),
+    SignalKind("jitter", "how much the delay from an event in one AU to the answer in another varies", ("au", "au"),
+               jitter),
+    SignalKind("undershoot", "how far one AU dips below its resting level after each burst, at one variance", ("au",),
+               undershoot),
+    SignalKind("step", "how much of one AU's movement is a single lasting change of level, at one variance", ("au",),
+               step),
+    SignalKind("motif", "how many of one AU's events repeat the same shape, at one count", ("au",), motif),
     SignalKind("noise", "nothing: the trait is pure noise", (), noise),
 )}
 

@@ -97,12 +97,17 @@ def masked_rms(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((v ** 2 * m).sum(dim=1) / m.sum(dim=1).clamp(min=1) + VARIANCE_FLOOR)
 
 
+def nearest_ranks(counts: torch.Tensor, qs: Sequence[float]) -> torch.Tensor:
+    """(...) counts of values -> (..., len(qs)) the 0-based rank of each quantile among them (nearest rank)."""
+    last = (counts - 1).clamp(min=0).to(torch.float64)
+    return torch.stack([(q * last).round().long() for q in qs], dim=-1)
+
+
 def masked_quantiles(x: torch.Tensor, lengths: torch.Tensor, qs: Sequence[float]) -> torch.Tensor:
     """(B, T, F) -> (B, len(qs), F): each input's quantiles over each clip's valid frames (nearest rank)."""
     mask = valid_mask(lengths, x.shape[1])
     ordered = x.masked_fill(~mask[:, :, None], math.inf).sort(dim=1).values  # (B, T, F), valid frames first
-    last = (lengths - 1).clamp(min=0).to(x.dtype)  # (B,)
-    ranks = torch.stack([(q * last).round().long() for q in qs], dim=1)  # (B, Q)
+    ranks = nearest_ranks(lengths, qs)  # (B, Q)
     return ordered.gather(1, ranks[:, :, None].expand(-1, -1, x.shape[2]))
 
 
@@ -243,6 +248,48 @@ def kernel_levels(x: torch.Tensor, lengths: torch.Tensor, generator: torch.Gener
                       for block, q in zip(blocks, qs)])
 
 
+INTERVAL_DEPTH = 4  # the interval path's intervals: the whole clip, its halves, quarters and eighths (QUANT's)
+INTERVAL_QUANTILES = (0.1, 0.5, 0.9)
+INTERVALS = 2 ** INTERVAL_DEPTH - 1  # per series
+INTERVAL_STATISTICS = 2 * INTERVALS * len(INTERVAL_QUANTILES)  # per input: of the series and of its first difference
+
+
+def interval_quantiles_of_series(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, INTERVALS * Q, F): each input's INTERVAL_QUANTILES in each dyadic interval of each clip's
+    valid frames (the whole clip, then its halves, ..., in order; nearest rank), NaN in an interval without
+    frames. One sort of the values, then per depth a stable sort by interval, puts each interval's values in order
+    side by side."""
+    steps = x.shape[1]
+    mask = valid_mask(lengths, steps)  # (B, T)
+    by_value = x.masked_fill(~mask[:, :, None], math.inf).argsort(dim=1)  # (B, T, F)
+    t = torch.arange(steps, device=x.device)[None, :]  # (1, T)
+    parts = []
+    for depth in range(INTERVAL_DEPTH):
+        count = 2 ** depth
+        interval = torch.where(mask, t * count // lengths.clamp(min=1)[:, None], count)  # (B, T); count: beyond
+        sorted_interval = interval[:, :, None].expand_as(by_value).gather(1, by_value)  # (B, T, F)
+        order = by_value.gather(1, sorted_interval.argsort(dim=1, stable=True))  # (B, T, F)
+        ordered = x.gather(1, order)  # (B, T, F): interval by interval, each in order of value
+        sizes = F.one_hot(interval, count + 1)[:, :, :count].sum(dim=1)  # (B, count) frames per interval
+        starts = sizes.cumsum(dim=1) - sizes  # (B, count)
+        ranks = (starts[:, :, None] + nearest_ranks(sizes, INTERVAL_QUANTILES)).flatten(1)  # (B, count * Q)
+        values = ordered.gather(1, ranks.clamp(max=steps - 1)[:, :, None].expand(-1, -1, x.shape[2]))
+        empty = (sizes == 0).repeat_interleave(len(INTERVAL_QUANTILES), dim=1)  # (B, count * Q)
+        parts.append(values.masked_fill(empty[:, :, None], math.nan))
+    return torch.cat(parts, dim=1)
+
+
+def interval_quantiles(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, INTERVAL_STATISTICS * F): per input, interval_quantiles_of_series of its frames and of its
+    first differences (how fast it moves there), input-major; NaN where an interval is empty. Where in the clip an
+    input moves more, or faster, or sits higher is one of these, or a difference of two."""
+    diffs = x[:, 1:] - x[:, :-1] if x.shape[1] > 1 else x[:, :0]  # (B, T-1, F)
+    series = [interval_quantiles_of_series(x, lengths),
+              interval_quantiles_of_series(diffs, (lengths - 1).clamp(min=0)) if diffs.shape[1]
+              else x.new_full((x.shape[0], INTERVALS * len(INTERVAL_QUANTILES), x.shape[2]), math.nan)]
+    return torch.cat(series, dim=1).transpose(1, 2).flatten(1)
+
+
 @dataclass(frozen=True)
 class LinearPath:
     """A linear layer on one featurizer of each clip, fitted by ridge regression before training and then fixed.
@@ -304,6 +351,10 @@ def clip_summaries_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig"
     return clip_summaries(x, lengths)
 
 
+def interval_quantiles_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
+    return interval_quantiles(x, lengths)
+
+
 def kernel_shares_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig", levels: torch.Tensor
                      ) -> torch.Tensor:
     return kernel_shares(x, lengths, levels)
@@ -322,5 +373,8 @@ GATED_PATHS: tuple[LinearPath, ...] = (  # beside the statistics path, each weig
     LinearPath("kernels", "kernel path", "kernel_path", kernel_shares_of,
                lambda cfg: len(KERNEL_DILATIONS) * cfg.n_features * KERNELS_PER_DILATION, screened=True,
                gates="kernel_gates", fill="kernel_fill", levels="kernel_levels", fit_levels=kernel_levels),
+    LinearPath("intervals", "interval path", "interval_path", interval_quantiles_of,
+               lambda cfg: INTERVAL_STATISTICS * cfg.n_features, screened=True, gates="interval_gates",
+               fill="interval_fill"),
 )
 LINEAR_PATHS: tuple[LinearPath, ...] = (STATS_PATH, *GATED_PATHS)

@@ -53,6 +53,10 @@ class ModelConfig:
                                       "kernels (MiniRocket's, at dilations of 1 to 32 frames over each input): the "
                                       "share of each clip's frames where a kernel's response passes a level set at "
                                       "the training clips' quantiles, fitted on the few that predict a trait")
+    interval_path: bool = option(True, "with the statistics path: a seventh linear path from the 10th, 50th and "
+                                        "90th percentiles of each input and of its first difference over the whole "
+                                        "clip, its halves, quarters and eighths (QUANT's intervals: where in a clip "
+                                        "an input moves more, or faster), fitted on the few that predict a trait")
     paths_with_statistics: bool = option(True, "fit each of the paths above together with the clip statistics "
                                                "(its layer also reads each input's mean and std, so it can take "
                                                "over a trait the statistics read in the wrong form) and weigh it "

@@ -5,8 +5,8 @@ training mean for a trait it does not predict), then each gated path (featurizer
 together with the clip statistics, and the gated paths are stacked over the statistics path by their held-out
 predictions; all are then fixed. After training, the gates are set on the validation clips. Cost: one ridge fit
 per gated path (C of them), and per trait a gate search of GATE_STEPS weights per path, then of at most
-GATE_STEPS ** C combinations of those that earned a place, before training (3,125 for the five paths today), and of
-GATE_STEPS ** (C + 1) with the branches after it (15,625)."""
+GATE_STEPS ** C combinations of those that earned a place, before training (15,625 for the six paths today), and of
+GATE_STEPS ** (C + 1) with the branches after it (78,125)."""
 from __future__ import annotations
 
 import itertools
@@ -23,6 +23,7 @@ from openface import Clip
 from ridge import RidgeFit, ridge_fit, screened_ridge_fit, video_codes
 
 GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
+GRID_CELLS = 2 ** 22  # at most this many (clip, weights) errors of a gate search are held at once
 GATE_Z = 1.64  # gates leave their default for a trait only when that beats it by this many standard errors; with C
 # candidates, by the z of a one-sided level C times smaller (choose_gates)
 
@@ -172,7 +173,9 @@ def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.nd
         parts = np.stack([c[:, t] for c in contributions], axis=1)  # (N, C)
 
         def unit_errors(grid: np.ndarray) -> np.ndarray:  # (G, C) weights -> (U, G) squared errors per unit
-            return unit_sums((np.clip(base[:, t, None] + parts @ grid.T, 0, 1) - y[:, t, None]) ** 2, units)
+            chunks = np.array_split(grid, max(1, len(grid) * len(y) // GRID_CELLS))  # (N, G) a chunk at a time
+            return np.concatenate([unit_sums((np.clip(base[:, t, None] + parts @ chunk.T, 0, 1) - y[:, t, None]) ** 2,
+                                             units) for chunk in chunks], axis=1)
 
         default_errors = unit_errors(start[None, :, t])[:, 0]  # (U,)
         earned = [c for c in range(len(contributions))

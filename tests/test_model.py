@@ -419,13 +419,14 @@ def test_model_config_refuses_impossible_sizes():
     assert ModelConfig().receptive_field == 125 and PRESETS["paper"].receptive_field == 16
     with pytest.raises(DataError, match="the paper's network has fixed sizes; drop the flags for embed_dim"):
         ModelConfig(kind="paper", embed_dim=64)
-    with pytest.raises(DataError, match="the temporal path, the event path, the shape path, the curves path and the "
-                                        r"kernel path need the statistics path \(add --no-temporal-path "
-                                        r"--no-event-path --no-shape-path --no-curves-path --no-kernel-path, or drop "
-                                        r"--no-stats-path\)"):
+    with pytest.raises(DataError, match="the temporal path, the event path, the shape path, the curves path, the "
+                                        r"kernel path and the interval path need the statistics path \(add "
+                                        r"--no-temporal-path --no-event-path --no-shape-path --no-curves-path "
+                                        r"--no-kernel-path --no-interval-path, or drop --no-stats-path\)"):
         ModelConfig(stats_path=False)
     with pytest.raises(DataError, match="the event path needs the statistics path"):
-        ModelConfig(stats_path=False, temporal_path=False, shape_path=False, curves_path=False, kernel_path=False)
+        ModelConfig(stats_path=False, temporal_path=False, shape_path=False, curves_path=False, kernel_path=False,
+                    interval_path=False)
 
 
 def test_feature_mismatch_names_columns(tmp_path):

@@ -17,7 +17,8 @@ from baselines import ridge_on_statistics
 from checkpoint import load_checkpoint
 from conftest import ROOT, TINY_MODEL, one_line_error, run_script
 from dataset import Normalization, Scaler, labels_of, predict
-from featurizers import (GATED_PATHS, HINGE_QUANTILES, KERNEL_DILATIONS, KERNELS, KERNELS_PER_DILATION, kernel_levels,
+from featurizers import (GATED_PATHS, HINGE_QUANTILES, INTERVAL_DEPTH, INTERVAL_QUANTILES, INTERVAL_STATISTICS,
+                         KERNEL_DILATIONS, KERNELS, KERNELS_PER_DILATION, interval_quantiles, kernel_levels,
                          kernel_shares, level_quantiles)
 from model import HybridNet, ModelConfig, build_model
 from openface import FEATURE_COLUMNS, TRAITS, Clip
@@ -346,13 +347,47 @@ def clips_with_bunched_movement(n: int, seed: int) -> list[Clip]:
     return clips
 
 
-def test_the_kernel_path_reads_where_in_a_clip_an_input_moves():
+@pytest.mark.parametrize("key", ["kernels", "intervals"])
+def test_the_kernel_and_interval_paths_read_where_in_a_clip_an_input_moves(key):
     """Movement bunched into half the clip against spread over all of it, at one variance: the statistics path
-    gives the mean, the kernel path alone reads it."""
+    gives the mean, the kernel path alone reads it, and so does the interval path."""
     clips = clips_with_bunched_movement(400, 0)
-    scores, _, weights, _ = linear_paths_compared(clips, 4, {"statistics": (), "kernels": ("kernels",)})
-    assert scores["statistics"] < 0.1 < 0.6 < scores["kernels"], scores
+    scores, _, weights, _ = linear_paths_compared(clips, 4, {"statistics": (), key: (key,)})
+    assert scores["statistics"] < 0.1 < 0.6 < scores[key], scores
     assert (weights[0, :4] == 0).all()  # nothing for the traits without a signal
+
+
+def by_hand_interval_quantiles(series: np.ndarray) -> list[float]:
+    """numpy's nearest-rank INTERVAL_QUANTILES of a series in its whole, halves, quarters and eighths (frame t of n
+    in part floor(t * parts / n)); NaN for an empty part."""
+    out = []
+    for depth in range(INTERVAL_DEPTH):
+        part = np.arange(len(series)) * 2 ** depth // max(len(series), 1)
+        for j in range(2 ** depth):
+            values = np.sort(series[part == j])
+            out += [values[round(q * (len(values) - 1))] if len(values) else np.nan for q in INTERVAL_QUANTILES]
+    return out
+
+
+def test_interval_quantiles_are_each_intervals_quantiles_of_an_input_and_of_its_differences():
+    """Per input, the quantiles in each dyadic interval of the valid frames, then those of the first differences;
+    an interval without frames (a clip of 5 frames has empty eighths, one of 1 frame no differences) gives NaN, and
+    the frames beyond a clip's length do not count."""
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(4, 40, 22)))
+    lengths = torch.tensor([40, 23, 5, 1])
+    values = interval_quantiles(x, lengths)
+    assert values.shape == (4, INTERVAL_STATISTICS * 22)
+    for clip, n in enumerate(lengths.tolist()):
+        for channel in (0, 8, 21):
+            series = x[clip, :n, channel].numpy()
+            expected = by_hand_interval_quantiles(series) + by_hand_interval_quantiles(np.diff(series))
+            got = values[clip, channel * INTERVAL_STATISTICS:(channel + 1) * INTERVAL_STATISTICS].numpy()
+            np.testing.assert_array_equal(got, expected)
+    assert values[2].isnan().any() and values[3, INTERVAL_STATISTICS // 2:INTERVAL_STATISTICS].isnan().all()
+    garbage = x.clone()
+    garbage[1, 23:] = 1e6
+    torch.testing.assert_close(interval_quantiles(garbage, lengths), values, equal_nan=True)
 
 
 def test_the_gain_of_the_best_of_many_candidates_is_judged_on_units_that_did_not_choose_it():

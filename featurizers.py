@@ -97,9 +97,10 @@ def masked_rms(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((v ** 2 * m).sum(dim=1) / m.sum(dim=1).clamp(min=1) + VARIANCE_FLOOR)
 
 
-def nearest_ranks(counts: torch.Tensor, qs: Sequence[float]) -> torch.Tensor:
-    """(...) counts of values -> (..., len(qs)) the 0-based rank of each quantile among them (nearest rank)."""
-    last = (counts - 1).clamp(min=0).to(torch.float64)
+def nearest_ranks(counts: torch.Tensor, qs: Sequence[float], dtype: torch.dtype) -> torch.Tensor:
+    """(...) counts of values -> (..., len(qs)) the 0-based rank of each quantile among them (nearest rank, q times
+    the last rank rounded in `dtype`, the values' own, so a rank on a tie rounds as it always has)."""
+    last = (counts - 1).clamp(min=0).to(dtype)
     return torch.stack([(q * last).round().long() for q in qs], dim=-1)
 
 
@@ -107,7 +108,7 @@ def masked_quantiles(x: torch.Tensor, lengths: torch.Tensor, qs: Sequence[float]
     """(B, T, F) -> (B, len(qs), F): each input's quantiles over each clip's valid frames (nearest rank)."""
     mask = valid_mask(lengths, x.shape[1])
     ordered = x.masked_fill(~mask[:, :, None], math.inf).sort(dim=1).values  # (B, T, F), valid frames first
-    ranks = nearest_ranks(lengths, qs)  # (B, Q)
+    ranks = nearest_ranks(lengths, qs, x.dtype)  # (B, Q)
     return ordered.gather(1, ranks[:, :, None].expand(-1, -1, x.shape[2]))
 
 
@@ -272,7 +273,7 @@ def interval_quantiles_of_series(x: torch.Tensor, lengths: torch.Tensor) -> torc
         ordered = x.gather(1, order)  # (B, T, F): interval by interval, each in order of value
         sizes = F.one_hot(interval, count + 1)[:, :, :count].sum(dim=1)  # (B, count) frames per interval
         starts = sizes.cumsum(dim=1) - sizes  # (B, count)
-        ranks = (starts[:, :, None] + nearest_ranks(sizes, INTERVAL_QUANTILES)).flatten(1)  # (B, count * Q)
+        ranks = (starts[:, :, None] + nearest_ranks(sizes, INTERVAL_QUANTILES, x.dtype)).flatten(1)  # (B, count * Q)
         values = ordered.gather(1, ranks.clamp(max=steps - 1)[:, :, None].expand(-1, -1, x.shape[2]))
         empty = (sizes == 0).repeat_interleave(len(INTERVAL_QUANTILES), dim=1)  # (B, count * Q)
         parts.append(values.masked_fill(empty[:, :, None], math.nan))
@@ -283,7 +284,7 @@ def interval_quantiles(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, T, F) -> (B, INTERVAL_STATISTICS * F): per input, interval_quantiles_of_series of its frames and of its
     first differences (how fast it moves there), input-major; NaN where an interval is empty. Where in the clip an
     input moves more, or faster, or sits higher is one of these, or a difference of two."""
-    diffs = x[:, 1:] - x[:, :-1] if x.shape[1] > 1 else x[:, :0]  # (B, T-1, F)
+    diffs = x[:, 1:] - x[:, :-1]  # (B, T-1, F)
     series = [interval_quantiles_of_series(x, lengths),
               interval_quantiles_of_series(diffs, (lengths - 1).clamp(min=0)) if diffs.shape[1]
               else x.new_full((x.shape[0], INTERVALS * len(INTERVAL_QUANTILES), x.shape[2]), math.nan)]

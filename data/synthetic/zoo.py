@@ -363,6 +363,67 @@ def motif(rng, x, ch, value):
     return float(repeats.mean())
 
 
+def coupling_change(rng, x, ch, value):
+    """Two AUs' slow movements going together in one half of the clip and against each other in the other
+    (correlation +-0.9 `value`, which half at random), at one variance each: over the whole clip they are unrelated."""
+    half = len(x) // 2
+    r = 0.9 * value * rng.choice([-1.0, 1.0]) * np.where(np.arange(len(x)) < half, 1.0, -1.0)  # (T,)
+    shared, own = (smooth_noise(rng, len(x), 0.95, 1.0) for _ in range(2))
+    parts = [shared, r * shared + np.sqrt(1 - r ** 2) * own]
+    parts = [0.3 * (p - p.mean()) / p.std() for p in parts]
+    for c, part in zip(ch, parts):
+        x[:, c] += part
+    first, second = (np.corrcoef(parts[0][s], parts[1][s])[0, 1] for s in (slice(0, half), slice(half, None)))
+    return float(abs(first - second) / 2)
+
+
+def echo(rng, x, ch, value):
+    """A head angle's movements repeated by itself about 1 s (25-35 frames) later at a gain 0.9 `value`, at one
+    variance: how much it goes back over what it just did."""
+    lag = int(rng.integers(25, 36))
+    drive = smooth_noise(rng, len(x) + lag, 0.8, 1.0)
+    part = drive[lag:] + 0.9 * value * drive[:-lag]
+    part = (part - part.mean()) / part.std()
+    x[:, ch[0]] += 0.1 * part
+    return float(np.corrcoef(part[lag:], part[:-lag])[0, 1])
+
+
+def height_spread(rng, x, ch, value):
+    """One AU's bursts at one count, their heights alike or varying (coefficient of variation 0.8 `value`), at one
+    mean and variance: how unequal its expressions are."""
+    part = np.zeros(len(x))
+    starts = spaced_starts(rng, len(x), max(3, len(x) // 40), 30)
+    heights = np.clip(1 + 0.8 * value * rng.standard_normal(len(starts)), 0.05, None)
+    for at, height in zip(starts, heights):
+        add_event(part, int(at), bump(BURST), float(height))
+    x[:, ch[0]] += 0.5 * (part - part.mean()) / part.std()
+    return float(heights.std() / heights.mean())
+
+
+def plateau(rng, x, ch, value):
+    """One AU's 20-frame events, peaked (a raised cosine) or flat-topped (held at their height between a fast rise
+    and fall, a share `value` of the way from one to the other), at one count, mean and variance: how long an
+    expression is held at its peak."""
+    frames = 2 * BURST
+    flat = np.clip(np.minimum(np.arange(frames) + 1, frames - np.arange(frames)) / 3, 0, 1)
+    shape = (1 - value) * bump(frames) + value * flat
+    part = np.zeros(len(x))
+    for at in spaced_starts(rng, len(x), max(3, len(x) // 50), 40):
+        add_event(part, int(at), shape, 1.0)
+    x[:, ch[0]] += 0.5 * (part - part.mean()) / part.std()
+    return float(value)
+
+
+def frequency_ratio(rng, x, ch, value):
+    """Oscillations of two AUs, the second at 1 to 2 times the first's frequency (1 + `value`; the first at
+    0.3-0.7 Hz), at one amplitude each: neither AU's own spectrum says the ratio."""
+    t = np.arange(len(x)) / FPS
+    base = rng.uniform(0.3, 0.7)
+    for c, hz in zip(ch, (base, base * (1 + value))):
+        x[:, c] += 0.3 * np.sin(2 * np.pi * hz * t + rng.uniform(0, 2 * np.pi))
+    return float(1 + value)
+
+
 def noise(rng, x, ch, value):
     return 0.0
 
@@ -427,6 +488,16 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
     SignalKind("step", "how much of one AU's movement is a single lasting change of level, at one variance", ("au",),
                step),
     SignalKind("motif", "how many of one AU's events repeat the same shape, at one count", ("au",), motif),
+    SignalKind("coupling-change", "how much two AUs go together in one half of the clip and against each other in "
+               "the other, at one variance each", ("au", "au"), coupling_change),
+    SignalKind("echo", "how much a head angle repeats its own movements about 1 s later, at one variance", ("head",),
+               echo),
+    SignalKind("height-spread", "how unequal the heights of one AU's bursts are, at one count, mean and variance",
+               ("au",), height_spread),
+    SignalKind("plateau", "how long one AU's events are held at their peak (flat-topped against peaked), at one "
+               "count", ("au",), plateau),
+    SignalKind("frequency-ratio", "the ratio of two AUs' oscillation frequencies (1 to 2), at one amplitude each",
+               ("au", "au"), frequency_ratio),
     SignalKind("noise", "nothing: the trait is pure noise", (), noise),
 )}
 

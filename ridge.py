@@ -90,11 +90,12 @@ def ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> Rid
     return RidgeFit(weight, y_mean - weight @ mean, held_out)
 
 
-def strongest_features(features: np.ndarray, target: np.ndarray, count: int) -> np.ndarray:
-    """Indices of the `count` columns of features (N, P) most correlated with target (N,), either sign."""
+def strongest_features(features: np.ndarray, targets: np.ndarray, count: int) -> np.ndarray:
+    """(T, count): for each column of targets (N, T), the indices of the `count` columns of features (N, P) most
+    correlated with it, either sign, strongest first."""
     std = features.std(axis=0)
     z = (features - features.mean(axis=0)) / np.where(std > CONSTANT_STD, std, np.inf)  # a constant column scores 0
-    return np.argsort(-np.abs(z.T @ (target - target.mean())), kind="stable")[:count]
+    return np.argsort(-np.abs(z.T @ (targets - targets.mean(axis=0))), axis=0, kind="stable")[:count].T
 
 
 def screened_ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> RidgeFit:
@@ -110,15 +111,18 @@ def screened_ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str
     if not folds:
         return RidgeFit(weight, bias, held_out)
     sizes = [size for size in SCREEN_SIZES if size <= features.shape[1]]
-    for t in range(y.shape[1]):
-        trials = np.zeros((len(sizes), len(y)))  # (S, N) held-out predictions per size
-        for train, val in folds:
-            ranked = strongest_features(features[train], y[train, t], sizes[-1])
+    trials = np.zeros((len(sizes),) + y.shape)  # (S, N, T) held-out predictions per size
+    for train, val in folds:
+        ranked = strongest_features(features[train], y[train], sizes[-1])  # (T, largest size)
+        for t in range(y.shape[1]):
+            kept_train, kept_val = features[np.ix_(train, ranked[t])], features[np.ix_(val, ranked[t])]
             for s, size in enumerate(sizes):
-                fit = ridge_fit(features[train][:, ranked[:size]], y[train, t:t + 1], groups[train])
-                trials[s, val] = features[val][:, ranked[:size]] @ fit.weight[0] + fit.bias[0]
-        best = int(((trials - y[:, t]) ** 2).sum(axis=1).argmin())
-        columns = strongest_features(features, y[:, t], sizes[best])
+                fit = ridge_fit(kept_train[:, :size], y[train, t:t + 1], groups[train])
+                trials[s, val, t] = kept_val[:, :size] @ fit.weight[0] + fit.bias[0]
+    best = ((trials - y) ** 2).sum(axis=1).argmin(axis=0)  # (T,)
+    ranked = strongest_features(features, y, sizes[-1])  # (T, largest size)
+    for t in range(y.shape[1]):
+        columns = ranked[t, :sizes[best[t]]]
         fit = ridge_fit(features[:, columns], y[:, t:t + 1], groups)
-        weight[t, columns], bias[t], held_out[:, t] = fit.weight[0], fit.bias[0], trials[best]
+        weight[t, columns], bias[t], held_out[:, t] = fit.weight[0], fit.bias[0], trials[best[t], :, t]
     return RidgeFit(weight, bias, held_out)

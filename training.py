@@ -50,6 +50,7 @@ class TrainOptions:
     freeze: str | None = option(None, "keep one branch fixed (retraining)", choices=("conv", "attention"))
 
 
+CURVE_EVERY_S = 30.0  # while training, the learning curve is redrawn after an epoch at most this often (and at the end)
 RETRAIN_DEFAULTS = {"epochs": 30, "lr": 1e-4, "patience": 8}  # retraining starts from a trained network
 
 
@@ -166,8 +167,8 @@ def constant_label_warnings(parts: dict[str, Sequence[Clip]]) -> list[str]:
 
 
 def fit(run: Run) -> dict:
-    """Train with early stopping on validation loss; rank 0 writes the best and last checkpoints, the log and the
-    curve after every epoch. Batch order and dropout are seeded from (seed, epoch), so a run resumed from its last
+    """Train with early stopping on validation loss; rank 0 writes the best and last checkpoints and the log after
+    every epoch, and the curve every CURVE_EVERY_S and at the end. Batch order and dropout are seeded from (seed, epoch), so a run resumed from its last
     checkpoint ends exactly as an uninterrupted one. Returns the best epoch's record."""
     opts = run.options
     train_clips = augment_clips(run.split.parts["train"]) if opts.augment else list(run.split.parts["train"])
@@ -181,6 +182,7 @@ def fit(run: Run) -> dict:
         write_text_atomic(run.outputs.log, "".join(json_line(h) + "\n" for h in state.history))
     net = wrap_distributed(run)
     lengths = [c.n_frames for c in train_clips]
+    curve = CurveDrawer(run.outputs.curve)
     for epoch in range(state.epoch + 1, opts.epochs + 1):
         if state.bad_epochs >= opts.patience:
             break
@@ -199,7 +201,10 @@ def fit(run: Run) -> dict:
         advance(state, record)
         if run.world.is_main:
             save_epoch(run, state, table, optimizer, scheduler)
+            curve.draw(state.history, due_only=True)
         run.report(epoch_line(record, opts.epochs))
+    if run.world.is_main and state.history:
+        curve.draw(state.history, due_only=False)
     if state.bad_epochs >= opts.patience:
         run.report(f"early stop: no validation improvement for {opts.patience} epochs")
     best = dict(state.best or state.history[-1])
@@ -254,7 +259,7 @@ def advance(state: LoopState, record: dict) -> None:
 
 def save_epoch(run: Run, state: LoopState, table: pd.DataFrame, optimizer: torch.optim.Optimizer,
                scheduler) -> None:
-    """The best checkpoint when this epoch improved, then the last checkpoint, the log and the curve."""
+    """The best checkpoint when this epoch improved, then the last checkpoint and the log."""
     record = state.history[-1]
     metrics = {"epoch": record["epoch"], "val_loss": record["val_loss"], "val": table.to_dict(orient="index")}
     if record["best"]:
@@ -264,7 +269,6 @@ def save_epoch(run: Run, state: LoopState, table: pd.DataFrame, optimizer: torch
     save_checkpoint(run.outputs.last, run_checkpoint(run, metrics, {"optimizer": optimizer.state_dict(),
                                                                       "scheduler": scheduler.state_dict(), **loop}))
     write_text_atomic(run.outputs.log, "".join(json_line(h) + "\n" for h in state.history))
-    plot_learning_curve(state.history, run.outputs.curve)
 
 
 def train_epoch(net: torch.nn.Module, clips: Sequence[Clip], batches: list[list[int]], scaler: Scaler,
@@ -332,6 +336,22 @@ def restore_training_state(run: Run, optimizer: torch.optim.Optimizer, scheduler
     optimizer.load_state_dict(ts["optimizer"])
     scheduler.load_state_dict(ts["scheduler"])
     return LoopState(int(ts["epoch"]), float(ts["best_val"]), int(ts["bad_epochs"]), json.loads(ts["history_json"]))
+
+
+@dataclass
+class CurveDrawer:
+    """The learning curve at `path`, redrawn after an epoch only once CURVE_EVERY_S have passed since the last
+    drawing (matplotlib takes a quarter of a second, a tenth of a short epoch), and whenever asked at the end."""
+
+    path: Path
+    drawn_at: float = -math.inf
+    drawn_epochs: int = 0
+
+    def draw(self, history: list[dict], due_only: bool) -> None:
+        if len(history) == self.drawn_epochs or (due_only and time.monotonic() - self.drawn_at < CURVE_EVERY_S):
+            return
+        plot_learning_curve(history, self.path)
+        self.drawn_at, self.drawn_epochs = time.monotonic(), len(history)
 
 
 def plot_learning_curve(history: list[dict], path: Path) -> None:

@@ -344,14 +344,15 @@ class CurveDrawer:
     drawing (matplotlib takes a quarter of a second, a tenth of a short epoch), and whenever asked at the end."""
 
     path: Path
+    clock: Callable[[], float] = time.monotonic
     drawn_at: float = -math.inf
     drawn_epochs: int = 0
 
     def draw(self, history: list[dict], due_only: bool) -> None:
-        if len(history) == self.drawn_epochs or (due_only and time.monotonic() - self.drawn_at < CURVE_EVERY_S):
+        if len(history) == self.drawn_epochs or (due_only and self.clock() - self.drawn_at < CURVE_EVERY_S):
             return
         plot_learning_curve(history, self.path)
-        self.drawn_at, self.drawn_epochs = time.monotonic(), len(history)
+        self.drawn_at, self.drawn_epochs = self.clock(), len(history)
 
 
 def plot_learning_curve(history: list[dict], path: Path) -> None:

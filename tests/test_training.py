@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+import training
 from checkpoint import load_checkpoint, save_checkpoint
 from conftest import ROOT, TINY_MODEL, one_line_error, process_env, run_process, run_script, set_cell, tree_digest
 from dataset import SplitRecord, load_split
@@ -46,6 +47,26 @@ def test_training_writes_checkpoints_log_and_curve_and_is_deterministic(tiny_cor
     assert ckpt.split.sha256 == __import__("hashlib").sha256((tmp_path / "split.csv").read_bytes()).hexdigest()
     assert len(ckpt.normalization.offset) == 22 and ckpt.traits[0] == "extroversion" and ckpt.seed == 0
     assert ckpt.data_fingerprint and ckpt.metrics["epoch"] >= 1 and ckpt.train_options["epochs"] == 3
+
+
+def test_the_learning_curve_is_redrawn_at_most_every_interval_and_always_with_the_last_epoch(tmp_path, monkeypatch):
+    """Epochs ending at 0, 10, 31, 45 and 70 s: drawn after the first, the third and the fifth (each at least
+    CURVE_EVERY_S after the last drawing); at the end, nothing again for an epoch already drawn, and a sixth that
+    is not yet drawn is drawn at once."""
+    drawn = []
+    monkeypatch.setattr(training, "plot_learning_curve", lambda history, path: drawn.append(len(history)))
+    now = iter([0.0, 0.0, 10.0, 31.0, 31.0, 45.0, 70.0, 70.0, 71.0, 72.0])
+    curve = training.CurveDrawer(tmp_path / "m.curve.png", clock=lambda: next(now))
+    history = []
+    for epoch in range(1, 6):
+        history.append({"epoch": epoch})
+        curve.draw(history, due_only=True)
+    assert drawn == [1, 3, 5]
+    curve.draw(history, due_only=False)
+    assert drawn == [1, 3, 5]  # the last epoch is drawn already
+    history.append({"epoch": 6})
+    curve.draw(history, due_only=False)
+    assert drawn == [1, 3, 5, 6]
 
 
 def test_openface_folder_with_labels_gives_the_same_training(tiny_corpus, tmp_path):

@@ -168,8 +168,9 @@ def constant_label_warnings(parts: dict[str, Sequence[Clip]]) -> list[str]:
 
 def fit(run: Run) -> dict:
     """Train with early stopping on validation loss; rank 0 writes the best and last checkpoints and the log after
-    every epoch, and the curve every CURVE_EVERY_S and at the end. Batch order and dropout are seeded from (seed, epoch), so a run resumed from its last
-    checkpoint ends exactly as an uninterrupted one. Returns the best epoch's record."""
+    every epoch, and the curve every CURVE_EVERY_S and at the end. Batch order and dropout are seeded from (seed,
+    epoch), so a run resumed from its last checkpoint ends exactly as an uninterrupted one. Returns the best
+    epoch's record."""
     opts = run.options
     train_clips = augment_clips(run.split.parts["train"]) if opts.augment else list(run.split.parts["train"])
     for warning in constant_label_warnings(run.split.parts):

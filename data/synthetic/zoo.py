@@ -424,6 +424,69 @@ def frequency_ratio(rng, x, ch, value):
     return float(1 + value)
 
 
+def duration_spread(rng, x, ch, value):
+    """One AU's bursts at one count and one mean duration (15 frames), their durations alike or varying
+    (coefficient of variation 0.6 `value`), at one mean and variance: how unequal its expressions' lengths are."""
+    part = np.zeros(len(x))
+    starts = spaced_starts(rng, len(x), max(3, len(x) // 50), 45)
+    durations = np.clip(np.round(15 * (1 + 0.6 * value * rng.standard_normal(len(starts)))), 4, 40).astype(int)
+    for at, frames in zip(starts, durations):
+        add_event(part, int(at), bump(int(frames)), 1.0)
+    x[:, ch[0]] += 0.5 * (part - part.mean()) / part.std()
+    return float(durations.std() / durations.mean())
+
+
+def clustering(rng, x, ch, value):
+    """One AU's bursts at one count, each after the first coming 12-30 frames after the one before with chance
+    `value` and at a random time otherwise, at one mean and variance: whether its expressions come in bouts."""
+    count = max(4, len(x) // 60)
+    starts, clustered = [int(rng.integers(0, len(x) - BURST))], rng.random(count - 1) < value
+    for follows in clustered:
+        near = starts[-1] + int(rng.integers(12, 31))
+        starts.append(near if follows and near < len(x) - BURST else int(rng.integers(0, len(x) - BURST)))
+    part = np.zeros(len(x))
+    for at in starts:
+        add_event(part, at, bump(BURST), 1.0)
+    x[:, ch[0]] += 0.5 * (part - part.mean()) / part.std()
+    return float(clustered.mean())
+
+
+def spectral_slope(rng, x, ch, value):
+    """A head angle's movement with power falling as frequency^-beta, beta from 0.5 to 2 (0.5 + 1.5 `value`), at one
+    variance: how much of it is slow drift against fast change, over every time scale at once."""
+    spectrum = np.fft.rfft(rng.standard_normal(len(x)))
+    hz = np.fft.rfftfreq(len(x), 1 / FPS)
+    beta = 0.5 + 1.5 * value
+    spectrum[1:] *= hz[1:] ** (-beta / 2)
+    spectrum[0] = 0
+    part = np.fft.irfft(spectrum, len(x))
+    x[:, ch[0]] += 0.1 * (part - part.mean()) / part.std()
+    return float(beta)
+
+
+def rate_trend(rng, x, ch, value):
+    """One AU's bursts at one count, a share 0.5 + 0.4 `value` of them in the clip's second half, at one mean and
+    variance: whether its expressions become more frequent as the clip goes on."""
+    count, half = max(4, len(x) // 50), len(x) // 2
+    late = rng.permutation(count) < round(count * (0.5 + 0.4 * value))
+    starts = np.where(late, rng.integers(half, len(x) - BURST, count), rng.integers(0, half - BURST, count))
+    part = np.zeros(len(x))
+    for at in starts:
+        add_event(part, int(at), bump(BURST), 1.0)
+    x[:, ch[0]] += 0.5 * (part - part.mean()) / part.std()
+    return float(late.mean())
+
+
+def phase_offset(rng, x, ch, value):
+    """Two AUs oscillating at one shared frequency (0.3-0.8 Hz), the second behind the first by a phase of pi
+    `value` (in step to opposite), at one amplitude each: how far apart in their cycle two expressions run."""
+    t = np.arange(len(x)) / FPS
+    hz, start = rng.uniform(0.3, 0.8), rng.uniform(0, 2 * np.pi)
+    for c, lag in zip(ch, (0.0, np.pi * value)):
+        x[:, c] += 0.3 * np.sin(2 * np.pi * hz * t + start - lag)
+    return float(np.pi * value)
+
+
 def noise(rng, x, ch, value):
     return 0.0
 
@@ -498,6 +561,16 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
                "count", ("au",), plateau),
     SignalKind("frequency-ratio", "the ratio of two AUs' oscillation frequencies (1 to 2), at one amplitude each",
                ("au", "au"), frequency_ratio),
+    SignalKind("duration-spread", "how unequal the durations of one AU's bursts are, at one count, mean duration and "
+               "variance", ("au",), duration_spread),
+    SignalKind("clustering", "whether one AU's bursts come in bouts or at random times, at one count and variance",
+               ("au",), clustering),
+    SignalKind("spectral-slope", "how fast a head angle's power falls with frequency (1/f^0.5 to 1/f^2), at one "
+               "variance", ("head",), spectral_slope),
+    SignalKind("rate-trend", "whether one AU's bursts become more frequent over the clip, at one count and variance",
+               ("au",), rate_trend),
+    SignalKind("phase-offset", "how far behind one AU's oscillation runs another's at one shared frequency (0 to pi), "
+               "at one amplitude each", ("au", "au"), phase_offset),
     SignalKind("noise", "nothing: the trait is pure noise", (), noise),
 )}
 

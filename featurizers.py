@@ -303,7 +303,7 @@ class LinearPath:
     enabled_by: str  # the ModelConfig field that turns it on
     featurize: Callable[[torch.Tensor, torch.Tensor, "ModelConfig"], torch.Tensor]
     width: Callable[["ModelConfig"], int]
-    screened: bool = False  # many inputs of which few matter: fitted on the few (ridge.screened_ridge_fit)
+    screened: bool = False  # many inputs, few of which matter: ridge.screened_ridge_fit (the few, or all)
     gates: str | None = None  # its buffer of per-trait weights; None for the statistics path, which every trait uses
     fill: str | None = None  # its buffer of training means that stand in for inputs a clip lacks, if it has any
     knots: str | None = None  # its buffer (len(HINGE_QUANTILES), width) of knots, if its inputs are hinges of its

@@ -14,15 +14,27 @@ SCREEN_SIZES = (1, 2, 4, 8, 16, 32, 64)  # how many features screened_ridge_fit 
 CONSTANT_STD = 1e-8  # a feature whose std over the training clips is below this is constant there: no weight
 
 
-def ridge_basis(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ridge_basis(z: np.ndarray, y: np.ndarray, gram: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For centred z (N, P) and y (N, T): basis (P, K), eigenvalues (K,) and projections (K, T) such that the ridge
     coefficients for penalty a are basis @ (projections / (eigenvalues + a)); from the smaller of the two Gram
-    matrices, so thousands of lagged correlations cost no more than their clips."""
+    matrices (z @ z.T given as `gram` where it is known), so thousands of lagged correlations cost no more than
+    their clips."""
     if z.shape[1] <= z.shape[0]:
         eigenvalues, v = np.linalg.eigh(z.T @ z)  # (P,), (P, P)
         return v, np.clip(eigenvalues, 0, None), v.T @ (z.T @ y)
-    eigenvalues, q = np.linalg.eigh(z @ z.T)  # (N,), (N, N)
+    eigenvalues, q = np.linalg.eigh(z @ z.T if gram is None else gram)  # (N,), (N, N)
     return z.T @ q, np.clip(eigenvalues, 0, None), q.T @ y
+
+
+def centred_fold_grams(gram: np.ndarray, train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From gram = z @ z.T (N, N), the Gram matrices of z less its mean over the `train` rows: among the training
+    rows (n, n) and of the validation rows against them (m, n), without touching z's columns again."""
+    within, across = gram[np.ix_(train, train)], gram[np.ix_(val, train)]
+    row_means = within.mean(axis=1)  # (n,) each training row against the training mean
+    overall = row_means.mean()
+    return (within - row_means[:, None] - row_means[None, :] + overall,
+            across - across.mean(axis=1, keepdims=True) - row_means[None, :] + overall)
 
 
 def video_codes(groups: Sequence[str]) -> np.ndarray:
@@ -58,19 +70,28 @@ class RidgeFit(NamedTuple):
     held_out: np.ndarray
 
 
-def ridge_alphas(z: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def ridge_alphas(z: np.ndarray, y: np.ndarray, groups: Sequence[str], gram: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """(T,) the penalty of RIDGE_ALPHAS with the lowest squared error per trait over folds of whole source videos
     (clips of one person in training and validation would reward memorising the person), and (N, T) each clip's
-    held-out prediction at that penalty (without folds: the largest penalty and the mean label)."""
+    held-out prediction at that penalty (without folds: the largest penalty and the mean label). Given gram = z @
+    z.T (features wider than clips), each fold is solved from it in the clips' space."""
     folds = cross_validation_folds(groups)
     if not folds:
         return np.full(y.shape[1], RIDGE_ALPHAS[-1]), np.broadcast_to(y.mean(axis=0), y.shape).copy()
     held_out = np.zeros((len(RIDGE_ALPHAS),) + y.shape)  # (A, N, T)
     for train, val in folds:
-        z_mean, y_mean = z[train].mean(axis=0), y[train].mean(axis=0)
-        basis, eigenvalues, proj = ridge_basis(z[train] - z_mean, y[train] - y_mean)
+        y_mean = y[train].mean(axis=0)
+        if gram is None:
+            z_mean = z[train].mean(axis=0)
+            basis, eigenvalues, proj = ridge_basis(z[train] - z_mean, y[train] - y_mean)
+            scores = (z[val] - z_mean) @ basis  # (N_val, K)
+        else:
+            within, across = centred_fold_grams(gram, train, val)
+            eigenvalues, q = np.linalg.eigh(within)
+            eigenvalues, proj, scores = np.clip(eigenvalues, 0, None), q.T @ (y[train] - y_mean), across @ q
         shrunk = proj[None] / (eigenvalues[None, :, None] + RIDGE_ALPHAS[:, None, None])  # (A, K, T)
-        held_out[:, val] = y_mean + np.einsum("nk,akt->ant", (z[val] - z_mean) @ basis, shrunk)  # (A, N_val, T)
+        held_out[:, val] = y_mean + np.einsum("nk,akt->ant", scores, shrunk)  # (A, N_val, T)
     best = ((held_out - y) ** 2).sum(axis=1).argmin(axis=0)  # (T,)
     return RIDGE_ALPHAS[best], held_out[best, :, np.arange(y.shape[1])].T
 
@@ -83,8 +104,9 @@ def ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> Rid
     scale = np.where(std > CONSTANT_STD, std, 1.0)  # a constant column gets no weight, wherever it varies later
     z = (features - mean) / scale  # (N, P), centred
     y_mean = y.mean(axis=0)
-    basis, eigenvalues, proj = ridge_basis(z, y - y_mean)
-    alphas, held_out = ridge_alphas(z, y, groups)
+    gram = z @ z.T if z.shape[1] > z.shape[0] else None  # (N, N), for features wider than clips
+    basis, eigenvalues, proj = ridge_basis(z, y - y_mean, gram)
+    alphas, held_out = ridge_alphas(z, y, groups, gram)
     coef = basis @ (proj / (eigenvalues[:, None] + alphas[None, :]))  # (P, T)
     weight = coef.T / scale[None, :]
     return RidgeFit(weight, y_mean - weight @ mean, held_out)
@@ -100,9 +122,10 @@ def strongest_features(features: np.ndarray, targets: np.ndarray, count: int) ->
 
 def screened_ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> RidgeFit:
     """Per trait, ridge_fit on the few features most correlated with it, for many candidate features of which few
-    matter (ridge on all of them spreads its weight thin). How many (SCREEN_SIZES) is chosen by cross-validation
-    over source videos, screening inside each fold, so the held-out predictions are honest; the other features
-    get weight 0."""
+    matter (ridge on all of them spreads its weight thin), or on all of them where the signal is spread over many
+    (ridge_fit; a ratio of two rhythms, read by many kernels a little each). How many (SCREEN_SIZES, or all) is
+    chosen per trait by cross-validation over source videos, screening inside each fold, so the held-out
+    predictions are honest; the other features get weight 0."""
     features, y = np.asarray(features, np.float64), np.asarray(y, np.float64)
     groups = np.asarray(groups)
     weight = np.zeros((y.shape[1], features.shape[1]))
@@ -119,9 +142,14 @@ def screened_ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str
             for s, size in enumerate(sizes):
                 fit = ridge_fit(kept_train[:, :size], y[train, t:t + 1], groups[train])
                 trials[s, val, t] = kept_val[:, :size] @ fit.weight[0] + fit.bias[0]
-    best = ((trials - y) ** 2).sum(axis=1).argmin(axis=0)  # (T,)
+    errors = ((trials - y) ** 2).sum(axis=1)  # (S, T)
+    best = errors.argmin(axis=0)  # (T,)
+    dense = ridge_fit(features, y, groups)
     ranked = strongest_features(features, y, sizes[-1])  # (T, largest size)
     for t in range(y.shape[1]):
+        if ((dense.held_out[:, t] - y[:, t]) ** 2).sum() < errors[best[t], t]:
+            weight[t], bias[t], held_out[:, t] = dense.weight[t], dense.bias[t], dense.held_out[:, t]
+            continue
         columns = ranked[t, :sizes[best[t]]]
         fit = ridge_fit(features[:, columns], y[:, t:t + 1], groups)
         weight[t, columns], bias[t], held_out[:, t] = fit.weight[0], fit.bias[0], trials[best[t], :, t]

@@ -118,6 +118,18 @@ def test_ridge_fit_does_not_memorise_people():
     assert r2(new_people @ weight.T + bias) > -0.05
 
 
+def test_screened_ridge_fit_keeps_every_feature_only_where_the_signal_is_spread_over_many():
+    """One trait follows the sum of 300 features, each of which says little; another follows one feature. Cross-
+    validation keeps all of them for the first (64 of 300 would leave most of it out) and few for the second."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(0, 1, (400, 400))
+    spread, single = x[:, :300].sum(axis=1) / np.sqrt(300), x[:, 300]
+    y = np.stack([spread + rng.normal(0, 0.3, 400), single + rng.normal(0, 0.3, 400)], axis=1)
+    weight, _, held_out = screened_ridge_fit(x, y, [f"p{i // 2}" for i in range(400)])
+    assert (weight[0] != 0).sum() == 400 and (weight[1] != 0).sum() <= 64
+    assert np.corrcoef(held_out[:, 0], spread)[0, 1] > 0.75 and np.corrcoef(held_out[:, 1], single)[0, 1] > 0.95
+
+
 @pytest.mark.parametrize("fit", [ridge_fit, screened_ridge_fit])
 def test_a_column_constant_in_training_gets_no_weight(fit):
     """A latency that is the cap on every training clip, or an input that never moved there, says nothing; a new

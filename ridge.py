@@ -23,8 +23,15 @@ def ridge_basis(z: np.ndarray, y: np.ndarray, gram: np.ndarray | None = None
     if z.shape[1] <= z.shape[0]:
         eigenvalues, v = np.linalg.eigh(z.T @ z)  # (P,), (P, P)
         return v, np.clip(eigenvalues, 0, None), v.T @ (z.T @ y)
-    eigenvalues, q = np.linalg.eigh(z @ z.T if gram is None else gram)  # (N,), (N, N)
-    return z.T @ q, np.clip(eigenvalues, 0, None), q.T @ y
+    q, eigenvalues, proj = dual_basis(z @ z.T if gram is None else gram, y)
+    return z.T @ q, eigenvalues, proj
+
+
+def dual_basis(gram: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the Gram matrix (N, N) of centred features and centred y (N, T): its eigenvectors (N, N), eigenvalues
+    (N,) and the projections of y on them (N, T)."""
+    eigenvalues, q = np.linalg.eigh(gram)
+    return q, np.clip(eigenvalues, 0, None), q.T @ y
 
 
 def centred_fold_grams(gram: np.ndarray, train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,8 +95,8 @@ def ridge_alphas(z: np.ndarray, y: np.ndarray, groups: Sequence[str], gram: np.n
             scores = (z[val] - z_mean) @ basis  # (N_val, K)
         else:
             within, across = centred_fold_grams(gram, train, val)
-            eigenvalues, q = np.linalg.eigh(within)
-            eigenvalues, proj, scores = np.clip(eigenvalues, 0, None), q.T @ (y[train] - y_mean), across @ q
+            q, eigenvalues, proj = dual_basis(within, y[train] - y_mean)
+            scores = across @ q  # (N_val, N_train)
         shrunk = proj[None] / (eigenvalues[None, :, None] + RIDGE_ALPHAS[:, None, None])  # (A, K, T)
         held_out[:, val] = y_mean + np.einsum("nk,akt->ant", scores, shrunk)  # (A, N_val, T)
     best = ((held_out - y) ** 2).sum(axis=1).argmin(axis=0)  # (T,)

@@ -28,6 +28,11 @@ def smooth_noise(rng: np.random.Generator, n: int, rho: float, sd: float) -> np.
     return lfilter([np.sqrt(1 - rho ** 2) * sd], [1, -rho], rng.standard_normal(n))
 
 
+def standardised(values: np.ndarray, sd: float = 1.0) -> np.ndarray:
+    """values centred and scaled to standard deviation sd (a constant stays at 0)."""
+    return sd * (values - values.mean()) / max(values.std(), 1e-9)
+
+
 def bump(length: int) -> np.ndarray:
     """A raised-cosine event shape of `length` frames peaking at 1."""
     return 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(length) + 0.5) / length)
@@ -154,8 +159,8 @@ def skew(rng, x, ch, value):
     """Brief large rises over a slow sag (skewed) or a symmetric wobble, at one mean and variance."""
     wobble = smooth_noise(rng, len(x), 0.8, 1.0)
     rises = np.exp(wobble)
-    mixed = (1 - value) * wobble + value * (rises - rises.mean()) / rises.std()
-    part = 0.4 * (mixed - mixed.mean()) / mixed.std()
+    mixed = (1 - value) * wobble + standardised(rises, value)
+    part = standardised(mixed, 0.4)
     x[:, ch[0]] += part
     low, middle, high = np.quantile(part, [0.25, 0.5, 0.75])
     return float((high + low - 2 * middle) / (high - low))  # Bowley's quartile skewness, within [-1, 1]
@@ -173,7 +178,7 @@ def synchrony(rng, x, ch, value):
     """Two head angles' slow movements sharing a part `value` of their variance, at one variance each."""
     shared = smooth_noise(rng, len(x), 0.95, 1.0)
     parts = [np.sqrt(value) * shared + np.sqrt(1 - value) * smooth_noise(rng, len(x), 0.95, 1.0) for _ in ch]
-    parts = [0.06 * (p - p.mean()) / p.std() for p in parts]
+    parts = [standardised(p, 0.06) for p in parts]
     for c, part in zip(ch, parts):
         x[:, c] += part
     return float(np.corrcoef(parts[0], parts[1])[0, 1])
@@ -184,7 +189,7 @@ def tremor(rng, x, ch, value):
     t = np.arange(len(x)) / FPS
     fast = np.sin(2 * np.pi * rng.uniform(5, 7) * t + rng.uniform(0, 2 * np.pi))
     slow = smooth_noise(rng, len(x), 0.95, 1.0)
-    fast, slow = [(p - p.mean()) / p.std() for p in (fast, slow)]
+    fast, slow = [standardised(p) for p in (fast, slow)]
     x[:, ch[0]] += 0.06 * (np.sqrt(value) * fast + np.sqrt(1 - value) * slow)
     return float(value)
 
@@ -193,7 +198,7 @@ def envelope(rng, x, ch, value):
     """One AU's movement bunched into active and calm stretches (a slowly varying amplitude), at one variance."""
     amplitude = np.exp(1.5 * value * smooth_noise(rng, len(x), 0.99, 1.0))
     part = amplitude * smooth_noise(rng, len(x), 0.7, 1.0)
-    x[:, ch[0]] += 0.3 * (part - part.mean()) / part.std()
+    x[:, ch[0]] += standardised(part, 0.3)
     return float(amplitude.std() / amplitude.mean())
 
 
@@ -228,9 +233,9 @@ def bimodality(rng, x, ch, value):
     states = np.repeat(np.resize([1.0, -1.0], len(dwell)), dwell)[:len(x)] * rng.choice([-1.0, 1.0])
     states = np.convolve(states, np.ones(5) / 5, "same")  # a few frames to change state
     wander = smooth_noise(rng, len(x), 0.8, 1.0)
-    states, wander = [(p - p.mean()) / max(p.std(), 1e-9) for p in (states, wander)]
+    states, wander = [standardised(p) for p in (states, wander)]
     part = np.sqrt(value) * states + np.sqrt(1 - value) * wander
-    part = 0.4 * (part - part.mean()) / part.std()
+    part = standardised(part, 0.4)
     x[:, ch[0]] += part
     return float((3 - np.mean(part ** 4) / np.mean(part ** 2) ** 2) / 2)  # 0 for a Gaussian, 1 for two levels
 
@@ -238,10 +243,10 @@ def bimodality(rng, x, ch, value):
 def amplitude_coupling(rng, x, ch, value):
     """A second AU that moves more while a first is high (and less while it is low), at one variance each."""
     slow = smooth_noise(rng, len(x), 0.98, 1.0)
-    slow = (slow - slow.mean()) / slow.std()
+    slow = standardised(slow)
     fast = np.exp(1.2 * value * slow) * smooth_noise(rng, len(x), 0.7, 1.0)
     x[:, ch[0]] += 0.3 * slow
-    x[:, ch[1]] += 0.3 * (fast - fast.mean()) / fast.std()
+    x[:, ch[1]] += standardised(fast, 0.3)
     return float(np.corrcoef(slow, np.abs(fast))[0, 1])
 
 
@@ -256,7 +261,7 @@ def stillness(rng, x, ch, value):
             part[at: at + stretch] = part[at]
             held[at: at + stretch] = True
         at += stretch
-    x[:, ch[0]] += 0.06 * (part - part.mean()) / max(part.std(), 1e-9)
+    x[:, ch[0]] += standardised(part, 0.06)
     return float(held.mean())
 
 
@@ -285,7 +290,7 @@ def spread_trend(rng, x, ch, value):
     sweep = 2 * value - 1
     amplitude = 1 + 0.8 * sweep * np.linspace(-1, 1, len(x))
     part = amplitude * smooth_noise(rng, len(x), 0.7, 1.0)
-    x[:, ch[0]] += 0.3 * (part - part.mean()) / part.std()
+    x[:, ch[0]] += standardised(part, 0.3)
     return float(sweep)
 
 
@@ -296,9 +301,9 @@ def tails(rng, x, ch, value):
     for at in rng.integers(0, max(1, len(x) - 3 * BURST), max(1, len(x) // 120)):
         add_event(turns, int(at), bump(3 * BURST), rng.choice([-1.0, 1.0]))
     even = smooth_noise(rng, len(x), 0.9, 1.0)
-    turns, even = [(p - p.mean()) / max(p.std(), 1e-9) for p in (turns, even)]
+    turns, even = [standardised(p) for p in (turns, even)]
     part = np.sqrt(value) * turns + np.sqrt(1 - value) * even
-    part = (part - part.mean()) / part.std()
+    part = standardised(part)
     x[:, ch[0]] += 0.06 * part
     return float(np.mean(part ** 4) - 3)  # excess kurtosis
 
@@ -309,7 +314,7 @@ def anti_phase(rng, x, ch, value):
     r = 1.8 * value - 0.9
     shared, own = (smooth_noise(rng, len(x), 0.95, 1.0) for _ in range(2))
     parts = [shared, r * shared + np.sqrt(1 - r ** 2) * own]
-    parts = [0.3 * (p - p.mean()) / p.std() for p in parts]
+    parts = [standardised(p, 0.3) for p in parts]
     for c, part in zip(ch, parts):
         x[:, c] += part
     return float(np.corrcoef(parts[0], parts[1])[0, 1])
@@ -333,7 +338,7 @@ def undershoot(rng, x, ch, value):
     for at in spaced_starts(rng, len(x), max(2, len(x) // 60), 60):
         add_event(part, int(at), bump(BURST), 1.0)
         add_event(part, int(at) + BURST, bump(2 * BURST), -value)
-    x[:, ch[0]] += 0.5 * (part - part.mean()) / part.std()
+    x[:, ch[0]] += standardised(part, 0.5)
     return float(value)
 
 
@@ -343,9 +348,9 @@ def step(rng, x, ch, value):
     at = int(rng.uniform(0.2, 0.8) * len(x))
     change = np.where(np.arange(len(x)) < at, 0.0, rng.choice([-1.0, 1.0]))
     wander = smooth_noise(rng, len(x), 0.9, 1.0)
-    change, wander = [(p - p.mean()) / max(p.std(), 1e-9) for p in (change, wander)]
+    change, wander = [standardised(p) for p in (change, wander)]
     part = np.sqrt(value) * change + np.sqrt(1 - value) * wander
-    x[:, ch[0]] += 0.4 * (part - part.mean()) / part.std()
+    x[:, ch[0]] += standardised(part, 0.4)
     return float(value)
 
 
@@ -370,7 +375,7 @@ def coupling_change(rng, x, ch, value):
     r = 0.9 * value * rng.choice([-1.0, 1.0]) * np.where(np.arange(len(x)) < half, 1.0, -1.0)  # (T,)
     shared, own = (smooth_noise(rng, len(x), 0.95, 1.0) for _ in range(2))
     parts = [shared, r * shared + np.sqrt(1 - r ** 2) * own]
-    parts = [0.3 * (p - p.mean()) / p.std() for p in parts]
+    parts = [standardised(p, 0.3) for p in parts]
     for c, part in zip(ch, parts):
         x[:, c] += part
     first, second = (np.corrcoef(parts[0][s], parts[1][s])[0, 1] for s in (slice(0, half), slice(half, None)))
@@ -383,7 +388,7 @@ def echo(rng, x, ch, value):
     lag = int(rng.integers(25, 36))
     drive = smooth_noise(rng, len(x) + lag, 0.8, 1.0)
     part = drive[lag:] + 0.9 * value * drive[:-lag]
-    part = (part - part.mean()) / part.std()
+    part = standardised(part)
     x[:, ch[0]] += 0.1 * part
     return float(np.corrcoef(part[lag:], part[:-lag])[0, 1])
 
@@ -396,7 +401,7 @@ def height_spread(rng, x, ch, value):
     heights = np.clip(1 + 0.8 * value * rng.standard_normal(len(starts)), 0.05, None)
     for at, height in zip(starts, heights):
         add_event(part, int(at), bump(BURST), float(height))
-    x[:, ch[0]] += 0.5 * (part - part.mean()) / part.std()
+    x[:, ch[0]] += standardised(part, 0.5)
     return float(heights.std() / heights.mean())
 
 
@@ -410,7 +415,7 @@ def plateau(rng, x, ch, value):
     part = np.zeros(len(x))
     for at in spaced_starts(rng, len(x), max(3, len(x) // 50), 40):
         add_event(part, int(at), shape, 1.0)
-    x[:, ch[0]] += 0.5 * (part - part.mean()) / part.std()
+    x[:, ch[0]] += standardised(part, 0.5)
     return float(value)
 
 
@@ -432,7 +437,7 @@ def duration_spread(rng, x, ch, value):
     durations = np.clip(np.round(15 * (1 + 0.6 * value * rng.standard_normal(len(starts)))), 4, 40).astype(int)
     for at, frames in zip(starts, durations):
         add_event(part, int(at), bump(int(frames)), 1.0)
-    x[:, ch[0]] += 0.5 * (part - part.mean()) / part.std()
+    x[:, ch[0]] += standardised(part, 0.5)
     return float(durations.std() / durations.mean())
 
 
@@ -447,7 +452,7 @@ def clustering(rng, x, ch, value):
     part = np.zeros(len(x))
     for at in starts:
         add_event(part, at, bump(BURST), 1.0)
-    x[:, ch[0]] += 0.5 * (part - part.mean()) / part.std()
+    x[:, ch[0]] += standardised(part, 0.5)
     return float(clustered.mean())
 
 
@@ -460,7 +465,7 @@ def spectral_slope(rng, x, ch, value):
     spectrum[1:] *= hz[1:] ** (-beta / 2)
     spectrum[0] = 0
     part = np.fft.irfft(spectrum, len(x))
-    x[:, ch[0]] += 0.1 * (part - part.mean()) / part.std()
+    x[:, ch[0]] += standardised(part, 0.1)
     return float(beta)
 
 
@@ -473,7 +478,7 @@ def rate_trend(rng, x, ch, value):
     part = np.zeros(len(x))
     for at in starts:
         add_event(part, int(at), bump(BURST), 1.0)
-    x[:, ch[0]] += 0.5 * (part - part.mean()) / part.std()
+    x[:, ch[0]] += standardised(part, 0.5)
     return float(late.mean())
 
 

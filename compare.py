@@ -10,7 +10,9 @@ video (85 % training, 15 % validation), trains the default network exactly as at
 baselines of attn_test.py (training mean, ridge on clip statistics, MiniRocket, QUANT) on the same training
 clips, and scores everything on an independent test corpus of the same recipe (--test-clips clips of other
 people): held-out R² per trait, and the mean R² over the predictable traits as a share of the best achievable
-there (the R² of the noise-free signal). Recipes (prepare.py flags):
+there (the R² of the noise-free signal), each with a 95 % bootstrap interval over the test corpus's source
+videos, and the network's margin over the best peer per trait with an interval over the same resamples (paired).
+Recipes (prepare.py flags):
 
   standard   means, spreads, nod -> smile order 2 s apart (agreeableness)          (the default corpus)
   short-gap  the order 12 frames apart; openness pure noise                        --pair-gap 12 --openness noise
@@ -36,7 +38,8 @@ there (the R² of the noise-free signal). Recipes (prepare.py flags):
 
 Design choices were made on the first four recipes and on zoo-a to zoo-g; zoo-h and zoo-h-fi are held out. The
 per-kind table (in comparison.md) gives each zoo kind's R² per method, the held-out kinds first: the honest estimate
-for a signal nobody planted.
+for a signal nobody planted. Over two seeds (two independent test corpora) it gives their mean, its interval from
+theirs by a normal approximation.
 
 Writes comparison.csv (one row per corpus and method), comparison.md (the table) and comparison.png.
 """
@@ -60,7 +63,7 @@ from data.synthetic import prepare
 from dataset import Normalization, SplitData, SplitRecord, assign_splits, labels_of, predict, split_clips
 from distributed import Distributed, use_all_cores
 from errors import DataError
-from metrics import bootstrap_intervals, metric_arrays
+from metrics import bootstrap_samples, metric_arrays, percentile_interval
 from model import ModelConfig, build_model
 from openface import FEATURE_COLUMNS, TRAIT_LETTERS, TRAITS, Clip
 from paper_net import PAPER_ARCHITECTURE
@@ -147,6 +150,8 @@ def evaluate_corpus(recipe: str, n_clips: int, seed: int, test_clips: int, epoch
             predictions[name] = predict(model, test, input_scaler(ckpt, test))
     predictions.update(baseline_predictions(parts["train"], test, FEATURE_COLUMNS, seed))
     y, groups = labels_of(test), [c.group for c in test]
+    samples = {method: bootstrap_samples(y, pred, groups, n_boot, seed)["r2"] for method, pred in predictions.items()
+               if pred is not None}  # (n_boot, 5) each, on the same resamples of the test corpus's source videos
     rows = []
     for method in [name for name, _, _ in networks] + list(METHODS[1:]):
         pred = predictions[method]
@@ -156,17 +161,45 @@ def evaluate_corpus(recipe: str, n_clips: int, seed: int, test_clips: int, epoch
             rows.append({**row, "note": "not installed"})
             continue
         r2 = metric_arrays(y, pred)["r2"]
+        low, high = percentile_interval(samples[method])
+        mean_low, mean_high = percentile_interval(samples[method][:, predictable].mean(axis=1))
         row.update({f"r2_{t}": float(v) for t, v in zip(TRAITS, r2)})
-        ci = bootstrap_intervals(y[:, predictable], pred[:, predictable], groups, n_boot=n_boot, seed=seed,
-                                 traits=[t for t, keep in zip(TRAITS, predictable) if keep])
-        row.update({"r2_predictable": float(r2[predictable].mean()), "r2_low": float(ci["low"].loc["mean", "r2"]),
-                    "r2_high": float(ci["high"].loc["mean", "r2"]),
-                    "share_of_best": float(r2[predictable].mean() / best[predictable].mean())})
+        row.update({"r2_predictable": float(r2[predictable].mean()), "r2_low": float(mean_low),
+                    "r2_high": float(mean_high), "share_of_best": float(r2[predictable].mean() / best[predictable].mean()),
+                    **{f"r2_low_{t}": float(v) for t, v in zip(TRAITS, low)},
+                    **{f"r2_high_{t}": float(v) for t, v in zip(TRAITS, high)}})
+        if method in seconds:  # a network trained here
+            row.update(margin_intervals(samples, method, y, predictions))
         rows.append(row)
     rows.append({"recipe": recipe, "clips": n_clips, "seed": seed, "method": "best achievable",
                  **{f"r2_{t}": float(v) for t, v in zip(TRAITS, best)},
                  "r2_predictable": float(best[predictable].mean()), "share_of_best": 1.0})
     return rows
+
+
+def margin_intervals(samples: dict[str, np.ndarray], method: str, y: np.ndarray,
+                     predictions: dict[str, np.ndarray | None]) -> dict[str, float]:
+    """{margin_low_<trait>, margin_high_<trait>}: the 95 % interval of a network's R² minus that of the peer
+    (baselines.PEERS that ran) with the highest R² on the trait, over paired resamples of the test videos."""
+    peers = [m for m in PEERS if predictions.get(m) is not None]
+    if not peers:
+        return {}
+    r2 = np.stack([metric_arrays(y, predictions[m])["r2"] for m in peers])  # (P, 5)
+    leader = np.where(np.isnan(r2), -np.inf, r2).argmax(axis=0)  # (5,)
+    best = np.stack([samples[m] for m in peers])[leader, :, np.arange(len(TRAITS))].T  # (n_boot, 5)
+    low, high = percentile_interval(samples[method] - best)
+    return {**{f"margin_low_{t}": float(v) for t, v in zip(TRAITS, low)},
+            **{f"margin_high_{t}": float(v) for t, v in zip(TRAITS, high)}}
+
+
+def mean_over_seeds_interval(lows: np.ndarray, highs: np.ndarray) -> tuple[float, float]:
+    """The 95 % interval of a mean over seeds (each with its own test corpus, so independent) from each seed's:
+    centred on the mean of their midpoints, its half-width the root of the summed squared half-widths over the
+    number of seeds (a normal approximation); one seed's interval as it is."""
+    lows, highs = np.asarray(lows, float), np.asarray(highs, float)
+    centre = ((lows + highs) / 2).mean()
+    half = np.sqrt((((highs - lows) / 2) ** 2).sum()) / len(lows)
+    return float(centre - half), float(centre + half)
 
 
 PREDICTABLE_R2 = 0.05  # a trait whose best achievable R² is above this carries a planted signal
@@ -175,7 +208,7 @@ PREDICTABLE_R2 = 0.05  # a trait whose best achievable R² is above this carries
 def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     """Per corpus recipe and size: each method's share of the best achievable (mean over seeds), the network's
     lowest margin over the best of its peers (baselines.PEERS that ran) on any predictable trait and seed (the trait
-    named), and its lowest R² on traits that are pure noise."""
+    named, with that seed's interval where the table has it), and its lowest R² on traits that are pure noise."""
     rows = []
     for (recipe, clips), runs in table.groupby(["recipe", "clips"], sort=False):
         by_method = runs.groupby("method")["share_of_best"].mean()
@@ -183,19 +216,30 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
                **{f"share_{m}": by_method.get(m, np.nan) for m in ("network", PREVIOUS, *PEERS)}}
         margins, noise = [], []
         for _, run in runs.groupby("seed"):
-            r2 = run.set_index("method")[[f"r2_{t}" for t in TRAITS]].set_axis(list(TRAITS), axis=1)
+            methods = run.set_index("method")
+            r2 = methods[[f"r2_{t}" for t in TRAITS]].set_axis(list(TRAITS), axis=1)
             peers = [m for m in PEERS if m in r2.index and r2.loc[m].notna().all()]
             if "network" not in r2.index or "best achievable" not in r2.index or not peers:
                 continue
             better = r2.loc[peers].max()
             signal = r2.loc["best achievable"] > PREDICTABLE_R2
-            margins += [(r2.loc["network", t] - better[t], t) for t in TRAITS if signal[t]]
+            margins += [(r2.loc["network", t] - better[t], t, *margin_interval(methods.loc["network"], t))
+                        for t in TRAITS if signal[t]]
             noise += [r2.loc["network", t] for t in TRAITS if not signal[t]]
         if margins:
-            row["lowest_margin"], row["margin_trait"] = min(margins)
+            row["lowest_margin"], row["margin_trait"], row["margin_low"], row["margin_high"] = min(margins)
         row["lowest_noise_r2"] = min(noise) if noise else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def margin_interval(network: pd.Series, trait: str) -> tuple[float, float]:
+    """A network row's interval of its margin over the best peer on a trait; NaN in a table saved without it."""
+    return network.get(f"margin_low_{trait}", np.nan), network.get(f"margin_high_{trait}", np.nan)
+
+
+def interval_text(low: float, high: float) -> str:
+    return "" if pd.isna(low) else f" [{low:+.3f}, {high:+.3f}]"
 
 
 def percent(share: float) -> str:
@@ -206,11 +250,12 @@ def verdict_markdown(table: pd.DataFrame) -> str:
     verdict = verdicts(table)
     previous = verdict[f"share_{PREVIOUS}"].notna().any()
     header = ["corpus", "clips", "network", *(["previous demo network"] if previous else []),
-              *(TITLES[m] for m in PEERS), "network - best baseline, lowest trait", "network R² on pure noise"]
+              *(TITLES[m] for m in PEERS), "network - best baseline, lowest trait [95% CI]", "network R² on pure noise"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in verdict.iterrows():
         margin = "" if pd.isna(row.get("lowest_margin")) else \
-            f"{row['lowest_margin']:+.3f} ({TRAIT_LETTERS[row['margin_trait']]})"
+            f"{row['lowest_margin']:+.3f} ({TRAIT_LETTERS[row['margin_trait']]})" + \
+            interval_text(row["margin_low"], row["margin_high"])
         noise = "" if pd.isna(row["lowest_noise_r2"]) else f"{row['lowest_noise_r2']:+.3f}"
         cells = [row["recipe"], f"{row['clips']:,}", percent(row["share_network"]),
                  *([percent(row[f"share_{PREVIOUS}"])] if previous else []),
@@ -220,22 +265,33 @@ def verdict_markdown(table: pd.DataFrame) -> str:
 
 
 def by_kind(table: pd.DataFrame) -> pd.DataFrame:
-    """The zoo recipes' R² per signal kind (each trait of a zoo corpus follows one kind): one row per kind, size
-    and method, mean over seeds, with the kind's best achievable and whether the network's design has seen it."""
+    """The zoo recipes' R² per signal kind (each trait of a zoo corpus follows one kind): one row per kind and size,
+    a column per method (mean over seeds), with the kind's best achievable, whether the network's design has seen it,
+    and the 95 % intervals of the network's R² and of its margin over the best peer where the table has them
+    (network_low/high, margin_low/high; over seeds, mean_over_seeds_interval)."""
     rows = []
     for _, row in table[table["recipe"].map(lambda r: "kinds" in RECIPES.get(r, {}))].iterrows():
         for trait, kind in zip(TRAITS, RECIPES[row["recipe"]]["kinds"]):
             rows.append({"kind": kind, "seen": kind in SEEN_KINDS, "snr": RECIPES[row["recipe"]].get("snr", "strong"),
-                         "clips": row["clips"], "seed": row["seed"], "method": row["method"], "r2": row[f"r2_{trait}"]})
+                         "clips": row["clips"], "seed": row["seed"], "method": row["method"], "r2": row[f"r2_{trait}"],
+                         **{f"{name}_{side}": row.get(f"{column}_{side}_{trait}", np.nan)
+                            for name, column in (("network", "r2"), ("margin", "margin")) for side in ("low", "high")}})
     if not rows:
         return pd.DataFrame()
-    kinds = pd.DataFrame(rows).groupby(["seen", "kind", "snr", "clips", "method"], sort=False)["r2"].mean()
-    return kinds.unstack("method").reset_index().sort_values(["seen", "snr", "kind", "clips"], kind="stable")
+    keys = ["seen", "kind", "snr", "clips"]
+    frame = pd.DataFrame(rows)
+    kinds = frame.groupby([*keys, "method"], sort=False)["r2"].mean().unstack("method")
+    network = frame[frame["method"] == "network"].groupby(keys, sort=False)
+    for name in ("network", "margin"):
+        bounds = network.apply(lambda runs: pd.Series(
+            mean_over_seeds_interval(runs[f"{name}_low"], runs[f"{name}_high"]), index=["low", "high"]))
+        kinds[[f"{name}_low", f"{name}_high"]] = bounds.reindex(kinds.index).to_numpy() if len(bounds) else np.nan
+    return kinds.reset_index().sort_values(["seen", "snr", "kind", "clips"], kind="stable")
 
 
 def kind_markdown(table: pd.DataFrame) -> str:
-    """Per signal kind: each method's held-out R² and the network's margin over the best peer; the kinds no design
-    choice has looked at first."""
+    """Per signal kind: each method's held-out R² and the network's margin over the best peer, with their 95 %
+    intervals where the table has them; the kinds no design choice has looked at first."""
     kinds = by_kind(table)
     if kinds.empty:
         return ""
@@ -244,9 +300,11 @@ def kind_markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in kinds.iterrows():
         peers = [row[m] for m in PEERS if m in kinds.columns and pd.notna(row[m])]
-        margin = f"{row['network'] - max(peers):+.3f}" if peers and "network" in kinds.columns else ""
+        margin = f"{row['network'] - max(peers):+.3f}" + interval_text(row["margin_low"], row["margin_high"]) \
+            if peers and "network" in kinds.columns else ""
         cells = [row["kind"], "yes" if row["seen"] else "no", row["snr"], f"{row['clips']:,}",
-                 *(f"{row[m]:+.3f}" if pd.notna(row[m]) else "" for m in methods), margin]
+                 *(f"{row[m]:+.3f}" + (interval_text(row["network_low"], row["network_high"]) if m == "network" else "")
+                   if pd.notna(row[m]) else "" for m in methods), margin]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -262,9 +320,8 @@ def markdown(table: pd.DataFrame) -> str:
     numeric = [f"r2_{t}" for t in TRAITS] + ["r2_predictable", "r2_low", "r2_high", "share_of_best", "train_seconds"]
     summary = table.groupby(["recipe", "clips", "method"], sort=False)[numeric].mean().reset_index()
     for _, row in summary.iterrows():
-        ci = "" if pd.isna(row["r2_low"]) else f" [{row['r2_low']:+.3f}, {row['r2_high']:+.3f}]"
         cells = [row["recipe"], f"{row['clips']:,}", row["method"], *[f"{row[f'r2_{t}']:+.3f}" for t in TRAITS],
-                 f"{row['r2_predictable']:+.3f}{ci}", percent(row["share_of_best"]),
+                 f"{row['r2_predictable']:+.3f}" + interval_text(row["r2_low"], row["r2_high"]), percent(row["share_of_best"]),
                  "" if pd.isna(row["train_seconds"]) else f"{row['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -52,33 +52,46 @@ def regression_table(y: np.ndarray, p: np.ndarray, traits: Sequence[str] = TRAIT
     return table
 
 
+def group_members(groups: Sequence[str] | None, n: int) -> list[np.ndarray]:
+    """The row indices of each group (source video) in order of first appearance; each row alone without groups."""
+    if groups is None:
+        return [np.array([i]) for i in range(n)]
+    codes, _ = pd.factorize(pd.Series(list(groups)))
+    order = np.argsort(codes, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(codes))[:-1])
+
+
+def bootstrap_samples(y: np.ndarray, p: np.ndarray, groups: Sequence[str] | None, n_boot: int = 1000,
+                      seed: int = 0) -> dict[str, np.ndarray]:
+    """Each metric per trait column on n_boot resamples of whole groups (source videos) when given: {metric:
+    (n_boot, K)}. The resamples depend only on the seed and the groups, so two predictions' samples are paired."""
+    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    rng = np.random.default_rng(seed)
+    members = group_members(groups, len(y))
+    samples = {m: np.empty((n_boot, y.shape[1])) for m in METRICS}
+    for b in range(n_boot):
+        rows = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        for m, values in metric_arrays(y[rows], p[rows]).items():
+            samples[m][b] = values
+    return samples
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """(n_boot, ...) bootstrap samples -> the percentile interval's (low, high), NaN samples left out."""
+    alpha = (1 - level) / 2
+    with warnings.catch_warnings():  # undefined metrics (e.g. r of a constant predictor) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanquantile(samples, alpha, axis=0), np.nanquantile(samples, 1 - alpha, axis=0)
+
+
 def bootstrap_intervals(y: np.ndarray, p: np.ndarray, groups: Sequence[str] | None, n_boot: int = 1000,
                         seed: int = 0, level: float = 0.95, traits: Sequence[str] = TRAITS) -> dict[str, pd.DataFrame]:
     """Percentile intervals for every metric, resampling whole groups (source videos) when given.
 
     Returns {'low': table, 'high': table} shaped like regression_table.
     """
-    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        members = [np.array([i]) for i in range(len(y))]
-    else:
-        codes, uniques = pd.factorize(pd.Series(list(groups)))
-        order = np.argsort(codes, kind="stable")
-        members = np.split(order, np.cumsum(np.bincount(codes))[:-1])
-    samples = {m: np.empty((n_boot, len(traits) + 1)) for m in METRICS}
-    for b in range(n_boot):
-        pick = rng.integers(0, len(members), len(members))
-        rows = np.concatenate([members[i] for i in pick])
-        arrays = metric_arrays(y[rows], p[rows])
-        for m in METRICS:
-            samples[m][b, :-1] = arrays[m]
-            samples[m][b, -1] = arrays[m].mean()
-    alpha = (1 - level) / 2
+    samples = bootstrap_samples(y, p, groups, n_boot, seed)
+    bounds = {m: percentile_interval(np.concatenate([v, v.mean(axis=1, keepdims=True)], axis=1), level)
+              for m, v in samples.items()}
     index = list(traits) + ["mean"]
-    with warnings.catch_warnings():  # undefined metrics (e.g. r of a constant predictor) stay NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low = pd.DataFrame({m: np.nanquantile(samples[m], alpha, axis=0) for m in METRICS}, index=index)
-        high = pd.DataFrame({m: np.nanquantile(samples[m], 1 - alpha, axis=0) for m in METRICS}, index=index)
-    return {"low": low, "high": high}
-
+    return {side: pd.DataFrame({m: bounds[m][k] for m in METRICS}, index=index) for k, side in enumerate(("low", "high"))}

@@ -11,7 +11,7 @@ import torch
 from checkpoint import load_checkpoint, save_checkpoint
 from conftest import TINY_MODEL, one_line_error, our_checkpoint, run_script
 from dataset import SplitRecord
-from metrics import bootstrap_intervals, metric_arrays, regression_table
+from metrics import bootstrap_intervals, bootstrap_samples, metric_arrays, percentile_interval, regression_table
 from model import paper_config
 from openface import TRAITS
 from paper_net import PaperNet
@@ -51,6 +51,24 @@ def test_bootstrap_intervals_cover_the_point_estimate_and_resample_groups():
     assert (ci["high"]["mae"] - ci["low"]["mae"] > 0).all()
     again = bootstrap_intervals(y, p, groups, n_boot=300, seed=0)
     pd.testing.assert_frame_equal(ci["low"], again["low"])
+
+
+def test_bootstrap_samples_of_two_predictions_are_paired():
+    """One prediction's errors 1.5 times the other's on every clip: it is worse on every common resample, though
+    the two intervals overlap."""
+    rng = np.random.default_rng(2)
+    y = rng.uniform(0, 1, (80, 5))
+    good = y + rng.normal(0, 0.15, y.shape)
+    bad = y + 1.5 * (good - y)
+    groups = np.repeat(np.arange(20), 4).astype(str)
+    r2_good = bootstrap_samples(y, good, groups, n_boot=200, seed=3)["r2"]  # (200, 5)
+    r2_bad = bootstrap_samples(y, bad, groups, n_boot=200, seed=3)["r2"]
+    assert r2_good.shape == (200, 5) and (r2_good > r2_bad).all()
+    assert (percentile_interval(r2_bad)[1] > percentile_interval(r2_good)[0]).any()
+    other = bootstrap_samples(y, good, groups, n_boot=200, seed=4)["r2"]
+    assert not np.allclose(other, r2_good)
+    whole = metric_arrays(y, good)["r2"]
+    assert (np.abs(np.median(r2_good, axis=0) - whole) < 0.05).all()
 
 
 @pytest.fixture(scope="module")

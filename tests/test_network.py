@@ -531,7 +531,7 @@ def test_compare_runs_end_to_end(tmp_path):
     assert table.loc[table["method"] == "best achievable", "share_of_best"].eq(1).all()
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
     assert "| standard | 48 | network |" in (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "| ridge | MiniRocket | QUANT | network - best baseline, lowest trait |" in \
+    assert "| ridge | MiniRocket | QUANT | network - best baseline, lowest trait [95% CI] |" in \
         (tmp_path / "cmp" / "comparison.md").read_text()
     (tmp_path / "file").write_text("x")
     one_line_error(run_script("compare.py", "-o", tmp_path / "file"), "is a file")
@@ -604,6 +604,63 @@ def test_the_kind_table_gives_each_zoo_kind_its_methods_and_the_margin_over_the_
     assert lines[kinds[0]].endswith("| -0.100 |") and lines[kinds[1]].endswith("| -0.100 |")
     assert lines[kinds[4]].endswith("| +0.100 |")  # QUANT did not run there: the best of the others
     assert "| no | strong | 300 |" in lines[kinds[2]]
+
+
+def test_the_margin_interval_pairs_the_network_with_the_peer_that_leads_each_trait():
+    from compare import margin_intervals
+    from metrics import bootstrap_samples, percentile_interval
+
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0, 1, (60, 5))
+    groups = np.repeat(np.arange(15), 4).astype(str)
+    noise = rng.normal(0, 1, y.shape)
+    scale = {"network": 0.10, "ridge": np.array([0.3, 0.05, 0.3, 0.3, 0.3]), "minirocket": 0.2}
+    predictions = {m: y + s * noise for m, s in scale.items()} | {"quant": None}  # QUANT not installed
+    samples = {m: bootstrap_samples(y, p, groups, n_boot=100, seed=1)["r2"] for m, p in predictions.items()
+               if p is not None}
+    margins = margin_intervals(samples, "network", y, predictions)
+    for k, trait in enumerate(TRAITS):
+        leader = "ridge" if k == 1 else "minirocket"
+        low, high = percentile_interval(samples["network"][:, k] - samples[leader][:, k])
+        assert (margins[f"margin_low_{trait}"], margins[f"margin_high_{trait}"]) == (low, high)
+    assert margins["margin_high_neuroticism"] < 0 < margins["margin_low_extroversion"]  # ridge is closer there
+
+
+def test_a_mean_over_seeds_narrows_the_interval_by_their_number():
+    from compare import mean_over_seeds_interval
+
+    assert mean_over_seeds_interval([0.1], [0.3]) == pytest.approx((0.1, 0.3))
+    assert mean_over_seeds_interval([0.0, 2.0], [2.0, 4.0]) == pytest.approx((2 - math.sqrt(2) / 2, 2 + math.sqrt(2) / 2))
+
+
+def test_the_tables_give_the_intervals_a_comparison_holds_and_none_where_it_has_none():
+    from compare import HELD_OUT, RECIPES, kind_markdown, verdict_markdown
+
+    kinds = RECIPES[HELD_OUT[0]]["kinds"]
+    r2 = {"network": [0.6, 0.5, 0.4, 0.3, 0.2], "minirocket": [0.7, 0.1, 0.1, 0.1, 0.1], "best achievable": [0.7] * 5}
+
+    def rows(seed: int, low: float, high: float) -> list[dict]:
+        return [{"recipe": HELD_OUT[0], "clips": 300, "seed": seed, "method": method, "share_of_best": 0.5,
+                 **{f"r2_{t}": v for t, v in zip(TRAITS, values)},
+                 **({f"margin_{side}_{t}": bound for t in TRAITS for side, bound in (("low", low), ("high", high))}
+                    | {f"r2_{side}_{t}": v + d for t, v in zip(TRAITS, values) for side, d in
+                       (("low", -0.1), ("high", 0.1))} if method == "network" else {})}
+                for method, values in r2.items()]
+
+    text = kind_markdown(pd.DataFrame(rows(0, -0.2, 0.0) + rows(1, 0.0, 0.2)))
+    line = line_of(text, kinds[0])
+    half = math.sqrt(2 * 0.1 ** 2) / 2
+    assert f"| +0.600 [{0.6 - half:+.3f}, {0.6 + half:+.3f}] |" in line
+    assert line.endswith(f"| -0.100 [{-half:+.3f}, {half:+.3f}] |")
+    verdict = verdict_markdown(pd.DataFrame(rows(0, -0.2, 0.0)))
+    assert "| -0.100 (E) [-0.200, +0.000] |" in verdict
+    saved_without = [{k: v for k, v in row.items() if "margin" not in k and not k.startswith(("r2_low_", "r2_high_"))}
+                     for row in rows(0, -0.2, 0.0)]
+    assert line_of(kind_markdown(pd.DataFrame(saved_without)), kinds[0]).endswith("| +0.600 | +0.700 | +0.700 | -0.100 |")
+
+
+def line_of(table: str, kind: str) -> str:
+    return next(line for line in table.splitlines() if line.startswith(f"| {kind} |"))
 
 
 @pytest.mark.slow

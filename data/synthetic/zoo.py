@@ -492,6 +492,73 @@ def phase_offset(rng, x, ch, value):
     return float(np.pi * value)
 
 
+def height_duration(rng, x, ch, value):
+    """One AU's bursts at one count, with one set of heights (0.5-1.5) and one of durations (6-30 frames), the
+    taller ones the longer with rank correlation 2 `value` - 1 (a share of the pairs matched in order, reversed below
+    `value` 0.5, the rest at random), at one mean and variance: whether its stronger expressions last longer."""
+    count = max(4, len(x) // 50)
+    heights, durations = np.linspace(0.5, 1.5, count), np.linspace(6, 30, count).round().astype(int)
+    target = 2 * value - 1
+    ranks = np.arange(count) if target >= 0 else np.arange(count - 1, -1, -1)  # the duration of each height
+    loose = rng.random(count) >= abs(target)
+    ranks[loose] = rng.permutation(ranks[loose])
+    part = np.zeros(len(x))
+    for at, k in zip(spaced_starts(rng, len(x), count, min(40, len(x) // (count + 1))), rng.permutation(count)):
+        add_event(part, int(at), bump(int(durations[ranks[k]])), heights[k])
+    x[:, ch[0]] += standardised(part, 0.5)
+    return float(np.corrcoef(heights, durations[ranks])[0, 1])
+
+
+def bandwidth(rng, x, ch, value):
+    """One AU oscillating in a band about a centre frequency (0.4-0.9 Hz, per clip) 0.02 Hz wide (a steady rhythm)
+    to 0.6 Hz wide (0.02 + 0.58 `value`: a wandering one), at one amplitude: how regular its rhythm is."""
+    spectrum = np.fft.rfft(rng.standard_normal(len(x)))
+    hz = np.fft.rfftfreq(len(x), 1 / FPS)
+    width = 0.02 + 0.58 * value
+    spectrum *= np.exp(-0.5 * ((hz - rng.uniform(0.4, 0.9)) / (width / 2)) ** 2)
+    x[:, ch[0]] += standardised(np.fft.irfft(spectrum, len(x)), 0.3)
+    return float(width)
+
+
+def self_modulation(rng, x, ch, value):
+    """A head angle's slow movement with fast movement on top that grows where the slow position is high (its scale
+    1 + 0.9 `value` times the slow position's z-score, at least 0.1), at one variance: how much it moves faster
+    where it has turned further."""
+    slow = standardised(smooth_noise(rng, len(x), 0.995, 1.0))
+    scale = np.maximum(0.1, 1 + 0.9 * value * slow)
+    x[:, ch[0]] += standardised(slow + scale * smooth_noise(rng, len(x), 0.3, 0.7), 0.1)
+    return float(0.9 * value)
+
+
+def inhibition(rng, x, ch, value):
+    """Two AUs with bursts at one count each; a share `value` of the second's kept out of the second after any of the
+    first's, the rest at random times, at one mean and variance each (the share kept out, as written): how much one
+    expression holds another back."""
+    n, count, quiet = len(x), max(4, len(x) // 45), FPS
+    first, second = np.zeros(n), np.zeros(n)
+    after = np.zeros(n, bool)
+    for at in rng.integers(0, n - BURST, count):
+        add_event(first, int(at), bump(BURST), 1.0)
+        after[int(at): int(at) + quiet] = True
+    free = np.flatnonzero(~after[: n - BURST])
+    starts = [int(rng.choice(free)) if keep and len(free) else int(rng.integers(0, n - BURST))
+              for keep in rng.random(count) < value]
+    for at in starts:
+        add_event(second, at, bump(BURST), 1.0)
+    for c, part in zip(ch, (first, second)):
+        x[:, c] += standardised(part, 0.4)
+    return float(np.mean([not after[at] for at in starts]))
+
+
+def arch(rng, x, ch, value):
+    """One AU's slow course over the clip: highest mid-clip (2 `value` - 1 > 0) or at its ends (< 0), a parabola over
+    smooth noise that keeps one mean and variance: whether an expression builds and fades or dips mid-clip."""
+    bend = 2 * value - 1
+    course = standardised(-np.linspace(-1, 1, len(x)) ** 2)
+    x[:, ch[0]] += 0.35 * (bend * course + np.sqrt(1 - bend ** 2) * standardised(smooth_noise(rng, len(x), 0.99, 1)))
+    return float(bend)
+
+
 def noise(rng, x, ch, value):
     return 0.0
 
@@ -576,6 +643,16 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
                ("au",), rate_trend),
     SignalKind("phase-offset", "how far behind one AU's oscillation runs another's at one shared frequency (0 to pi), "
                "at one amplitude each", ("au", "au"), phase_offset),
+    SignalKind("height-duration", "whether one AU's taller bursts last longer or shorter, at one count, set of heights "
+               "and durations, mean and variance", ("au",), height_duration),
+    SignalKind("bandwidth", "how wide the frequency band of one AU's oscillation is (a steady rhythm against a "
+               "wandering one), at one amplitude", ("au",), bandwidth),
+    SignalKind("self-modulation", "how much a head angle's fast movement grows where its slow position is higher, at "
+               "one variance", ("head",), self_modulation),
+    SignalKind("inhibition", "the share of one AU's bursts that keep out of the second after another's, at one count "
+               "each", ("au", "au"), inhibition),
+    SignalKind("arch", "whether one AU's slow course peaks mid-clip or dips there, at one mean and variance", ("au",),
+               arch),
     SignalKind("noise", "nothing: the trait is pure noise", (), noise),
 )}
 

@@ -1,6 +1,6 @@
 """The network against the baselines on synthetic corpora with planted signals, end to end, with default flags.
 
-    python compare.py --quick                      # one 300-clip corpus per recipe (about 25 minutes on 2 cores)
+    python compare.py --quick                      # one 300-clip corpus per recipe (about 35 minutes on 2 cores)
     python compare.py -o main                      # 300 / 1,000 / 3,000 clips, 2 seeds (hours on 2 cores)
     python compare.py --recipes fi --seeds 2 3 4 -o more
     python compare.py --tables main/comparison.csv more/comparison.csv -o docs/comparison   # the README table
@@ -40,10 +40,9 @@ Recipes (prepare.py flags):
   zoo-i-fi   the same kinds at First-Impressions-like noise
 
 Design choices were made on the first four recipes and on zoo-a to zoo-g; zoo-h, zoo-i and their -fi recipes are
-held out. The
-per-kind table (in comparison.md) gives each zoo kind's R² per method, the held-out kinds first: the honest estimate
-for a signal nobody planted. Over two seeds (two independent test corpora) it gives their mean, its interval from
-theirs by a normal approximation.
+held out. The per-kind table (in comparison.md) gives each zoo kind's R² per method, the held-out kinds first: the
+honest estimate for a signal nobody planted. Over two seeds (two independent test corpora) it gives their mean, its
+interval from theirs by a normal approximation.
 
 Writes comparison.csv (one row per corpus and method), comparison.md (the table) and comparison.png.
 """
@@ -229,7 +228,7 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
                 continue
             better = r2.loc[peers].max()
             signal = r2.loc["best achievable"] > PREDICTABLE_R2
-            margins += [(r2.loc["network", t] - better[t], t, *margin_interval(methods.loc["network"], t))
+            margins += [(r2.loc["network", t] - better[t], t, *saved_margin_interval(methods.loc["network"], t))
                         for t in TRAITS if signal[t]]
             noise += [r2.loc["network", t] for t in TRAITS if not signal[t]]
         if margins:
@@ -239,7 +238,7 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def margin_interval(network: pd.Series, trait: str) -> tuple[float, float]:
+def saved_margin_interval(network: pd.Series, trait: str) -> tuple[float, float]:
     """A network row's interval of its margin over the best peer on a trait; NaN in a table saved without it."""
     return network.get(f"margin_low_{trait}", np.nan), network.get(f"margin_high_{trait}", np.nan)
 

@@ -606,6 +606,17 @@ def test_the_kind_table_gives_each_zoo_kind_its_methods_and_the_margin_over_the_
     assert "| no | strong | 300 |" in lines[kinds[2]]
 
 
+def test_held_out_recipes_plant_only_kinds_no_other_recipe_plants_and_each_has_its_fi_twin():
+    from compare import HELD_OUT, RECIPES, SEEN_KINDS
+
+    held = {kind for name in HELD_OUT for kind in RECIPES[name]["kinds"]}
+    assert held and not held & set(SEEN_KINDS)
+    for name in HELD_OUT:
+        twin = name[:-3] if name.endswith("-fi") else f"{name}-fi"
+        assert set(RECIPES[twin]["kinds"]) == set(RECIPES[name]["kinds"])
+        assert RECIPES[name].get("snr", "strong") != RECIPES[twin].get("snr", "strong")
+
+
 def test_the_margin_interval_pairs_the_network_with_the_peer_that_leads_each_trait():
     from compare import margin_intervals
     from metrics import bootstrap_samples, percentile_interval

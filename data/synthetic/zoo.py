@@ -531,7 +531,7 @@ def self_modulation(rng, x, ch, value):
 
 
 def inhibition(rng, x, ch, value):
-    """Two AUs with bursts at one count each; a share `value` of the second's kept out of the second after any of the
+    """Two AUs with bursts at one count each; a share `value` of the second's kept out of the 1 s after any of the
     first's, the rest at random times, at one mean and variance each (the share kept out, as written): how much one
     expression holds another back."""
     n, count, quiet = len(x), max(4, len(x) // 45), FPS
@@ -649,7 +649,7 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
                "wandering one), at one amplitude", ("au",), bandwidth),
     SignalKind("self-modulation", "how much a head angle's fast movement grows where its slow position is higher, at "
                "one variance", ("head",), self_modulation),
-    SignalKind("inhibition", "the share of one AU's bursts that keep out of the second after another's, at one count "
+    SignalKind("inhibition", "the share of one AU's bursts that keep out of the 1 s after another's, at one count "
                "each", ("au", "au"), inhibition),
     SignalKind("arch", "whether one AU's slow course peaks mid-clip or dips there, at one mean and variance", ("au",),
                arch),

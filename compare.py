@@ -155,8 +155,10 @@ def evaluate_corpus(recipe: str, n_clips: int, seed: int, test_clips: int, epoch
             predictions[name] = predict(model, test, input_scaler(ckpt, test))
     predictions.update(baseline_predictions(parts["train"], test, FEATURE_COLUMNS, seed))
     y, groups = labels_of(test), [c.group for c in test]
-    samples = {method: bootstrap_samples(y, pred, groups, n_boot, seed)["r2"] for method, pred in predictions.items()
-               if pred is not None}  # (n_boot, 5) each, on the same resamples of the test corpus's source videos
+    ran = {method: pred for method, pred in predictions.items() if pred is not None}
+    r2s = {method: metric_arrays(y, pred)["r2"] for method, pred in ran.items()}  # (5,) each
+    samples = {method: bootstrap_samples(y, pred, groups, n_boot, seed)["r2"]
+               for method, pred in ran.items()}  # (n_boot, 5) each, on the same resamples of the test source videos
     rows = []
     for method in [name for name, _, _ in networks] + list(METHODS[1:]):
         pred = predictions[method]
@@ -165,16 +167,17 @@ def evaluate_corpus(recipe: str, n_clips: int, seed: int, test_clips: int, epoch
         if pred is None:
             rows.append({**row, "note": "not installed"})
             continue
-        r2 = metric_arrays(y, pred)["r2"]
+        r2 = r2s[method]
         low, high = percentile_interval(samples[method])
         mean_low, mean_high = percentile_interval(samples[method][:, predictable].mean(axis=1))
         row.update({f"r2_{t}": float(v) for t, v in zip(TRAITS, r2)})
         row.update({"r2_predictable": float(r2[predictable].mean()), "r2_low": float(mean_low),
-                    "r2_high": float(mean_high), "share_of_best": float(r2[predictable].mean() / best[predictable].mean()),
+                    "r2_high": float(mean_high),
+                    "share_of_best": float(r2[predictable].mean() / best[predictable].mean()),
                     **{f"r2_low_{t}": float(v) for t, v in zip(TRAITS, low)},
                     **{f"r2_high_{t}": float(v) for t, v in zip(TRAITS, high)}})
         if method in seconds:  # a network trained here
-            row.update(margin_intervals(samples, method, y, predictions))
+            row.update(margin_intervals(samples, r2s, method))
         rows.append(row)
     rows.append({"recipe": recipe, "clips": n_clips, "seed": seed, "method": "best achievable",
                  **{f"r2_{t}": float(v) for t, v in zip(TRAITS, best)},
@@ -182,14 +185,14 @@ def evaluate_corpus(recipe: str, n_clips: int, seed: int, test_clips: int, epoch
     return rows
 
 
-def margin_intervals(samples: dict[str, np.ndarray], method: str, y: np.ndarray,
-                     predictions: dict[str, np.ndarray | None]) -> dict[str, float]:
+def margin_intervals(samples: dict[str, np.ndarray], r2s: dict[str, np.ndarray], method: str) -> dict[str, float]:
     """{margin_low_<trait>, margin_high_<trait>}: the 95 % interval of a network's R² minus that of the peer
-    (baselines.PEERS that ran) with the highest R² on the trait, over paired resamples of the test videos."""
-    peers = [m for m in PEERS if predictions.get(m) is not None]
+    (baselines.PEERS that ran: those in r2s, each method's R² per trait on the whole test corpus) with the highest R²
+    on the trait, over paired resamples of the test videos (samples: (n_boot, 5) per method)."""
+    peers = [m for m in PEERS if m in r2s]
     if not peers:
         return {}
-    r2 = np.stack([metric_arrays(y, predictions[m])["r2"] for m in peers])  # (P, 5)
+    r2 = np.stack([r2s[m] for m in peers])  # (P, 5)
     leader = np.where(np.isnan(r2), -np.inf, r2).argmax(axis=0)  # (5,)
     best = np.stack([samples[m] for m in peers])[leader, :, np.arange(len(TRAITS))].T  # (n_boot, 5)
     low, high = percentile_interval(samples[method] - best)
@@ -255,7 +258,8 @@ def verdict_markdown(table: pd.DataFrame) -> str:
     verdict = verdicts(table)
     previous = verdict[f"share_{PREVIOUS}"].notna().any()
     header = ["corpus", "clips", "network", *(["previous demo network"] if previous else []),
-              *(TITLES[m] for m in PEERS), "network - best baseline, lowest trait [95% CI]", "network R² on pure noise"]
+              *(TITLES[m] for m in PEERS), "network - best baseline, lowest trait [95% CI]",
+              "network R² on pure noise"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in verdict.iterrows():
         margin = "" if pd.isna(row.get("lowest_margin")) else \
@@ -326,7 +330,8 @@ def markdown(table: pd.DataFrame) -> str:
     summary = table.groupby(["recipe", "clips", "method"], sort=False)[numeric].mean().reset_index()
     for _, row in summary.iterrows():
         cells = [row["recipe"], f"{row['clips']:,}", row["method"], *[f"{row[f'r2_{t}']:+.3f}" for t in TRAITS],
-                 f"{row['r2_predictable']:+.3f}" + interval_text(row["r2_low"], row["r2_high"]), percent(row["share_of_best"]),
+                 f"{row['r2_predictable']:+.3f}" + interval_text(row["r2_low"], row["r2_high"]),
+                 percent(row["share_of_best"]),
                  "" if pd.isna(row["train_seconds"]) else f"{row['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

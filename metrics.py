@@ -94,4 +94,5 @@ def bootstrap_intervals(y: np.ndarray, p: np.ndarray, groups: Sequence[str] | No
     bounds = {m: percentile_interval(np.concatenate([v, v.mean(axis=1, keepdims=True)], axis=1), level)
               for m, v in samples.items()}
     index = list(traits) + ["mean"]
-    return {side: pd.DataFrame({m: bounds[m][k] for m in METRICS}, index=index) for k, side in enumerate(("low", "high"))}
+    return {side: pd.DataFrame({m: bounds[m][k] for m in METRICS}, index=index)
+            for k, side in enumerate(("low", "high"))}

@@ -619,7 +619,7 @@ def test_held_out_recipes_plant_only_kinds_no_other_recipe_plants_and_each_has_i
 
 def test_the_margin_interval_pairs_the_network_with_the_peer_that_leads_each_trait():
     from compare import margin_intervals
-    from metrics import bootstrap_samples, percentile_interval
+    from metrics import bootstrap_samples, metric_arrays, percentile_interval
 
     rng = np.random.default_rng(0)
     y = rng.uniform(0, 1, (60, 5))
@@ -627,9 +627,9 @@ def test_the_margin_interval_pairs_the_network_with_the_peer_that_leads_each_tra
     noise = rng.normal(0, 1, y.shape)
     scale = {"network": 0.10, "ridge": np.array([0.3, 0.05, 0.3, 0.3, 0.3]), "minirocket": 0.2}
     predictions = {m: y + s * noise for m, s in scale.items()} | {"quant": None}  # QUANT not installed
-    samples = {m: bootstrap_samples(y, p, groups, n_boot=100, seed=1)["r2"] for m, p in predictions.items()
-               if p is not None}
-    margins = margin_intervals(samples, "network", y, predictions)
+    ran = {m: p for m, p in predictions.items() if p is not None}
+    samples = {m: bootstrap_samples(y, p, groups, n_boot=100, seed=1)["r2"] for m, p in ran.items()}
+    margins = margin_intervals(samples, {m: metric_arrays(y, p)["r2"] for m, p in ran.items()}, "network")
     for k, trait in enumerate(TRAITS):
         leader = "ridge" if k == 1 else "minirocket"
         low, high = percentile_interval(samples["network"][:, k] - samples[leader][:, k])
@@ -641,7 +641,8 @@ def test_a_mean_over_seeds_narrows_the_interval_by_their_number():
     from compare import mean_over_seeds_interval
 
     assert mean_over_seeds_interval([0.1], [0.3]) == pytest.approx((0.1, 0.3))
-    assert mean_over_seeds_interval([0.0, 2.0], [2.0, 4.0]) == pytest.approx((2 - math.sqrt(2) / 2, 2 + math.sqrt(2) / 2))
+    half = math.sqrt(2) / 2
+    assert mean_over_seeds_interval([0.0, 2.0], [2.0, 4.0]) == pytest.approx((2 - half, 2 + half))
 
 
 def test_the_tables_give_the_intervals_a_comparison_holds_and_none_where_it_has_none():
@@ -667,7 +668,8 @@ def test_the_tables_give_the_intervals_a_comparison_holds_and_none_where_it_has_
     assert "| -0.100 (E) [-0.200, +0.000] |" in verdict
     saved_without = [{k: v for k, v in row.items() if "margin" not in k and not k.startswith(("r2_low_", "r2_high_"))}
                      for row in rows(0, -0.2, 0.0)]
-    assert line_of(kind_markdown(pd.DataFrame(saved_without)), kinds[0]).endswith("| +0.600 | +0.700 | +0.700 | -0.100 |")
+    assert line_of(kind_markdown(pd.DataFrame(saved_without)), kinds[0]).endswith(
+        "| +0.600 | +0.700 | +0.700 | -0.100 |")
 
 
 def line_of(table: str, kind: str) -> str:

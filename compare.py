@@ -389,6 +389,12 @@ def saved_rows(paths: Sequence[Path]) -> pd.DataFrame:
         missing = set(SAVED_COLUMNS) - set(table.columns)
         if missing:
             raise DataError(path, f"not a comparison table (no column {', '.join(sorted(missing))})")
+        for column in table.columns.difference(["recipe", "method", "note"]):
+            values = pd.to_numeric(table[column], errors="coerce")
+            bad = values.isna() & table[column].notna()
+            if bad.any():
+                raise DataError(path, f"row {int(bad.idxmax()) + 2}, column {column}: "
+                                      f"{table[column][bad].iloc[0]!r} is not a number")
         tables.append(table.assign(_file=str(path)))
     rows = pd.concat(tables, ignore_index=True)
     runs = rows.drop_duplicates(["recipe", "clips", "seed", "_file"])

@@ -16,6 +16,7 @@ from sklearn.model_selection import GroupKFold
 from baselines import ridge_on_statistics
 from checkpoint import load_checkpoint
 from conftest import ROOT, TINY_MODEL, one_line_error, run_script
+from errors import DataError
 from dataset import Normalization, Scaler, labels_of, predict
 from featurizers import (GATED_PATHS, HINGE_QUANTILES, INTERVAL_DEPTH, INTERVAL_QUANTILES, INTERVAL_STATISTICS,
                          KERNEL_DILATIONS, KERNELS, KERNELS_PER_DILATION, interval_quantiles, kernel_levels,
@@ -670,6 +671,16 @@ def test_the_tables_give_the_intervals_a_comparison_holds_and_none_where_it_has_
                      for row in rows(0, -0.2, 0.0)]
     assert line_of(kind_markdown(pd.DataFrame(saved_without)), kinds[0]).endswith(
         "| +0.600 | +0.700 | +0.700 | -0.100 |")
+
+
+def test_a_saved_table_with_a_word_for_a_number_is_refused_naming_row_and_column(tmp_path):
+    from compare import saved_rows
+
+    table = two_seed_comparison().assign(margin_low_openness=np.nan).astype({"margin_low_openness": object})
+    table.loc[2, "margin_low_openness"] = "abc"
+    table.to_csv(tmp_path / "saved.csv", index=False)
+    with pytest.raises(DataError, match="row 4, column margin_low_openness: 'abc' is not a number"):
+        saved_rows([tmp_path / "saved.csv"])
 
 
 def line_of(table: str, kind: str) -> str:

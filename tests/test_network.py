@@ -16,8 +16,8 @@ from sklearn.model_selection import GroupKFold
 from baselines import ridge_on_statistics
 from checkpoint import load_checkpoint
 from conftest import ROOT, TINY_MODEL, one_line_error, run_script
-from errors import DataError
 from dataset import Normalization, Scaler, labels_of, predict
+from errors import DataError
 from featurizers import (GATED_PATHS, HINGE_QUANTILES, INTERVAL_DEPTH, INTERVAL_QUANTILES, INTERVAL_STATISTICS,
                          KERNEL_DILATIONS, KERNELS, KERNELS_PER_DILATION, interval_quantiles, kernel_levels,
                          kernel_shares, level_quantiles)

@@ -15,10 +15,11 @@ from typing import Callable
 import numpy as np
 from scipy.signal import lfilter
 
-from openface import AU_COLUMNS, FEATURE_COLUMNS, HEAD_COLUMNS
+from openface import AU_COLUMNS, FEATURE_COLUMNS, GAZE_COLUMNS, HEAD_COLUMNS
 
 FPS = 30
 AU_CHANNELS = tuple(FEATURE_COLUMNS.index(c) for c in AU_COLUMNS)  # the first columns of FEATURE_COLUMNS
+GAZE_CHANNELS = tuple(FEATURE_COLUMNS.index(c) for c in GAZE_COLUMNS)
 HEAD_CHANNELS = tuple(FEATURE_COLUMNS.index(c) for c in HEAD_COLUMNS)
 BURST = 10  # frames of one burst or event
 
@@ -559,6 +560,77 @@ def arch(rng, x, ch, value):
     return float(bend)
 
 
+def triad(rng, x, ch, value):
+    """Three AUs with bursts at one count each, every pair of them coinciding equally often: each of a set of units
+    is, with chance `value`, one burst of all three together and one of each alone, else one burst of each pair
+    (two bursts per AU either way), at one mean and variance each (the share of units written as triples): whether
+    expressions come three at once, which no pair of them shows."""
+    n, units = len(x), max(2, len(x) // 100)
+    triple = rng.random(units) < value
+    starts = iter(rng.permutation(spaced_starts(rng, n, 4 * units, 2 * BURST)))
+    parts = np.zeros((3, n))
+    for together in triple:
+        groups = [(0, 1, 2), (0,), (1,), (2,)] if together else [(0, 1), (1, 2), (0, 2)]
+        for group, at in zip(groups, starts):
+            for c in group:
+                add_event(parts[c], int(at), bump(BURST), 1.0)
+    for c, part in zip(ch, parts):
+        x[:, c] += standardised(part, 0.4)
+    return float(triple.mean())
+
+
+def velocity_coupling(rng, x, ch, value):
+    """Two head angles, each a slow movement of its own with fast movement on top, the fast parts correlated
+    0.9 (2 `value` - 1) (against each other to together) and the slow parts independent, at one variance each: whether
+    two angles jolt together while they drift apart."""
+    n, rho = len(x), 0.9 * (2 * value - 1)
+    shared = smooth_noise(rng, n, 0.3, 1.0)
+    for c, fast in zip(ch, (shared, rho * shared + np.sqrt(1 - rho ** 2) * smooth_noise(rng, n, 0.3, 1.0))):
+        x[:, c] += standardised(standardised(smooth_noise(rng, n, 0.995, 1.0)) + 0.6 * standardised(fast), 0.1)
+    return float(rho)
+
+
+def ceiling(rng, x, ch, value):
+    """One AU's slow wander held flat at a ceiling for a share 0.4 `value` of the clip (cut at that quantile of its
+    own course), at one mean and variance: how often an expression is held at its most."""
+    course = smooth_noise(rng, len(x), 0.98, 1.0)
+    x[:, ch[0]] += standardised(np.minimum(course, np.quantile(course, 1 - 0.4 * value)), 0.4)
+    return float(0.4 * value)
+
+
+def saccades(rng, x, ch, value):
+    """A gaze angle whose movement is, for a share `value` of its variance, jumps (sparse, large steps that then
+    settle) and for the rest a smooth drift of the same autocorrelation (one spectrum), at one variance: how much the
+    eyes move in jumps."""
+    rho, n = 0.98, len(x)
+    jumps = rng.standard_normal(n) * (rng.random(n) < 0.03)
+    jumpy, smooth = lfilter([1], [1, -rho], jumps), smooth_noise(rng, n, rho, 1.0)
+    x[:, ch[0]] += 0.1 * (np.sqrt(value) * standardised(jumpy) + np.sqrt(1 - value) * standardised(smooth))
+    return float(value)
+
+
+def habituation(rng, x, ch, value):
+    """Events in one AU about every second, each answered by a burst of another 8 frames later or else followed by
+    one 16-22 frames later (one burst per event either way), at one mean and variance each; in each quarter of the
+    clip a share 0.5 + 0.5 `value` (1 - 2 q / 3) of the events answered (q = 0 .. 3), at random among them: how fast
+    a response to an expression wears off (the share answered in the first half less that in the second, as
+    written)."""
+    n, gap = len(x), FPS
+    starts = np.arange(int(rng.integers(0, gap)), n - gap, gap)
+    answered = np.zeros(len(starts), bool)
+    for q, part in enumerate(np.array_split(np.arange(len(starts)), 4)):
+        chosen = rng.permutation(part)[: int(round(len(part) * (0.5 + 0.5 * value * (1 - 2 * q / 3))))]
+        answered[chosen] = True
+    first, second = np.zeros(n), np.zeros(n)
+    for at, answer in zip(starts, answered):
+        add_event(first, int(at), bump(BURST), 1.0)
+        add_event(second, int(at) + (8 if answer else int(rng.integers(16, 23))), bump(BURST), 1.0)
+    for c, part in zip(ch, (first, second)):
+        x[:, c] += standardised(part, 0.4)
+    half = len(starts) // 2
+    return float(answered[:half].mean() - answered[half:].mean())
+
+
 def noise(rng, x, ch, value):
     return 0.0
 
@@ -567,7 +639,7 @@ def noise(rng, x, ch, value):
 class SignalKind:
     name: str
     description: str
-    channels: tuple[str, ...]  # the channel pools it plants into: "au" or "head"
+    channels: tuple[str, ...]  # the channel pools it plants into: "au", "gaze" or "head"
     plant: Callable[[np.random.Generator, np.ndarray, tuple[int, ...], float], float]
 
 
@@ -653,14 +725,24 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
                "each", ("au", "au"), inhibition),
     SignalKind("arch", "whether one AU's slow course peaks mid-clip or dips there, at one mean and variance", ("au",),
                arch),
+    SignalKind("triad", "the share of three AUs' bursts that come all three at once, every pair coinciding equally "
+               "often", ("au", "au", "au"), triad),
+    SignalKind("velocity-coupling", "whether two head angles' fast movements go together or against each other while "
+               "their slow movements are independent, at one variance each", ("head", "head"), velocity_coupling),
+    SignalKind("ceiling", "the share of the clip one AU is held flat at its highest, at one mean and variance",
+               ("au",), ceiling),
+    SignalKind("saccades", "how much of a gaze angle's movement comes in jumps, at one variance and spectrum",
+               ("gaze",), saccades),
+    SignalKind("habituation", "how fast one AU's answers to another's events wear off over the clip, at one count "
+               "each", ("au", "au"), habituation),
     SignalKind("noise", "nothing: the trait is pure noise", (), noise),
 )}
 
 
 def assign_channels(kinds: list[str]) -> list[tuple[int, ...]]:
-    """Channels of their own for each kind, in order, from the AU and head pools (a kind gets the next free ones);
+    """Channels of their own for each kind, in order, from the AU, gaze and head pools (a kind gets the next free ones);
     ValueError, naming the pool, when the kinds ask for more channels than it has."""
-    pools = {"au": list(AU_CHANNELS), "head": list(HEAD_CHANNELS)}
+    pools = {"au": list(AU_CHANNELS), "gaze": list(GAZE_CHANNELS), "head": list(HEAD_CHANNELS)}
     asked = {pool: sum(KINDS[name].channels.count(pool) for name in kinds) for pool in pools}
     for pool, count in asked.items():
         if count > len(pools[pool]):

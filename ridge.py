@@ -69,20 +69,39 @@ def folds_of_codes(codes: tuple[int, ...]) -> tuple[tuple[np.ndarray, np.ndarray
 
 class RidgeFit(NamedTuple):
     """A ridge fit for the raw features: weight (T, P), bias (T,), and each training clip's prediction from the
-    cross-validation fold that held its source video out, at the chosen penalty (N, T): what the fit is worth on
-    people it has not seen."""
+    cross-validation fold that held its source video out (N, T), at the choice (penalty, feature count) the other
+    folds make: what the fit is worth on people it has not seen, choice included."""
 
     weight: np.ndarray
     bias: np.ndarray
     held_out: np.ndarray
 
 
+def fold_errors(trials: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """(C, K, T) the squared error of each candidate's held-out predictions trials (C, N, T) on each fold's
+    validation clips."""
+    return np.stack([((trials[:, val] - y[val]) ** 2).sum(axis=1) for _, val in folds], axis=1)
+
+
+def chosen_by_other_folds(trials: np.ndarray, errors: np.ndarray,
+                          folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """(N, T) held-out predictions with each fold's clips scored by the candidate (of trials (C, N, T), with
+    fold_errors (C, K, T)) that the other folds' errors choose: the candidate best on all folds is best partly by
+    chance on each, so its own held-out predictions flatter it, and a gate that weighs them would open on that."""
+    out = np.zeros(trials.shape[1:])
+    for k, (_, val) in enumerate(folds):
+        choice = (errors.sum(axis=1) - errors[:, k]).argmin(axis=0)  # (T,)
+        out[val] = trials[choice, val[:, None], np.arange(trials.shape[2])]
+    return out
+
+
 def ridge_alphas(z: np.ndarray, y: np.ndarray, groups: Sequence[str], gram: np.ndarray | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(T,) the penalty of RIDGE_ALPHAS with the lowest squared error per trait over folds of whole source videos
     (clips of one person in training and validation would reward memorising the person), and (N, T) each clip's
-    held-out prediction at that penalty (without folds: the largest penalty and the mean label). Given gram = z @
-    z.T (features wider than clips), each fold is solved from it in the clips' space."""
+    held-out prediction at the penalty the other folds choose (chosen_by_other_folds; without folds: the largest
+    penalty and the mean label). Given gram = z @ z.T (features wider than clips), each fold is solved from it in
+    the clips' space."""
     folds = cross_validation_folds(groups)
     if not folds:
         return np.full(y.shape[1], RIDGE_ALPHAS[-1]), np.broadcast_to(y.mean(axis=0), y.shape).copy()
@@ -99,8 +118,8 @@ def ridge_alphas(z: np.ndarray, y: np.ndarray, groups: Sequence[str], gram: np.n
             scores = across @ q  # (N_val, N_train)
         shrunk = proj[None] / (eigenvalues[None, :, None] + RIDGE_ALPHAS[:, None, None])  # (A, K, T)
         held_out[:, val] = y_mean + np.einsum("nk,akt->ant", scores, shrunk)  # (A, N_val, T)
-    best = ((held_out - y) ** 2).sum(axis=1).argmin(axis=0)  # (T,)
-    return RIDGE_ALPHAS[best], held_out[best, :, np.arange(y.shape[1])].T
+    errors = fold_errors(held_out, y, folds)  # (A, K, T)
+    return RIDGE_ALPHAS[errors.sum(axis=1).argmin(axis=0)], chosen_by_other_folds(held_out, errors, folds)
 
 
 def ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> RidgeFit:
@@ -132,7 +151,7 @@ def screened_ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str
     matter (ridge on all of them spreads its weight thin), or on all of them where the signal is spread over many
     (ridge_fit; a ratio of two rhythms, read by many kernels a little each). How many (SCREEN_SIZES, or all) is
     chosen per trait by cross-validation over source videos, screening inside each fold, so the held-out
-    predictions are honest; the other features get weight 0."""
+    predictions are honest (each fold's at the count the other folds choose); the other features get weight 0."""
     features, y = np.asarray(features, np.float64), np.asarray(y, np.float64)
     groups = np.asarray(groups)
     weight = np.zeros((y.shape[1], features.shape[1]))
@@ -141,7 +160,7 @@ def screened_ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str
     if not folds:
         return RidgeFit(weight, bias, held_out)
     sizes = [size for size in SCREEN_SIZES if size <= features.shape[1]]
-    trials = np.zeros((len(sizes),) + y.shape)  # (S, N, T) held-out predictions per size
+    trials = np.zeros((len(sizes) + 1,) + y.shape)  # (S + 1, N, T) held-out predictions per size, then dense
     for train, val in folds:
         ranked = strongest_features(features[train], y[train], sizes[-1])  # (T, largest size)
         for t in range(y.shape[1]):
@@ -149,15 +168,16 @@ def screened_ridge_fit(features: np.ndarray, y: np.ndarray, groups: Sequence[str
             for s, size in enumerate(sizes):
                 fit = ridge_fit(kept_train[:, :size], y[train, t:t + 1], groups[train])
                 trials[s, val, t] = kept_val[:, :size] @ fit.weight[0] + fit.bias[0]
-    errors = ((trials - y) ** 2).sum(axis=1)  # (S, T)
-    best = errors.argmin(axis=0)  # (T,)
     dense = ridge_fit(features, y, groups)
+    trials[-1] = dense.held_out
+    errors = fold_errors(trials, y, folds)  # (S + 1, K, T)
+    best = errors.sum(axis=1).argmin(axis=0)  # (T,)
     ranked = strongest_features(features, y, sizes[-1])  # (T, largest size)
     for t in range(y.shape[1]):
-        if ((dense.held_out[:, t] - y[:, t]) ** 2).sum() < errors[best[t], t]:
-            weight[t], bias[t], held_out[:, t] = dense.weight[t], dense.bias[t], dense.held_out[:, t]
+        if best[t] == len(sizes):
+            weight[t], bias[t] = dense.weight[t], dense.bias[t]
             continue
         columns = ranked[t, :sizes[best[t]]]
         fit = ridge_fit(features[:, columns], y[:, t:t + 1], groups)
-        weight[t, columns], bias[t], held_out[:, t] = fit.weight[0], fit.bias[0], trials[best[t], :, t]
-    return RidgeFit(weight, bias, held_out)
+        weight[t, columns], bias[t] = fit.weight[0], fit.bias[0]
+    return RidgeFit(weight, bias, chosen_by_other_folds(trials, errors, folds))

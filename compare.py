@@ -42,9 +42,9 @@ Recipes (prepare.py flags):
   zoo-j-fi   the same kinds at First-Impressions-like noise
 
 Design choices were made on the first four recipes and on zoo-a to zoo-g and zoo-i; zoo-h, zoo-j and their -fi
-recipes are held out (no design choice was made on them). The per-kind table (in comparison.md) gives each zoo kind's R² per method, the held-out kinds first: the
-honest estimate for a signal nobody planted. Over two seeds (two independent test corpora) it gives their mean, its
-interval from theirs by a normal approximation.
+recipes are held out (no design choice was made on them). The per-kind table (in comparison.md) gives each zoo
+kind's R² per method, the held-out kinds first: the honest estimate for a signal nobody planted. Over two seeds (two
+independent test corpora) it gives their mean, its interval from theirs by a normal approximation.
 
 Writes comparison.csv (one row per corpus and method), comparison.md (the table) and comparison.png.
 """

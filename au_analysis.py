@@ -6,9 +6,10 @@ FDR-controlled significance, and, given a model, permutation importance of featu
         --data data/synthetic/frames.csv -o figures/
 
 LABELLED is a frame table with features and the five trait columns (attn_deploy.py --frames-output, the paper's
-output_pers.csv, or a training table), grouped into clips by File (or ID). For each clip the mean and std of
-every feature present is correlated with each trait. Stars * / ** / *** mark q < .05 / .01 / .001, where q is
-the Benjamini-Hochberg adjusted p-value over all tests in the figure (--raw-p: the paper's uncorrected p).
+output_pers.csv, or a training table), grouped into clips by ID, else clip_id (--group-by File: by file, as the
+paper's script does). For each clip the mean and std of every feature present is correlated with each trait. Stars
+* / ** / *** mark q < .05 / .01 / .001, where q is the Benjamini-Hochberg adjusted p-value over all tests in the
+figure (--raw-p: the paper's uncorrected p).
 
 p-values: from Student's t with n - 2 degrees of freedom at 30 clips or more (as scipy's pearsonr and spearmanr);
 below 30 clips, where that approximation does not hold, from permutations of the clips' traits: every one of
@@ -88,6 +89,13 @@ def clip_statistics_table(clips: Sequence[Clip], features: Sequence[str]) -> tup
     table = pd.DataFrame(np.concatenate([means, stds], axis=1), index=index, columns=columns)
     traits = pd.DataFrame(np.stack([c.label for c in clips]).astype(np.float64), index=index, columns=list(TRAITS))
     return table, traits
+
+
+def constant_over_clips(table: pd.DataFrame, traits: pd.DataFrame) -> list[str]:
+    """The clip statistics ('AU09_r mean') and traits ('openness (trait)') that take one value over all clips:
+    every correlation with one of them is undefined."""
+    statistics = [f"{feature} {stat}" for stat, feature in table.columns if table[(stat, feature)].nunique() <= 1]
+    return statistics + [f"{trait} (trait)" for trait in traits.columns if traits[trait].nunique() <= 1]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -355,11 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(traits) < PERMUTATION_BELOW:
         print(f"  n = {len(traits)} clips, fewer than {PERMUTATION_BELOW}: p-values from permutations of the clips "
               "(the t approximation needs more); few tests can pass the FDR control at this size")
+    constant = constant_over_clips(stats_table, traits)
+    if constant:
+        print(f"  r is undefined (constant over clips) for {', '.join(constant)}")
     for method in methods:
         results = correlate(stats_table, traits, method, args.seed)
-        constant = sorted(set(results.loc[results["r"].isna(), "feature"]))
-        if constant:
-            print(f"  {method}: r is undefined (constant over clips) for {', '.join(constant)}")
         path = args.output / f"correlations_{method}.csv"
         write_table(results, path)
         written.append(path)

@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from au_analysis import (benjamini_hochberg, correlate, correlation_matrix, correlation_pvalues, permutation_pvalues,
-                         rank_columns)
+from au_analysis import (benjamini_hochberg, clip_statistics_table, constant_over_clips, correlate, correlation_matrix,
+                         correlation_pvalues, permutation_pvalues, rank_columns)
 from conftest import TINY_MODEL, one_line_error, our_checkpoint, run_script, set_cell
 from data.synthetic import prepare
+from openface import Clip
 
 
 def test_correlations_and_pvalues_match_scipy():
@@ -79,6 +80,23 @@ def test_constant_column_gives_nan():
     x = np.c_[np.ones(10), np.arange(10.0)]
     r = correlation_matrix(x, np.arange(10.0)[:, None])
     assert np.isnan(r[0, 0]) and r[1, 0] == pytest.approx(1)
+
+
+def test_a_constant_trait_is_named_as_what_leaves_r_undefined_not_the_features():
+    """Six clips whose openness is one value and whose AU02_r is 0.5 throughout: the console names those two, and
+    only their correlations are undefined."""
+    rng = np.random.default_rng(0)
+    clips = []
+    for i in range(6):
+        frames = rng.uniform(0, 1, (50, 3)).astype(np.float32)
+        frames[:, 1] = 0.5
+        clips.append(Clip(f"c{i}", f"c{i}.csv", f"c{i}", frames, np.array([*rng.uniform(0, 1, 4), 0.3], np.float32)))
+    table, traits = clip_statistics_table(clips, ["AU01_r", "AU02_r", "AU04_r"])
+    assert constant_over_clips(table, traits) == ["AU02_r mean", "AU02_r std", "openness (trait)"]
+    results = correlate(table, traits, "spearman", seed=0)
+    undefined = results["r"].isna()
+    assert undefined.equals((results["trait"] == "openness") | (results["feature"] == "AU02_r"))
+    assert undefined.sum() == 6 + 2 * 4
 
 
 def test_benjamini_hochberg_matches_scipy():

@@ -280,8 +280,9 @@ def verdict_markdown(table: pd.DataFrame) -> str:
 def by_kind(table: pd.DataFrame) -> pd.DataFrame:
     """The zoo recipes' R² per signal kind (each trait of a zoo corpus follows one kind): one row per kind and size,
     a column per method (mean over seeds), with the kind's best achievable, whether the network's design has seen it,
-    and the 95 % intervals of the network's R² and of its margin over the best peer where the table has them
-    (network_low/high, margin_low/high; over seeds, mean_over_seeds_interval)."""
+    the network's margin over the best peer of each seed (mean over seeds), and the 95 % intervals of the network's
+    R² and of that margin where the table has them (network_low/high, margin_low/high; over seeds,
+    mean_over_seeds_interval)."""
     rows = []
     for _, row in table[table["recipe"].map(lambda r: "kinds" in RECIPES.get(r, {}))].iterrows():
         for trait, kind in zip(TRAITS, RECIPES[row["recipe"]]["kinds"]):
@@ -294,6 +295,10 @@ def by_kind(table: pd.DataFrame) -> pd.DataFrame:
     keys = ["seen", "kind", "snr", "clips"]
     frame = pd.DataFrame(rows)
     kinds = frame.groupby([*keys, "method"], sort=False)["r2"].mean().unstack("method")
+    runs = [*keys, "seed"]
+    best_peer = frame[frame["method"].isin(PEERS)].groupby(runs)["r2"].max()
+    network_r2 = frame[frame["method"] == "network"].set_index(runs)["r2"]
+    kinds["margin"] = (network_r2 - best_peer.reindex(network_r2.index)).groupby(level=keys).mean()
     network = frame[frame["method"] == "network"].groupby(keys, sort=False)
     for name in ("network", "margin"):
         bounds = network.apply(lambda runs: pd.Series(
@@ -312,9 +317,8 @@ def kind_markdown(table: pd.DataFrame) -> str:
     header = ["kind", "seen in design", "noise", "clips", *(TITLES.get(m, m) for m in methods), "network - best peer"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in kinds.iterrows():
-        peers = [row[m] for m in PEERS if m in kinds.columns and pd.notna(row[m])]
-        margin = f"{row['network'] - max(peers):+.3f}" + interval_text(row["margin_low"], row["margin_high"]) \
-            if peers and "network" in kinds.columns else ""
+        margin = "" if pd.isna(row["margin"]) else \
+            f"{row['margin']:+.3f}" + interval_text(row["margin_low"], row["margin_high"])
         cells = [row["kind"], "yes" if row["seen"] else "no", row["snr"], f"{row['clips']:,}",
                  *(f"{row[m]:+.3f}" + (interval_text(row["network_low"], row["network_high"]) if m == "network" else "")
                    if pd.notna(row[m]) else "" for m in methods), margin]

@@ -627,6 +627,21 @@ def test_the_kind_table_gives_each_zoo_kind_its_methods_and_the_margin_over_the_
     assert "| no | strong | 300 |" in lines[kinds[2]]
 
 
+def test_the_kind_tables_margin_over_seeds_is_the_mean_of_each_seeds_margin_over_its_best_peer():
+    """MiniRocket leads on seed 0 and QUANT on seed 1, by 0.1 each: the network is 0.1 below the best peer on both
+    seeds, though above both peers' means over seeds."""
+    from compare import HELD_OUT, RECIPES, kind_markdown
+
+    def rows(seed: int, minirocket: float, quant: float) -> list[dict]:
+        r2 = {"network": 0.5, "ridge": 0.0, "minirocket": minirocket, "quant": quant, "best achievable": 0.7}
+        return [{"recipe": HELD_OUT[0], "clips": 300, "seed": seed, "method": method,
+                 **{f"r2_{t}": value for t in TRAITS}} for method, value in r2.items()]
+
+    text = kind_markdown(pd.DataFrame(rows(0, 0.6, 0.1) + rows(1, 0.1, 0.6)))
+    line = line_of(text, RECIPES[HELD_OUT[0]]["kinds"][0])
+    assert line.endswith("| +0.500 | +0.000 | +0.350 | +0.350 | +0.700 | -0.100 |")
+
+
 def test_held_out_recipes_plant_only_kinds_no_other_recipe_plants_and_each_has_its_fi_twin():
     from compare import HELD_OUT, RECIPES, SEEN_KINDS
 

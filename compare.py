@@ -287,7 +287,8 @@ def by_kind(table: pd.DataFrame) -> pd.DataFrame:
     for _, row in table[table["recipe"].map(lambda r: "kinds" in RECIPES.get(r, {}))].iterrows():
         for trait, kind in zip(TRAITS, RECIPES[row["recipe"]]["kinds"]):
             rows.append({"kind": kind, "seen": kind in SEEN_KINDS, "snr": RECIPES[row["recipe"]].get("snr", "strong"),
-                         "clips": row["clips"], "seed": row["seed"], "method": row["method"], "r2": row[f"r2_{trait}"],
+                         "recipe": row["recipe"], "clips": row["clips"], "seed": row["seed"], "method": row["method"],
+                         "r2": row[f"r2_{trait}"],
                          **{f"{name}_{side}": row.get(f"{column}_{side}_{trait}", np.nan)
                             for name, column in (("network", "r2"), ("margin", "margin")) for side in ("low", "high")}})
     if not rows:
@@ -295,9 +296,9 @@ def by_kind(table: pd.DataFrame) -> pd.DataFrame:
     keys = ["seen", "kind", "snr", "clips"]
     frame = pd.DataFrame(rows)
     kinds = frame.groupby([*keys, "method"], sort=False)["r2"].mean().unstack("method")
-    runs = [*keys, "seed"]
-    best_peer = frame[frame["method"].isin(PEERS)].groupby(runs)["r2"].max()
-    network_r2 = frame[frame["method"] == "network"].set_index(runs)["r2"]
+    run_keys = [*keys, "recipe", "seed"]  # one corpus (a kind such as noise is in several recipes)
+    best_peer = frame[frame["method"].isin(PEERS)].groupby(run_keys)["r2"].max()
+    network_r2 = frame[frame["method"] == "network"].set_index(run_keys)["r2"]
     kinds["margin"] = (network_r2 - best_peer.reindex(network_r2.index)).groupby(level=keys).mean()
     network = frame[frame["method"] == "network"].groupby(keys, sort=False)
     for name in ("network", "margin"):

@@ -296,11 +296,12 @@ def by_kind(table: pd.DataFrame) -> pd.DataFrame:
     keys = ["seen", "kind", "snr", "clips"]
     frame = pd.DataFrame(rows)
     kinds = frame.groupby([*keys, "method"], sort=False)["r2"].mean().unstack("method")
+    network_runs = frame[frame["method"] == "network"]
     run_keys = [*keys, "recipe", "seed"]  # one corpus (a kind such as noise is in several recipes)
     best_peer = frame[frame["method"].isin(PEERS)].groupby(run_keys)["r2"].max()
-    network_r2 = frame[frame["method"] == "network"].set_index(run_keys)["r2"]
+    network_r2 = network_runs.set_index(run_keys)["r2"]
     kinds["margin"] = (network_r2 - best_peer.reindex(network_r2.index)).groupby(level=keys).mean()
-    network = frame[frame["method"] == "network"].groupby(keys, sort=False)
+    network = network_runs.groupby(keys, sort=False)
     for name in ("network", "margin"):
         bounds = network.apply(lambda runs: pd.Series(
             mean_over_seeds_interval(runs[f"{name}_low"], runs[f"{name}_high"]), index=["low", "high"]))

@@ -40,9 +40,12 @@ Recipes (prepare.py flags):
   zoo-j      triad, velocity-coupling, ceiling, saccades, habituation: held out, written before any method ran on
              them
   zoo-j-fi   the same kinds at First-Impressions-like noise
+  zoo-k      answer-gain, aversion, persistence, after-turn, refractory: held out, written before any method ran on
+             them
+  zoo-k-fi   the same kinds at First-Impressions-like noise
 
-Design choices were made on the first four recipes and on zoo-a to zoo-g and zoo-i; zoo-h, zoo-j and their -fi
-recipes are held out (no design choice was made on them). The per-kind table (in comparison.md) gives each zoo
+Design choices were made on the first four recipes and on zoo-a to zoo-g and zoo-i; zoo-h, zoo-j, zoo-k and their
+-fi recipes are held out (no design choice was made on them). The per-kind table (in comparison.md) gives each zoo
 kind's R² per method, the held-out kinds first: the honest estimate for a signal nobody planted. Over two seeds (two
 independent test corpora) it gives their mean, its interval from theirs by a normal approximation.
 
@@ -101,8 +104,10 @@ RECIPES: dict[str, dict] = {
     "zoo-i-fi": {"snr": "fi", "kinds": ("arch", "inhibition", "height-duration", "bandwidth", "self-modulation")},
     "zoo-j": {"kinds": ("triad", "velocity-coupling", "ceiling", "saccades", "habituation")},
     "zoo-j-fi": {"snr": "fi", "kinds": ("saccades", "habituation", "triad", "ceiling", "velocity-coupling")},
+    "zoo-k": {"kinds": ("answer-gain", "aversion", "persistence", "after-turn", "refractory")},
+    "zoo-k-fi": {"snr": "fi", "kinds": ("persistence", "refractory", "answer-gain", "after-turn", "aversion")},
 }  # prepare.generate's arguments
-HELD_OUT = ("zoo-h", "zoo-h-fi", "zoo-j", "zoo-j-fi")  # recipes whose kinds no design choice has looked at
+HELD_OUT = ("zoo-h", "zoo-h-fi", "zoo-j", "zoo-j-fi", "zoo-k", "zoo-k-fi")  # recipes whose kinds no design choice has looked at
 # the kinds design choices were made on: those the first recipes plant, and those of the zoo recipes not held out
 SEEN_KINDS = ("level", "spread", "order", "slow-delay",
               *dict.fromkeys(k for name in RECIPES if name not in HELD_OUT

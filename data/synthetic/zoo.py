@@ -631,6 +631,89 @@ def habituation(rng, x, ch, value):
     return float(answered[:half].mean() - answered[half:].mean())
 
 
+def answer_gain(rng, x, ch, value):
+    """Events in one AU about every 1.5 s at one set of heights (0.3-1.7), each answered 6 frames later by a burst of
+    another whose height is, with chance `value`, the event's own and else another event's (the same set of heights
+    either way), at one mean and variance each (the correlation of the two heights, as written): whether a stronger
+    expression draws a stronger answer."""
+    n = len(x)
+    starts = spaced_starts(rng, n, max(4, n // 45), 40)
+    heights = rng.uniform(0.3, 1.7, len(starts))
+    matched = rng.random(len(starts)) < value
+    answers = heights.copy()
+    answers[~matched] = rng.permutation(heights[~matched])
+    first, second = np.zeros(n), np.zeros(n)
+    for at, height, answer in zip(starts, heights, answers):
+        add_event(first, int(at), bump(BURST), height)
+        add_event(second, int(at) + 6, bump(BURST), answer)
+    for c, part in zip(ch, (first, second)):
+        x[:, c] += standardised(part, 0.4)
+    return float(np.corrcoef(heights, answers)[0, 1]) if np.ptp(answers) > 0 else 0.0
+
+
+def aversion(rng, x, ch, value):
+    """An AU's bursts and as many glances away of a gaze angle (out and back over 20 frames, to either side at
+    random); a share `value` of the glances start with a burst, the rest at random times, at one mean and variance
+    each (the share that start with one, as written): whether the eyes look away while an expression shows."""
+    n = len(x)
+    starts = spaced_starts(rng, n, max(2, n // 90), 60)
+    with_burst = rng.random(len(starts)) < value
+    expression, glances = np.zeros(n), np.zeros(n)
+    for at, together in zip(starts, with_burst):
+        add_event(expression, int(at), bump(BURST), 1.0)
+        add_event(glances, int(at) if together else int(rng.integers(0, n - 20)), bump(20), rng.choice((-1.0, 1.0)))
+    x[:, ch[0]] += standardised(expression, 0.4)
+    x[:, ch[1]] += standardised(glances, 0.1)
+    return float(with_burst.mean())
+
+
+def persistence(rng, x, ch, value):
+    """A gaze angle held at one place, then moving to another within 3 frames: fixations of 10 to 60 frames on
+    average (10 + 50 `value`, exponential), at one variance (the mean fixation, as written): how long the eyes rest."""
+    n, mean_hold = len(x), 10 + 50 * value
+    holds = np.maximum(1, np.round(rng.exponential(mean_hold, n)).astype(int))
+    holds = holds[: int(np.searchsorted(np.cumsum(holds), n)) + 1]
+    course = np.repeat(rng.standard_normal(len(holds)), holds)[:n]
+    x[:, ch[0]] += standardised(np.convolve(course, np.ones(3) / 3, mode="same"), 0.1)
+    return float(n / len(holds))
+
+
+def after_turn(rng, x, ch, value):
+    """A head angle turning to a new position every 3 s or so (each turn a smooth step over 8 frames, either way) and
+    as many bursts of an AU; a share `value` of the bursts come 10 frames after a turn, the rest at random times, at
+    one mean and variance each (the share after a turn, as written): whether an expression follows a turn of the
+    head."""
+    n = len(x)
+    turns = spaced_starts(rng, n, max(2, n // 90), 60)
+    steps = np.zeros(n)
+    for at in turns:
+        add_event(steps, int(at), np.diff(0.5 - 0.5 * np.cos(np.linspace(0, np.pi, 9))), rng.choice((-1.0, 1.0)))
+    after = rng.random(len(turns)) < value
+    expression = np.zeros(n)
+    for at, follows in zip(turns, after):
+        add_event(expression, int(at) + 10 if follows else int(rng.integers(0, n - BURST)), bump(BURST), 1.0)
+    x[:, ch[0]] += standardised(np.cumsum(steps), 0.1)
+    x[:, ch[1]] += standardised(expression, 0.4)
+    return float(after.mean())
+
+
+def refractory(rng, x, ch, value):
+    """One AU's bursts at random times with one set of heights (0.4-1.6), the taller after the longer pauses with
+    rank correlation `value` (heights ordered by the pause before each, blurred by noise as `value` falls), at one
+    mean and variance (the correlation of pause and height, as written): whether an expression recovers with time."""
+    n = len(x)
+    starts = spaced_starts(rng, n, max(4, n // 40), 12)
+    pauses = np.diff(starts, prepend=starts[0] - 40).astype(float)
+    order = np.argsort(np.argsort(pauses)) / max(1, len(starts) - 1)
+    score = value * order + (1 - value) * rng.random(len(starts))
+    heights = np.sort(rng.uniform(0.4, 1.6, len(starts)))[np.argsort(np.argsort(score))]
+    part = np.zeros(n)
+    for at, height in zip(starts, heights):
+        add_event(part, int(at), bump(BURST), height)
+    x[:, ch[0]] += standardised(part, 0.4)
+    return float(np.corrcoef(pauses, heights)[0, 1]) if np.ptp(pauses) > 0 else 0.0
+
+
 def noise(rng, x, ch, value):
     return 0.0
 
@@ -735,6 +818,16 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
                ("gaze",), saccades),
     SignalKind("habituation", "how fast one AU's answers to another's events wear off over the clip, at one count "
                "each", ("au", "au"), habituation),
+    SignalKind("answer-gain", "whether a stronger event in one AU draws a stronger answer in another 6 frames later, "
+               "at one count, set of heights, mean and variance each", ("au", "au"), answer_gain),
+    SignalKind("aversion", "the share of a gaze angle's glances away (either side) that start with an AU's burst, at "
+               "one count, mean and variance each", ("au", "gaze"), aversion),
+    SignalKind("persistence", "how long a gaze angle rests between moves (mean fixation 10-60 frames), at one "
+               "variance", ("gaze",), persistence),
+    SignalKind("after-turn", "the share of an AU's bursts that come 10 frames after a turn of a head angle (either "
+               "way), at one count, mean and variance each", ("head", "au"), after_turn),
+    SignalKind("refractory", "whether one AU's bursts are taller after longer pauses, at one count, set of heights, "
+               "mean and variance", ("au",), refractory),
     SignalKind("noise", "nothing: the trait is pure noise", (), noise),
 )}
 

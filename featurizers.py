@@ -337,7 +337,18 @@ def moments_width(cfg: "ModelConfig") -> int:
 
 
 def lagged_correlations_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
-    return lagged_correlations(x, lengths, cfg.temporal_lags)
+    """(B, T, F) -> (B, temporal_width(cfg)): the lagged correlations of the inputs, then, with
+    cfg.temporal_differences, those of their first differences (frame to frame, zero beyond each clip)."""
+    parts = [lagged_correlations(x, lengths, cfg.temporal_lags)]
+    if cfg.temporal_differences:
+        diffs = x[:, 1:] - x[:, :-1]  # (B, T-1, F)
+        parts.append(lagged_correlations(diffs, (lengths - 1).clamp(min=0), cfg.temporal_lags) if diffs.shape[1]
+                     else x.new_zeros(x.shape[0], len(cfg.temporal_lags) * x.shape[2] ** 2))
+    return torch.cat(parts, dim=1)
+
+
+def temporal_width(cfg: "ModelConfig") -> int:
+    return (2 if cfg.temporal_differences else 1) * len(cfg.temporal_lags) * cfg.n_features ** 2
 
 
 def event_timings_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
@@ -363,8 +374,8 @@ def kernel_shares_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig",
 
 STATS_PATH = LinearPath("stats", "statistics path", "stats_path", moments_of, moments_width)
 GATED_PATHS: tuple[LinearPath, ...] = (  # beside the statistics path, each weighed per trait; the fit's tie order
-    LinearPath("temporal", "temporal path", "temporal_path", lagged_correlations_of,
-               lambda cfg: len(cfg.temporal_lags) * cfg.n_features ** 2, screened=True, gates="temporal_gates"),
+    LinearPath("temporal", "temporal path", "temporal_path", lagged_correlations_of, temporal_width, screened=True,
+               gates="temporal_gates"),
     LinearPath("events", "event path", "event_path", event_timings_of, lambda cfg: 4 * cfg.n_features ** 2,
                screened=True, gates="event_gates", fill="event_fill"),
     LinearPath("shapes", "shape path", "shape_path", clip_shapes_of, lambda cfg: SHAPE_STATISTICS * cfg.n_features,

@@ -65,6 +65,9 @@ class ModelConfig:
     temporal_lags: tuple[int, ...] = option((0, 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128), "lags of the temporal "
                                             "path in frames (0: which inputs move together)", minimum=0,
                                             metavar="FRAMES")
+    temporal_differences: bool = option(True, "the temporal path also correlates the inputs' first differences "
+                                              "(how fast each moves), so movements that go together quickly show "
+                                              "apart from slow drifts that do not")
     embed_dim: int = option(64, "per-frame embedding and time-encoding width", minimum=1)
     lstm_hidden: int = option(64, "LSTM width of the attention branch", minimum=1)
     attn_dim: int = option(64, "d_a of the structured self-attention", minimum=1)

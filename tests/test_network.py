@@ -188,6 +188,31 @@ def test_the_temporal_path_sees_which_movement_follows_which():
     assert np.ptp(stats[:, 2]) < 1e-6  # clip statistics cannot see the order: the statistics path gives its mean
 
 
+@pytest.mark.parametrize("differences", [False, True])
+def test_the_temporal_path_reads_fast_movements_going_together_through_the_inputs_differences(differences):
+    """Labels that follow whether two head angles' frame-to-frame jolts go together or against each other while
+    each drifts slowly on its own, the drift 9 times the jolts' variance: over 160 frames two independent drifts
+    correlate by chance far more than the jolts do. The differences' correlations read the label almost exactly;
+    the inputs' own (lags 0 and 1) only in part."""
+    rng = np.random.default_rng(8)
+    pitch, yaw = FEATURE_COLUMNS.index("pose_Rx"), FEATURE_COLUMNS.index("pose_Ry")
+    clips = []
+    for i in range(400):
+        rho = 0.9 if i % 2 else -0.9
+        frames = rng.normal(0, 0.05, (160, 22)).astype(np.float32)
+        jolts = rng.standard_normal((160, 2)) @ np.linalg.cholesky([[1, rho], [rho, 1]]).T / 3
+        drifts = np.cumsum(rng.standard_normal((160, 2)), axis=0) / np.sqrt(160 / 2)
+        frames[:, [pitch, yaw]] += (drifts + jolts).astype(np.float32)
+        clips.append(Clip(f"c{i}", "", f"c{i}", frames, np.array([0.5, 0.5, 0.5 + rho / 4, 0.5, 0.5], np.float32)))
+    scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+    model = small_network(temporal_lags=(0, 1), temporal_differences=differences, **paths_only("temporal"))
+    fit_linear_paths(model, clips[:300], scaler, torch.device("cpu"))
+    parts = path_contributions(model, clips[300:], scaler, torch.device("cpu"))
+    truth = np.stack([c.label for c in clips[300:]])[:, 2]
+    r = np.corrcoef(parts["stats"][:, 2] + parts["temporal"][:, 2], truth)[0, 1]
+    assert r > 0.95 if differences else r < 0.8
+
+
 def clips_with_a_delay() -> tuple[list[Clip], Scaler]:
     """400 clips whose openness is the delay (10-40 frames, one per clip) from each nod (a pitch dip) to a lid raise;
     in one clip in ten the lids never move (delay 25, the mean: label 0.5). Clip means and spreads are the same

@@ -280,13 +280,19 @@ def interval_quantiles_of_series(x: torch.Tensor, lengths: torch.Tensor) -> torc
     return torch.cat(parts, dim=1)
 
 
+def first_differences(x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, F) frames, (B,) lengths -> (B, T-1, F) each input's change from frame to frame and (B,) the number
+    of changes inside each clip."""
+    return x[:, 1:] - x[:, :-1], (lengths - 1).clamp(min=0)
+
+
 def interval_quantiles(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, T, F) -> (B, INTERVAL_STATISTICS * F): per input, interval_quantiles_of_series of its frames and of its
     first differences (how fast it moves there), input-major; NaN where an interval is empty. Where in the clip an
     input moves more, or faster, or sits higher is one of these, or a difference of two."""
-    diffs = x[:, 1:] - x[:, :-1]  # (B, T-1, F)
+    diffs, diff_lengths = first_differences(x, lengths)
     series = [interval_quantiles_of_series(x, lengths),
-              interval_quantiles_of_series(diffs, (lengths - 1).clamp(min=0)) if diffs.shape[1]
+              interval_quantiles_of_series(diffs, diff_lengths) if diffs.shape[1]
               else x.new_full((x.shape[0], INTERVALS * len(INTERVAL_QUANTILES), x.shape[2]), math.nan)]
     return torch.cat(series, dim=1).transpose(1, 2).flatten(1)
 
@@ -339,12 +345,8 @@ def moments_width(cfg: "ModelConfig") -> int:
 def lagged_correlations_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
     """(B, T, F) -> (B, temporal_width(cfg)): the lagged correlations of the inputs, then, with
     cfg.temporal_differences, those of their first differences (frame to frame, zero beyond each clip)."""
-    parts = [lagged_correlations(x, lengths, cfg.temporal_lags)]
-    if cfg.temporal_differences:
-        diffs = x[:, 1:] - x[:, :-1]  # (B, T-1, F)
-        parts.append(lagged_correlations(diffs, (lengths - 1).clamp(min=0), cfg.temporal_lags) if diffs.shape[1]
-                     else x.new_zeros(x.shape[0], len(cfg.temporal_lags) * x.shape[2] ** 2))
-    return torch.cat(parts, dim=1)
+    series = [(x, lengths), first_differences(x, lengths)] if cfg.temporal_differences else [(x, lengths)]
+    return torch.cat([lagged_correlations(v, n, cfg.temporal_lags) for v, n in series], dim=1)
 
 
 def temporal_width(cfg: "ModelConfig") -> int:

@@ -714,6 +714,76 @@ def refractory(rng, x, ch, value):
     return float(np.corrcoef(pauses, heights)[0, 1]) if np.ptp(pauses) > 0 else 0.0
 
 
+def focus(rng, x, ch, value):
+    """Three AUs' slow movements, one of them (at random) taking a share 1/3 + 2/3 `value` of their summed standard
+    deviations and the other two the rest equally, at one mean each and one expected standard deviation (the share,
+    as written): whether expression is spread over the face or concentrated in one part of it."""
+    share = 1 / 3 + 2 / 3 * value
+    sds = np.full(3, 0.45 * (1 - share) / 2)
+    sds[rng.integers(0, 3)] = 0.45 * share
+    for c, sd in zip(ch, sds):
+        x[:, c] += standardised(smooth_noise(rng, len(x), 0.97, 1.0), sd)
+    return float(share)
+
+
+def turned_expression(rng, x, ch, value):
+    """A head angle's slow wander and an AU whose slow course follows, for a share `value` of its variance, how far
+    the head is turned (either way) and for the rest how far another wander is from its centre (one shape of
+    distribution), at one mean and variance each (the correlation of the AU's course with the turn, as written):
+    whether an expression shows when the head turns away."""
+    n = len(x)
+    turn, other = smooth_noise(rng, n, 0.99, 1.0), smooth_noise(rng, n, 0.99, 1.0)
+    course = np.sqrt(value) * standardised(np.abs(turn)) + np.sqrt(1 - value) * standardised(np.abs(other))
+    x[:, ch[0]] += standardised(turn, 0.1)
+    x[:, ch[1]] += standardised(course, 0.4)
+    return float(np.corrcoef(course, np.abs(turn))[0, 1])
+
+
+def eye_head_latency(rng, x, ch, value):
+    """A gaze angle moving to a new place about every 1.5 s (within 3 frames) and a head angle following each move
+    the same way, over 10 frames, 2 + 16 `value` frames later, at one variance each (the delay in frames, as
+    written): how long the head takes to follow the eyes."""
+    n, delay = len(x), int(round(2 + 16 * value))
+    holds = np.maximum(5, np.round(rng.exponential(45, n)).astype(int))
+    holds = holds[: int(np.searchsorted(np.cumsum(holds), n + delay)) + 1]
+    course = np.repeat(rng.standard_normal(len(holds)), holds)[: n + delay]
+    gaze = np.convolve(course, np.ones(3) / 3, mode="same")[delay:]
+    head = np.convolve(course, np.ones(10) / 10, mode="same")[:n]
+    x[:, ch[0]] += standardised(gaze, 0.1)
+    x[:, ch[1]] += standardised(head, 0.1)
+    return float(delay)
+
+
+def home_gaze(rng, x, ch, value):
+    """A gaze angle resting 20-40 frames at a time, a share 0.75 `value` of its rests (at random among them) at a
+    place of its own (the clip's "home") and the others each at a new place, at one mean and variance (the share of
+    rests at home, as written): how often the eyes come back to one place."""
+    n = len(x)
+    holds = rng.integers(20, 41, n // 20 + 1)
+    holds = holds[: int(np.searchsorted(np.cumsum(holds), n)) + 1]
+    at_home = rng.permutation(len(holds)) < int(round(0.75 * value * len(holds)))
+    places = np.where(at_home, rng.standard_normal(), rng.standard_normal(len(holds)))
+    x[:, ch[0]] += standardised(np.convolve(np.repeat(places, holds)[:n], np.ones(3) / 3, mode="same"), 0.1)
+    return float(at_home.mean())
+
+
+def alternation(rng, x, ch, value):
+    """Two AUs, each busy (a burst every 12 frames) or quiet in stretches of 2 s, busy half the time on average;
+    in a share `value` of the stretches the second is busy exactly when the first is not, in the rest at random,
+    at one expected mean and variance each (the share of stretches where exactly one is busy, as written): whether
+    two expressions take turns."""
+    n, stretch = len(x), 2 * FPS
+    count = -(-n // stretch)
+    first = rng.random(count) < 0.5
+    second = np.where(rng.random(count) < value, ~first, rng.random(count) < 0.5)
+    for c, busy in zip(ch, (first, second)):
+        part = np.zeros(n)
+        for at in np.flatnonzero(np.repeat(busy, stretch)[:n])[::12]:
+            add_event(part, int(at), bump(BURST), 1.0)
+        x[:, c] += 0.4 * part
+    return float((first != second).mean())
+
+
 def noise(rng, x, ch, value):
     return 0.0
 
@@ -828,6 +898,16 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
                "way), at one count, mean and variance each", ("head", "au"), after_turn),
     SignalKind("refractory", "whether one AU's bursts are taller after longer pauses, at one count, set of heights, "
                "mean and variance", ("au",), refractory),
+    SignalKind("focus", "how much of three AUs' movement is concentrated in one of them (which one at random), at "
+               "one mean and expected spread each", ("au", "au", "au"), focus),
+    SignalKind("turned-expression", "how much an AU's slow course follows how far a head angle is turned (either way), "
+               "at one mean and variance each", ("head", "au"), turned_expression),
+    SignalKind("eye-head-latency", "how many frames (2-18) a head angle takes to follow a gaze angle's moves, at one "
+               "variance each", ("gaze", "head"), eye_head_latency),
+    SignalKind("home-gaze", "the share of a gaze angle's rests at one place of its own, at one mean and variance",
+               ("gaze",), home_gaze),
+    SignalKind("alternation", "the share of 2-s stretches in which exactly one of two AUs is busy (taking turns), each "
+               "busy half the time", ("au", "au"), alternation),
     SignalKind("noise", "nothing: the trait is pure noise", (), noise),
 )}
 

@@ -23,7 +23,7 @@ from model import ModelConfig, build_model, paper_config
 from openface import FEATURE_COLUMNS, FEATURE_SETS, TRAITS, Clip, feature_set_name
 from tables import atomic_output
 
-__version__ = "3.5.0"
+__version__ = "3.5.1"
 CHECKPOINT_FORMAT = "openface-bigfive/3"  # typed fields; one set of linear paths beside the members' branches
 FORMAT_2 = "openface-bigfive/2"  # typed fields; every member of an ensemble held its own copy of the linear paths
 FORMAT_1 = "openface-bigfive/1"  # metadata in an untyped dict; the first HybridNet

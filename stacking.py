@@ -24,8 +24,8 @@ from ridge import RidgeFit, ridge_fit, screened_ridge_fit, video_codes
 
 GATE_STEPS = 5  # gates are chosen from 0, 0.25, ..., 1
 GRID_CELLS = 2 ** 22  # at most this many (clip, weights) errors of a gate search are held at once
-GATE_Z = 1.64  # gates leave their default for a trait only when that beats it by this many standard errors; with C
-# candidates, by the z of a one-sided level C times smaller (choose_gates)
+GATE_Z = 1.64  # gates leave their default for a trait only when that beats it by this many standard errors; a
+# contribution alone among C, by the z of a one-sided level C times smaller (earned_contributions)
 
 
 def batched(model: HybridNet, clips: Sequence[Clip], scaler: Scaler, device: torch.device, compute
@@ -122,9 +122,10 @@ def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, de
     its fill and knots; gated_path_fit: ridge_fit, or screened_ridge_fit for a path of many inputs few of which
     matter), and stack them: the gated paths' weights per trait are those their held-out predictions (from the folds
     that held each clip's source video out) support over the statistics path's (choose_gates over source videos:
-    each path earns its place alone, then those that did are weighed together), so two paths that read one signal
-    share it rather than count it twice. Returns those weights, (len(cfg.gated_paths), 5): calibrate_gates departs
-    from them only where the validation clips say so significantly."""
+    each path earns its place alone, or where none does the best of them by one test over all, then those that did
+    are weighed together; calibrate_gates, on the few validation clips, has no such pooled test), so two paths that read one signal share it rather than count it twice. Returns those
+    weights, (len(cfg.gated_paths), 5): calibrate_gates departs from them only where the validation clips say so
+    significantly."""
     set_levels(model, train, scaler, device)
     inputs = path_inputs(model, train, scaler, device)
     y, groups = labels_of(train), [c.group for c in train]
@@ -146,7 +147,7 @@ def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, de
             fits.append(fit)
     if not fits:
         return np.zeros((0, y.shape[1]))
-    return choose_gates(base, [fit.held_out for fit in fits], y, groups=groups)
+    return choose_gates(base, [fit.held_out for fit in fits], y, groups=groups, pooled_test=True)
 
 
 def unit_sums(values: np.ndarray, units: np.ndarray) -> np.ndarray:
@@ -157,17 +158,17 @@ def unit_sums(values: np.ndarray, units: np.ndarray) -> np.ndarray:
 
 
 def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.ndarray,
-                 default: np.ndarray | None = None, groups: Sequence[str] | None = None) -> np.ndarray:
+                 default: np.ndarray | None = None, groups: Sequence[str] | None = None,
+                 pooled_test: bool = False) -> np.ndarray:
     """Per-trait weights of contributions added to a base prediction (all (N, 5)), each from 0, 1/(GATE_STEPS - 1),
     ..., 1, departing from the default weights ((len(contributions), 5); all 0 unless given) only where that is a
-    significant gain, so nothing adds noise to a trait it does not help. Two stages per trait: each contribution
-    earns its place alone (honest_gain_is_significant with the others at their default), at a family-wise level
-    over the contributions (GATE_Z, Bonferroni); then the weights of those that did are chosen together, the rest
-    at their default. Returns (len(contributions), 5)."""
+    significant gain, so nothing adds noise to a trait it does not help. Two stages per trait: first the
+    contributions earn a place (earned_contributions; pooled_test: also by one test over all of them where none
+    does alone), then the weights of those that did are chosen together, the rest at their default. Returns
+    (len(contributions), 5)."""
     steps = np.linspace(0, 1, GATE_STEPS)
     start = np.zeros((len(contributions), y.shape[1])) if default is None else np.asarray(default)  # (C, 5)
     units = video_codes(groups) if groups is not None else np.arange(len(y))
-    z = float(norm.ppf(1 - norm.sf(GATE_Z) / len(contributions)))
     gates = start.astype(np.float32)
     for t in range(y.shape[1]):
         parts = np.stack([c[:, t] for c in contributions], axis=1)  # (N, C)
@@ -178,13 +179,26 @@ def choose_gates(base: np.ndarray, contributions: Sequence[np.ndarray], y: np.nd
                                              units) for chunk in chunks], axis=1)
 
         default_errors = unit_errors(start[None, :, t])[:, 0]  # (U,)
-        earned = [c for c in range(len(contributions))
-                  if honest_gain_is_significant(default_errors, unit_errors(weights_varying(start[:, t], [c], steps)),
-                                                z)]
+        alone = [unit_errors(weights_varying(start[:, t], [c], steps)) for c in range(len(contributions))]
+        earned = earned_contributions(default_errors, alone, pooled_test)
         if earned:
             grid = weights_varying(start[:, t], earned, steps)  # (G, C)
             gates[:, t] = grid[int(np.argmin(unit_errors(grid).sum(axis=0)))]
     return gates
+
+
+def earned_contributions(default_errors: np.ndarray, alone: Sequence[np.ndarray], pooled_test: bool) -> list[int]:
+    """The contributions that earn a place, given the errors per unit of the default (U,) and of each contribution's
+    weights varied alone ((U, GATE_STEPS) each): those whose gain is significant alone at a family-wise level over
+    the contributions (honest_gain_is_significant at GATE_Z, Bonferroni); with pooled_test, where none is, the one
+    chosen among all their weights together when that choice is significant at GATE_Z (one honest test over all of
+    them, so a trait that one contribution reads is not left at its default for want of a Bonferroni margin)."""
+    z = float(norm.ppf(1 - norm.sf(GATE_Z) / len(alone)))
+    earned = [c for c, errors in enumerate(alone) if honest_gain_is_significant(default_errors, errors, z)]
+    every = np.concatenate(alone, axis=1)  # (U, C * GATE_STEPS)
+    if earned or not pooled_test or not honest_gain_is_significant(default_errors, every, GATE_Z):
+        return earned
+    return [int(np.argmin(every.sum(axis=0))) // alone[0].shape[1]]
 
 
 def weights_varying(default: np.ndarray, varying: Sequence[int], steps: np.ndarray) -> np.ndarray:

@@ -499,6 +499,39 @@ def test_gates_leave_a_default_only_for_a_significant_gain():
     assert (choose_gates(linear, [contribution], y)[0][2:] == 0).all()  # from nothing, the noise is not taken up
 
 
+def test_a_contribution_two_standard_errors_better_joins_beside_five_that_carry_nothing():
+    """No contribution earns a place alone at the Bonferroni level over six (2.39 standard errors), but one honest
+    test over all their weights (pooled_test, as before training) lets in the one that reads the trait: a gain of
+    about two standard errors is taken, the five noise contributions are not."""
+    rng = np.random.default_rng(5)
+    n = 200
+    signal = rng.normal(0, 0.05, (n, 5))
+    y = 0.5 + signal + rng.normal(0, 0.15, (n, 5))
+    linear = np.full((n, 5), 0.5)
+    gain = (y - linear) ** 2 - (y - linear - signal) ** 2  # (N, 5) per clip, taking the signal whole
+    z = gain.mean(axis=0) / (gain.std(axis=0, ddof=1) / np.sqrt(n))
+    contributions = [signal] + [rng.normal(0, 0.03, (n, 5)) for _ in range(5)]
+    gates = choose_gates(linear, contributions, y, pooled_test=True)
+    assert ((z > 2.1) & (z < 2.39))[:3].all() and z[3] < 1
+    np.testing.assert_array_equal(gates[0], [1, 1, 1, 0, 1])
+    assert (gates[1:] == 0).all()
+    assert (choose_gates(linear, contributions, y)[:, :3] == 0).all()  # each alone, at the Bonferroni level
+
+
+def test_gates_take_up_contributions_that_carry_nothing_rarely():
+    """Forty corpora of pure-noise labels and six noise contributions (partly shared, small and large), 200 traits
+    in all: a gate opens on few of them, as a one-sided test at GATE_Z would."""
+    rng = np.random.default_rng(6)
+    opened = 0
+    for corpus in range(40):
+        y = rng.uniform(0.2, 0.8, (120, 5))
+        shared = rng.normal(0, 0.02, (120, 5))
+        noise = [0.7 * shared + rng.normal(0, sd, (120, 5)) for sd in (0.005, 0.01, 0.02, 0.02, 0.05, 0.1)]
+        opened += (choose_gates(np.broadcast_to(y.mean(axis=0), y.shape), noise, y, pooled_test=True) > 0
+                   ).any(axis=0).sum()
+    assert opened <= 0.08 * 200
+
+
 def test_gates_over_source_videos_count_each_video_once():
     """A contribution that helps 30 clips of one video and nothing else: significant over clips, not over videos."""
     rng = np.random.default_rng(5)

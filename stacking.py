@@ -123,9 +123,9 @@ def fit_linear_paths(model: HybridNet, train: Sequence[Clip], scaler: Scaler, de
     matter), and stack them: the gated paths' weights per trait are those their held-out predictions (from the folds
     that held each clip's source video out) support over the statistics path's (choose_gates over source videos:
     each path earns its place alone, or where none does the best of them by one test over all, then those that did
-    are weighed together; calibrate_gates, on the few validation clips, has no such pooled test), so two paths that read one signal share it rather than count it twice. Returns those
-    weights, (len(cfg.gated_paths), 5): calibrate_gates departs from them only where the validation clips say so
-    significantly."""
+    are weighed together; calibrate_gates, on the few validation clips, has no such pooled test), so two paths that
+    read one signal share it rather than count it twice. Returns those weights, (len(cfg.gated_paths), 5):
+    calibrate_gates departs from them only where the validation clips say so significantly."""
     set_levels(model, train, scaler, device)
     inputs = path_inputs(model, train, scaler, device)
     y, groups = labels_of(train), [c.group for c in train]
@@ -195,9 +195,11 @@ def earned_contributions(default_errors: np.ndarray, alone: Sequence[np.ndarray]
     them, so a trait that one contribution reads is not left at its default for want of a Bonferroni margin)."""
     z = float(norm.ppf(1 - norm.sf(GATE_Z) / len(alone)))
     earned = [c for c, errors in enumerate(alone) if honest_gain_is_significant(default_errors, errors, z)]
-    every = np.concatenate(alone, axis=1)  # (U, C * GATE_STEPS)
-    if earned or not pooled_test or not honest_gain_is_significant(default_errors, every, GATE_Z):
+    if earned or not pooled_test:
         return earned
+    every = np.concatenate(alone, axis=1)  # (U, C * GATE_STEPS)
+    if not honest_gain_is_significant(default_errors, every, GATE_Z):
+        return []
     return [int(np.argmin(every.sum(axis=0))) // alone[0].shape[1]]
 
 

@@ -53,6 +53,11 @@ def spaced_starts(rng: np.random.Generator, n: int, count: int, gap: int) -> np.
     return chosen * gap + rng.integers(0, max(1, gap // 4), len(chosen))
 
 
+def covering(holds: np.ndarray, n: int) -> np.ndarray:
+    """The leading hold lengths whose sum first reaches n frames (all of them if it never does)."""
+    return holds[: int(np.searchsorted(np.cumsum(holds), n)) + 1]
+
+
 def level(rng, x, ch, value):
     x[:, ch[0]] += 2.0 * value
     return float(x[:, ch[0]].mean())
@@ -672,7 +677,7 @@ def persistence(rng, x, ch, value):
     average (10 + 50 `value`, exponential), at one variance (the mean fixation, as written): how long the eyes rest."""
     n, mean_hold = len(x), 10 + 50 * value
     holds = np.maximum(1, np.round(rng.exponential(mean_hold, n)).astype(int))
-    holds = holds[: int(np.searchsorted(np.cumsum(holds), n)) + 1]
+    holds = covering(holds, n)
     course = np.repeat(rng.standard_normal(len(holds)), holds)[:n]
     x[:, ch[0]] += standardised(np.convolve(course, np.ones(3) / 3, mode="same"), 0.1)
     return float(n / len(holds))
@@ -745,7 +750,7 @@ def eye_head_latency(rng, x, ch, value):
     written): how long the head takes to follow the eyes."""
     n, delay = len(x), int(round(2 + 16 * value))
     holds = np.maximum(5, np.round(rng.exponential(45, n)).astype(int))
-    holds = holds[: int(np.searchsorted(np.cumsum(holds), n + delay)) + 1]
+    holds = covering(holds, n + delay)
     course = np.repeat(rng.standard_normal(len(holds)), holds)[: n + delay]
     gaze = np.convolve(course, np.ones(3) / 3, mode="same")[delay:]
     head = np.convolve(course, np.ones(10) / 10, mode="same")[:n]
@@ -760,7 +765,7 @@ def home_gaze(rng, x, ch, value):
     rests at home, as written): how often the eyes come back to one place."""
     n = len(x)
     holds = rng.integers(20, 41, n // 20 + 1)
-    holds = holds[: int(np.searchsorted(np.cumsum(holds), n)) + 1]
+    holds = covering(holds, n)
     at_home = rng.permutation(len(holds)) < int(round(0.75 * value * len(holds)))
     places = np.where(at_home, rng.standard_normal(), rng.standard_normal(len(holds)))
     x[:, ch[0]] += standardised(np.convolve(np.repeat(places, holds)[:n], np.ones(3) / 3, mode="same"), 0.1)

@@ -46,9 +46,12 @@ Recipes (prepare.py flags):
   zoo-l      focus, turned-expression, eye-head-latency, home-gaze, alternation: held out, written before any
              method ran on them
   zoo-l-fi   the same kinds at First-Impressions-like noise
+  zoo-m      either-way-follow, turn-point, locked-any-lag, posture-context, height-alternation: held out, written
+             before any method ran on them
+  zoo-m-fi   the same kinds at First-Impressions-like noise
 
-Design choices were made on the first four recipes and on zoo-a to zoo-g and zoo-i to zoo-k; zoo-h, zoo-l and their
--fi recipes are held out (no design choice was made on them). The per-kind table (in comparison.md) gives each zoo
+Design choices were made on the first four recipes and on zoo-a to zoo-g and zoo-i to zoo-k; zoo-h, zoo-l, zoo-m and
+their -fi recipes are held out (no design choice was made on them). The per-kind table (in comparison.md) gives each zoo
 kind's R² per method, the held-out kinds first: the honest estimate for a signal nobody planted. Over two seeds (two
 independent test corpora) it gives their mean, its interval from theirs by a normal approximation.
 
@@ -111,8 +114,11 @@ RECIPES: dict[str, dict] = {
     "zoo-k-fi": {"snr": "fi", "kinds": ("persistence", "refractory", "answer-gain", "after-turn", "aversion")},
     "zoo-l": {"kinds": ("focus", "turned-expression", "eye-head-latency", "home-gaze", "alternation")},
     "zoo-l-fi": {"snr": "fi", "kinds": ("home-gaze", "alternation", "focus", "eye-head-latency", "turned-expression")},
+    "zoo-m": {"kinds": ("either-way-follow", "turn-point", "locked-any-lag", "posture-context", "height-alternation")},
+    "zoo-m-fi": {"snr": "fi",
+                 "kinds": ("posture-context", "height-alternation", "either-way-follow", "turn-point", "locked-any-lag")},
 }  # prepare.generate's arguments
-HELD_OUT = ("zoo-h", "zoo-h-fi", "zoo-l", "zoo-l-fi")  # recipes whose kinds no design choice has looked at
+HELD_OUT = ("zoo-h", "zoo-h-fi", "zoo-l", "zoo-l-fi", "zoo-m", "zoo-m-fi")  # recipes whose kinds no design choice has looked at
 # the kinds design choices were made on: those the first recipes plant, and those of the zoo recipes not held out
 SEEN_KINDS = ("level", "spread", "order", "slow-delay",
               *dict.fromkeys(k for name in RECIPES if name not in HELD_OUT

@@ -789,6 +789,98 @@ def alternation(rng, x, ch, value):
     return float((first != second).mean())
 
 
+def either_way_follow(rng, x, ch, value):
+    """Two head angles, the second following the first's slow movement 6 frames later for a share `value` of its
+    variance, the same way or mirrored (which, at random per clip), and wandering on its own for the rest, at one
+    variance each (the share, as written): how closely one movement follows another when its direction does not say."""
+    n, lag = len(x), 6
+    lead = smooth_noise(rng, n + lag, 0.95, 1.0)
+    follow = (np.sqrt(value) * rng.choice((-1.0, 1.0)) * standardised(lead[:n])
+              + np.sqrt(1 - value) * standardised(smooth_noise(rng, n, 0.95, 1.0)))
+    x[:, ch[0]] += standardised(lead[lag:], 0.1)
+    x[:, ch[1]] += standardised(follow, 0.1)
+    return float(np.corrcoef(follow, lead[:n])[0, 1] ** 2)
+
+
+def turn_point(rng, x, ch, value):
+    """A gaze angle sweeping back and forth (each sweep 0.7-2 s) and as many bursts of an AU as it has turns; a share
+    `value` of the bursts peak at a turn (either end of a sweep), the rest at random times, at one mean and variance
+    each (the share at a turn, as written): whether an expression comes where the eyes change direction."""
+    n = len(x)
+    edges = np.r_[0, np.cumsum(rng.uniform(0.7 * FPS, 2 * FPS, n // 20 + 2))]
+    phase = np.pi * np.interp(np.arange(n), edges, np.arange(len(edges)))
+    turns = edges[(edges >= BURST) & (edges < n - BURST)].astype(int)
+    at_turn = rng.random(len(turns)) < value
+    expression = np.zeros(n)
+    for turn, keeps in zip(turns, at_turn):
+        add_event(expression, turn - BURST // 2 if keeps else int(rng.integers(0, n - BURST)), bump(BURST), 1.0)
+    x[:, ch[0]] += standardised(np.cos(phase), 0.1)
+    x[:, ch[1]] += standardised(expression, 0.4)
+    return float(at_turn.mean()) if len(turns) else 0.0
+
+
+def locked_any_lag(rng, x, ch, value):
+    """Two AUs with bursts at one count each; a share `value` of the second's come one delay after one of the
+    first's, the delay drawn per clip from 4-40 frames either way (the second leading or following), the rest at
+    random times, at one mean and variance each (the share locked, as written): whether two expressions keep time
+    with each other, whatever the delay."""
+    n = len(x)
+    lag = int(rng.integers(4, 41)) * int(rng.choice((-1, 1)))
+    first = spaced_starts(rng, n, max(3, n // 60), 3 * BURST)
+    locked = (rng.random(len(first)) < value) & (first + lag >= 0) & (first + lag < n - BURST)
+    second = np.where(locked, first + lag, rng.integers(0, n - BURST, len(first)))
+    for c, starts in zip(ch, (first, second)):
+        part = np.zeros(n)
+        for at in starts:
+            add_event(part, int(at), bump(BURST), 1.0)
+        x[:, c] += standardised(part, 0.4)
+    return float(locked.mean())
+
+
+def posture_context(rng, x, ch, value):
+    """A head angle's slow wander and two AUs with bursts at one count each, half of them while the head is above its
+    clip median (up) and half below; half of the second's come with one of the first's, and of those a share
+    `value` while up, the rest while down (the second's others placed to keep its half and half), at one mean and
+    variance each (the share of shared bursts while up, as written): whether two expressions go together in one
+    posture, which no two of the three channels show."""
+    n = len(x)
+    head = smooth_noise(rng, n, 0.995, 1.0)
+    up = head[: n - BURST] > np.median(head)
+    pools = (np.flatnonzero(up), np.flatnonzero(~up))
+    half = max(2, n // 90)
+    first_up, first_down = (rng.choice(pool, half) for pool in pools)
+    shared_up = int(round(value * half))
+    second = np.r_[first_up[:shared_up], first_down[: half - shared_up],
+                   rng.choice(pools[0], half - shared_up), rng.choice(pools[1], shared_up)]
+    x[:, ch[0]] += standardised(head, 0.1)
+    for c, starts in zip(ch[1:], (np.r_[first_up, first_down], second)):
+        part = np.zeros(n)
+        for at in starts:
+            add_event(part, int(at), bump(BURST), 1.0)
+        x[:, c] += standardised(part, 0.4)
+    return shared_up / half
+
+
+def height_alternation(rng, x, ch, value):
+    """One AU's bursts (about one a second) at one set of heights (0.5-1.5, evenly), tall and short in turn, then
+    a share 1 - `value` of them shuffled among their places, at one count, mean and variance (the share of successive
+    bursts on opposite sides of the median height, as written): whether big and small expressions take turns."""
+    n = len(x)
+    starts = spaced_starts(rng, n, max(4, n // FPS), 2 * BURST + 5)
+    heights = np.linspace(0.5, 1.5, len(starts))
+    half = len(starts) // 2
+    order = np.empty(len(starts), int)  # indices into heights: the tall half at even places, the short at odd
+    order[::2], order[1::2] = rng.permutation(np.arange(half, len(starts))), rng.permutation(half)
+    moved = np.flatnonzero(rng.random(len(starts)) >= value)
+    order[moved] = order[rng.permutation(moved)]
+    track = np.zeros(n)
+    for at, height in zip(starts, heights[order]):
+        add_event(track, int(at), bump(BURST), float(height))
+    x[:, ch[0]] += standardised(track, 0.4)
+    tall = heights[order] > np.median(heights)
+    return float(np.mean(tall[1:] != tall[:-1]))
+
+
 def noise(rng, x, ch, value):
     return 0.0
 
@@ -913,6 +1005,16 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
                ("gaze",), home_gaze),
     SignalKind("alternation", "the share of 2-s stretches in which exactly one of two AUs is busy (taking turns), each "
                "busy half the time", ("au", "au"), alternation),
+    SignalKind("either-way-follow", "how much of a head angle's slow movement follows another's 6 frames later, the "
+               "same way or mirrored (at random), at one variance each", ("head", "head"), either_way_follow),
+    SignalKind("turn-point", "the share of an AU's bursts that come where a gaze angle's sweep turns (either end), at "
+               "one count, mean and variance each", ("gaze", "au"), turn_point),
+    SignalKind("locked-any-lag", "the share of one AU's bursts that come one delay (4-40 frames either way, drawn per "
+               "clip) after another's, at one count each", ("au", "au"), locked_any_lag),
+    SignalKind("posture-context", "whether two AUs' shared bursts come while a head angle is up or down, each AU's "
+               "bursts half up and half down", ("head", "au", "au"), posture_context),
+    SignalKind("height-alternation", "how often one AU's successive bursts alternate tall and short, at one count, set "
+               "of heights, mean and variance", ("au",), height_alternation),
     SignalKind("noise", "nothing: the trait is pure noise", (), noise),
 )}
 

@@ -313,7 +313,8 @@ def test_deploy_takes_a_video_named_directly(openface, tiny_corpus, tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_before_the_next_video_and_keeps_the_records_of_the_done_ones(openface, tmp_path):
     _, log, _ = openface
-    folder = videos(tmp_path / "videos", {f"v{k}.mp4": "slow 1" for k in range(4)})
+    # the later videos take 4 s each: time for the signal to come before a third starts, on a loaded machine too
+    folder = videos(tmp_path / "videos", {f"v{k}.mp4": "slow 1" if k == 0 else "slow 4" for k in range(4)})
     out = tmp_path / "out"
     run = subprocess.Popen([sys.executable, ROOT / "extract_features.py", folder, "-o", out, "--jobs", "1"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())

@@ -881,6 +881,97 @@ def height_alternation(rng, x, ch, value):
     return float(np.mean(tall[1:] != tall[:-1]))
 
 
+def head_shake(rng, x, ch, value):
+    """A head angle turning about every 1.5 s for 20 frames, to one side at random: a share `value` of the turns swing
+    on to the other side and back (one full cycle, a shake), the rest go out and come back (half a cycle, a look
+    away), at one mean and variance (the share of shakes, as written): whether the head says no or turns aside."""
+    n, length = len(x), 2 * BURST
+    starts = spaced_starts(rng, n, max(3, n // 45), length + 10)
+    shakes = rng.random(len(starts)) < value
+    phase = (np.arange(length) + 0.5) / length
+    track = np.zeros(n)
+    for at, shake in zip(starts, shakes):
+        add_event(track, int(at), np.sin((2 if shake else 1) * np.pi * phase), float(rng.choice((-1.0, 1.0))))
+    x[:, ch[0]] += standardised(track, 0.1)
+    return float(shakes.mean())
+
+
+def phase_locking(rng, x, ch, value):
+    """A head angle nodding in a steady cycle (1-2 s, drawn per clip) and an AU's bursts, one a cycle: a share
+    `value` of them peak at one phase of the cycle (drawn per clip), the rest at random phases, at one mean and
+    variance each (the share locked, as written): whether an expression keeps time with the head, at whatever point
+    of its movement."""
+    n = len(x)
+    period, offset, locked_phase = rng.uniform(FPS, 2 * FPS), rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi)
+    cycles = np.arange(int((n - BURST) // period)) * period
+    locked = rng.random(len(cycles)) < value
+    into = np.where(locked, ((locked_phase - offset) % (2 * np.pi)) / (2 * np.pi), rng.random(len(cycles)))
+    track = np.zeros(n)
+    for peak in cycles + into * period:
+        add_event(track, int(np.clip(round(peak) - BURST // 2, 0, n - BURST)), bump(BURST), 1.0)
+    x[:, ch[0]] += standardised(np.sin(2 * np.pi * np.arange(n) / period + offset), 0.1)
+    x[:, ch[1]] += standardised(track, 0.4)
+    return float(locked.mean()) if len(cycles) else 0.0
+
+
+def onset_asynchrony(rng, x, ch, value):
+    """Two AUs bursting in pairs at one count, each pair's later burst 12 `value` frames (give or take 2) after the
+    earlier, which AU goes first at random per pair, at one mean and variance each (the mean offset over 12 frames,
+    as written): how far the two sides of an expression fall out of step, whichever leads."""
+    n = len(x)
+    starts = spaced_starts(rng, n, max(3, n // 60), 3 * BURST + 12)
+    offsets = np.clip(np.round(12 * value + rng.uniform(-2, 2, len(starts))), 0, None).astype(int)
+    first_leads = rng.random(len(starts)) < 0.5
+    tracks = np.zeros((2, n))
+    for at, offset, leads in zip(starts, offsets, first_leads):
+        add_event(tracks[0], int(at + (0 if leads else offset)), bump(BURST), 1.0)
+        add_event(tracks[1], int(at + (offset if leads else 0)), bump(BURST), 1.0)
+    for c, track in zip(ch, tracks):
+        x[:, c] += standardised(track, 0.4)
+    return float(offsets.mean()) / 12
+
+
+def anticipatory_stillness(rng, x, ch, value):
+    """A gaze angle moving restlessly and an AU's bursts at one count: before a share `value` of the bursts the eyes
+    hold nearly still for 1 s (their movement at a tenth), and for each of the others they do so for 1 s at a random
+    time, at one mean and variance each (the share of bursts after a still second, as written): whether the eyes
+    settle before an expression."""
+    n, still = len(x), FPS
+    starts = spaced_starts(rng, n - still, max(3, n // 60), still + 2 * BURST) + still
+    settles = rng.random(len(starts)) < value
+    calm = np.ones(n)
+    for at, settled in zip(starts, settles):
+        begin = int(at) - still if settled else int(rng.integers(0, n - still))
+        calm[begin: begin + still] = 0.1
+    expression = np.zeros(n)
+    for at in starts:
+        add_event(expression, int(at), bump(BURST), 1.0)
+    x[:, ch[0]] += standardised(smooth_noise(rng, n, 0.7, 1.0) * calm, 0.1)
+    x[:, ch[1]] += standardised(expression, 0.4)
+    return float(settles.mean())
+
+
+def interval_alternation(rng, x, ch, value):
+    """One AU's bursts at one set of gaps (half short, 12-18 frames, half long, 28-40), short and long in turn, then
+    a share 1 - `value` of the gaps shuffled among their places, at one count, mean and variance (the share of
+    successive gaps one long and one short, as written): whether an expression comes in a long-short
+    rhythm."""
+    n = len(x)
+    count = max(4, (n - 2 * BURST) // 30)
+    half = count // 2
+    sizes = np.r_[rng.integers(12, 19, half), rng.integers(28, 41, count - half)]  # the short half, then the long
+    order = np.empty(count, int)  # indices into sizes: the long half at even places, the short at odd
+    order[::2], order[1::2] = rng.permutation(np.arange(half, count)), rng.permutation(half)
+    moved = np.flatnonzero(rng.random(count) >= value)
+    order[moved] = order[rng.permutation(moved)]
+    track = np.zeros(n)
+    for at in np.cumsum(np.r_[int(rng.integers(0, 10)), sizes[order]]):
+        add_event(track, int(at), bump(BURST), 1.0)
+    x[:, ch[0]] += standardised(track, 0.4)
+    long_gap = order >= half
+    return float(np.mean(long_gap[1:] != long_gap[:-1]))
+
+
 def noise(rng, x, ch, value):
     return 0.0
 
@@ -1015,6 +1106,16 @@ KINDS: dict[str, SignalKind] = {k.name: k for k in (
                "bursts half up and half down", ("head", "au", "au"), posture_context),
     SignalKind("height-alternation", "how often one AU's successive bursts alternate tall and short, at one count, set "
                "of heights, mean and variance", ("au",), height_alternation),
+    SignalKind("head-shake", "the share of a head angle's turns that swing on to the other side and back (a shake) "
+               "rather than out and back, at one mean and variance", ("head",), head_shake),
+    SignalKind("phase-locking", "the share of an AU's bursts that come at one phase (drawn per clip) of a head angle's "
+               "steady nodding, at one mean and variance each", ("head", "au"), phase_locking),
+    SignalKind("onset-asynchrony", "how far apart two AUs' paired bursts start, whichever leads, at one count, mean "
+               "and variance each", ("au", "au"), onset_asynchrony),
+    SignalKind("anticipatory-stillness", "the share of an AU's bursts that a still second of a gaze angle comes "
+               "before, at one mean and variance each", ("gaze", "au"), anticipatory_stillness),
+    SignalKind("interval-alternation", "how often the gaps between one AU's bursts alternate long and short, at one "
+               "count, set of gaps, mean and variance", ("au",), interval_alternation),
     SignalKind("noise", "nothing: the trait is pure noise", (), noise),
 )}
 

@@ -23,7 +23,7 @@ from model import ModelConfig, build_model, paper_config
 from openface import FEATURE_COLUMNS, FEATURE_SETS, TRAITS, Clip, feature_set_name
 from tables import atomic_output
 
-__version__ = "3.5.1"
+__version__ = "3.6.0"
 CHECKPOINT_FORMAT = "openface-bigfive/3"  # typed fields; one set of linear paths beside the members' branches
 FORMAT_2 = "openface-bigfive/2"  # typed fields; every member of an ensemble held its own copy of the linear paths
 FORMAT_1 = "openface-bigfive/1"  # metadata in an untyped dict; the first HybridNet
@@ -32,9 +32,9 @@ FORMAT_1_ARCHITECTURE: dict[str, object] = {  # what format-1 configs leave out:
     "conv_residual": False, "conv_pool": "mean", "squeeze_excite": True}
 FORMAT_3_DEFAULTS: dict[str, object] = {  # what format 3 from earlier code leaves out: the paths added since 3.0.0,
     # gated paths fitted on what the statistics path misses (before 3.3.0), a temporal path of the inputs alone
-    # (before 3.5.0)
+    # (before 3.5.0) and of their lagged correlations alone (before 3.6.0)
     "curves_path": False, "kernel_path": False, "interval_path": False, "paths_with_statistics": False,
-    "temporal_differences": False}
+    "temporal_differences": False, "temporal_sizes": False, "temporal_co_moments": False}
 FORMAT_2_DEFAULTS: dict[str, object] = {"event_path": False, "shape_path": False, **FORMAT_3_DEFAULTS}
 FIRST_COUNTED_EVENTS = (2, 0, 1)  # the code version from which the event path counts its inputs as this code does
 PAPER_FEATURE_SETS: dict[int, str] = {17: "au", 22: "all"}  # au_180.pt and 3iternorm_180.pt, by input width

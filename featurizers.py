@@ -57,6 +57,22 @@ def lagged_correlations(x: torch.Tensor, lengths: torch.Tensor, lags: Sequence[i
     return torch.cat(parts, dim=1)
 
 
+def co_moments(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, C(F + 2, 3)): for every three inputs i <= j <= k (in that order), the mean over each clip's
+    valid frames of the product of their z-scores. Where i = j it is how input k moves with the size of input i's
+    excursions either way; where all three differ, whether two move together more where the third is high (or
+    low)."""
+    mask = valid_mask(lengths, x.shape[1])  # (B, T)
+    z = z_scored(x, mask) * mask[:, :, None]  # (B, T, F), zero beyond each clip
+    parts = []
+    for i in range(x.shape[2]):
+        rest = z[:, :, i:]  # (B, T, F - i)
+        products = torch.bmm((z[:, :, i:i + 1] * rest).transpose(1, 2), rest)  # (B, F - i, F - i): [j - i, k - i]
+        j, k = torch.triu_indices(rest.shape[2], rest.shape[2], device=x.device)
+        parts.append(products[:, j, k])
+    return torch.cat(parts, dim=1) / lengths.clamp(min=1).to(x.dtype)[:, None]
+
+
 def event_timings(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, T, F) -> (B, 2 * 2F * F): for each input i's rises and dips and each input j's rises, first the mean
     time in frames from the last i-event to each j-rise that comes at most EVENT_CAP frames after one, then the
@@ -342,15 +358,31 @@ def moments_width(cfg: "ModelConfig") -> int:
     return 2 * cfg.n_features
 
 
+def peak_sizes(correlations: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, L * F * F) lagged correlations -> (B, F * F): for each two inputs, the largest square of their correlation
+    over the lags, either one leading: how closely they follow each other, whichever way and at whatever delay."""
+    squares = (correlations ** 2).unflatten(1, (-1, n, n)).amax(dim=1)  # (B, F, F)
+    return torch.maximum(squares, squares.transpose(1, 2)).flatten(1)
+
+
 def lagged_correlations_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:
     """(B, T, F) -> (B, temporal_width(cfg)): the lagged correlations of the inputs, then, with
-    cfg.temporal_differences, those of their first differences (frame to frame, zero beyond each clip)."""
+    cfg.temporal_differences, those of their first differences (frame to frame, zero beyond each clip); with
+    cfg.temporal_sizes each series' peak_sizes, and with cfg.temporal_co_moments the inputs' co_moments."""
     series = [(x, lengths), first_differences(x, lengths)] if cfg.temporal_differences else [(x, lengths)]
-    return torch.cat([lagged_correlations(v, n, cfg.temporal_lags) for v, n in series], dim=1)
+    correlations = [lagged_correlations(v, n, cfg.temporal_lags) for v, n in series]
+    parts = list(correlations)
+    if cfg.temporal_sizes:
+        parts.extend(peak_sizes(c, cfg.n_features) for c in correlations)
+    if cfg.temporal_co_moments:
+        parts.append(co_moments(x, lengths))
+    return torch.cat(parts, dim=1)
 
 
 def temporal_width(cfg: "ModelConfig") -> int:
-    return (2 if cfg.temporal_differences else 1) * len(cfg.temporal_lags) * cfg.n_features ** 2
+    per_series = len(cfg.temporal_lags) * cfg.n_features ** 2 + (cfg.n_features ** 2 if cfg.temporal_sizes else 0)
+    co = math.comb(cfg.n_features + 2, 3) if cfg.temporal_co_moments else 0
+    return (2 if cfg.temporal_differences else 1) * per_series + co
 
 
 def event_timings_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelConfig") -> torch.Tensor:

@@ -68,6 +68,12 @@ class ModelConfig:
     temporal_differences: bool = option(True, "the temporal path also correlates the inputs' first differences "
                                               "(how fast each moves), so movements that go together quickly show "
                                               "apart from slow drifts that do not")
+    temporal_sizes: bool = option(True, "the temporal path also reads, for each two inputs, the largest square of "
+                                        "their correlation over its lags, either one leading (how closely two "
+                                        "movements follow each other, whichever way and at whatever delay)")
+    temporal_co_moments: bool = option(True, "the temporal path also reads the mean product of every three inputs' "
+                                             "z-scores (one input moving with the size of another's excursions; two "
+                                             "moving together where a third is high)")
     embed_dim: int = option(64, "per-frame embedding and time-encoding width", minimum=1)
     lstm_hidden: int = option(64, "LSTM width of the attention branch", minimum=1)
     attn_dim: int = option(64, "d_a of the structured self-attention", minimum=1)

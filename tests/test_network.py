@@ -2,6 +2,7 @@
 to end."""
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 import sys
@@ -19,8 +20,8 @@ from conftest import ROOT, TINY_MODEL, one_line_error, run_script
 from dataset import Normalization, Scaler, labels_of, predict
 from errors import DataError
 from featurizers import (GATED_PATHS, HINGE_QUANTILES, INTERVAL_DEPTH, INTERVAL_QUANTILES, INTERVAL_STATISTICS,
-                         KERNEL_DILATIONS, KERNELS, KERNELS_PER_DILATION, interval_quantiles, kernel_levels,
-                         kernel_shares, level_quantiles)
+                         KERNEL_DILATIONS, KERNELS, KERNELS_PER_DILATION, co_moments, interval_quantiles,
+                         kernel_levels, kernel_shares, level_quantiles)
 from model import HybridNet, ModelConfig, build_model
 from openface import FEATURE_COLUMNS, TRAITS, Clip
 from ridge import RIDGE_ALPHAS, cross_validation_folds, ridge_fit, screened_ridge_fit
@@ -211,6 +212,70 @@ def test_the_temporal_path_reads_fast_movements_going_together_through_the_input
     truth = np.stack([c.label for c in clips[300:]])[:, 2]
     r = np.corrcoef(parts["stats"][:, 2] + parts["temporal"][:, 2], truth)[0, 1]
     assert r > 0.95 if differences else r < 0.8
+
+
+def temporal_path_r(clips: list[Clip], trait: int, **options) -> float:
+    """The correlation, on the last 100 clips, of a trait's label with the statistics and temporal paths fitted on
+    the others."""
+    scaler = Normalization.fit("standard", clips, FEATURE_COLUMNS).scaler(FEATURE_COLUMNS, ())
+    model = small_network(**options, **paths_only("temporal"))
+    fit_linear_paths(model, clips[:-100], scaler, torch.device("cpu"))
+    parts = path_contributions(model, clips[-100:], scaler, torch.device("cpu"))
+    truth = np.stack([c.label for c in clips[-100:]])[:, trait]
+    return float(np.corrcoef(parts["stats"][:, trait] + parts["temporal"][:, trait], truth)[0, 1])
+
+
+@pytest.mark.parametrize("sizes", [False, True])
+def test_the_temporal_path_reads_how_closely_one_movement_follows_another_whichever_way(sizes):
+    """Labels that follow the share of yaw's slow movement that follows pitch's 6 frames later, the same way in half
+    the clips and mirrored in the others (at random): the signed correlations average the two ways out, their largest
+    squares over the lags do not."""
+    rng = np.random.default_rng(9)
+    pitch, yaw = FEATURE_COLUMNS.index("pose_Rx"), FEATURE_COLUMNS.index("pose_Ry")
+    clips = []
+    for i in range(400):
+        share = rng.uniform(0, 1)
+        lead, other = (np.convolve(rng.standard_normal(166), np.ones(8) / 8, mode="same") for _ in range(2))
+        frames = rng.normal(0, 0.05, (160, 22)).astype(np.float32)
+        frames[:, pitch] += lead[6:] / lead.std()
+        frames[:, yaw] += (np.sqrt(share) * rng.choice((-1, 1)) * lead[:160] / lead.std()
+                           + np.sqrt(1 - share) * other[:160] / other.std()).astype(np.float32)
+        clips.append(Clip(f"c{i}", "", f"c{i}", frames, np.array([0.5, 0.5, 0.3 + 0.4 * share, 0.5, 0.5], np.float32)))
+    r = temporal_path_r(clips, 2, temporal_lags=(0, 4, 8), temporal_sizes=sizes, temporal_co_moments=False)
+    assert r > 0.75 if sizes else r < 0.3
+
+
+@pytest.mark.parametrize("products", [False, True])
+def test_the_temporal_path_reads_an_expression_that_shows_when_the_head_turns_either_way(products):
+    """Labels that follow how much AU12's slow course follows how far the head is turned, either way: no
+    correlation of the two says it, the mean product of AU12's z-scores with the square of yaw's does."""
+    rng = np.random.default_rng(10)
+    yaw, smile = FEATURE_COLUMNS.index("pose_Ry"), FEATURE_COLUMNS.index("AU12_r")
+    clips = []
+    for i in range(400):
+        share = rng.uniform(0, 1)
+        turn, other = (np.convolve(rng.standard_normal(160), np.ones(10) / 10, mode="same") for _ in range(2))
+        frames = rng.normal(0, 0.05, (160, 22)).astype(np.float32)
+        frames[:, yaw] += turn / turn.std()
+        course = np.sqrt(share) * np.abs(turn) / np.abs(turn).std() + np.sqrt(1 - share) * np.abs(other) / np.abs(
+            other).std()
+        frames[:, smile] += ((course - course.mean()) / course.std()).astype(np.float32)
+        clips.append(Clip(f"c{i}", "", f"c{i}", frames, np.array([0.3 + 0.4 * share, 0.5, 0.5, 0.5, 0.5], np.float32)))
+    r = temporal_path_r(clips, 0, temporal_lags=(0, 4), temporal_differences=False, temporal_sizes=False,
+                        temporal_co_moments=products)
+    assert r > 0.65 if products else r < 0.35
+
+
+def test_co_moments_are_the_mean_products_of_three_inputs_z_scores_over_each_clips_frames():
+    rng = np.random.default_rng(11)
+    x = torch.tensor(rng.normal(0, 1, (2, 30, 4)))
+    lengths = torch.tensor([30, 17])
+    values = co_moments(x, lengths)  # (2, C(6, 3))
+    for b, n in enumerate(lengths.tolist()):
+        frames = x[b, :n].numpy()
+        z = (frames - frames.mean(axis=0)) / (frames.std(axis=0) + 1e-3)
+        expected = [np.mean(z[:, i] * z[:, j] * z[:, k]) for i, j, k in itertools.combinations_with_replacement(range(4), 3)]
+        np.testing.assert_allclose(values[b].numpy(), expected, atol=1e-4)
 
 
 def clips_with_a_delay() -> tuple[list[Clip], Scaler]:

@@ -225,22 +225,40 @@ def temporal_path_r(clips: list[Clip], trait: int, **options) -> float:
     return float(np.corrcoef(parts["stats"][:, trait] + parts["temporal"][:, trait], truth)[0, 1])
 
 
+def clips_with_a_share(seed: int, trait: int, plant) -> list[Clip]:
+    """400 clips of 160 frames of low noise, each with a share drawn from 0-1 that plant(rng, frames, share) writes
+    into its frames, and a trait's label 0.3 + 0.4 * share (the others 0.5)."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for i in range(400):
+        share = rng.uniform(0, 1)
+        frames = rng.normal(0, 0.05, (160, 22)).astype(np.float32)
+        plant(rng, frames, share)
+        label = np.full(5, 0.5, np.float32)
+        label[trait] = 0.3 + 0.4 * share
+        clips.append(Clip(f"c{i}", "", f"c{i}", frames, label))
+    return clips
+
+
+def slow_wander(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
+    """n frames of white noise smoothed over `width` frames, at unit std."""
+    wander = np.convolve(rng.standard_normal(n), np.ones(width) / width, mode="same")
+    return wander / wander.std()
+
+
 @pytest.mark.parametrize("sizes", [False, True])
 def test_the_temporal_path_reads_how_closely_one_movement_follows_another_whichever_way(sizes):
     """Labels that follow the share of yaw's slow movement that follows pitch's 6 frames later, the same way in half
     the clips and mirrored in the others (at random): the signed correlations average the two ways out, their largest
     squares over the lags do not."""
-    rng = np.random.default_rng(9)
     pitch, yaw = FEATURE_COLUMNS.index("pose_Rx"), FEATURE_COLUMNS.index("pose_Ry")
-    clips = []
-    for i in range(400):
-        share = rng.uniform(0, 1)
-        lead, other = (np.convolve(rng.standard_normal(166), np.ones(8) / 8, mode="same") for _ in range(2))
-        frames = rng.normal(0, 0.05, (160, 22)).astype(np.float32)
-        frames[:, pitch] += lead[6:] / lead.std()
-        frames[:, yaw] += (np.sqrt(share) * rng.choice((-1, 1)) * lead[:160] / lead.std()
-                           + np.sqrt(1 - share) * other[:160] / other.std()).astype(np.float32)
-        clips.append(Clip(f"c{i}", "", f"c{i}", frames, np.array([0.5, 0.5, 0.3 + 0.4 * share, 0.5, 0.5], np.float32)))
+
+    def plant(rng, frames, share):
+        lead, other = slow_wander(rng, 166, 8), slow_wander(rng, 160, 8)
+        frames[:, pitch] += lead[6:]
+        frames[:, yaw] += np.sqrt(share) * rng.choice((-1, 1)) * lead[:160] + np.sqrt(1 - share) * other
+
+    clips = clips_with_a_share(9, 2, plant)
     r = temporal_path_r(clips, 2, temporal_lags=(0, 4, 8), temporal_sizes=sizes, temporal_co_moments=False)
     assert r > 0.75 if sizes else r < 0.3
 
@@ -249,18 +267,16 @@ def test_the_temporal_path_reads_how_closely_one_movement_follows_another_whiche
 def test_the_temporal_path_reads_an_expression_that_shows_when_the_head_turns_either_way(products):
     """Labels that follow how much AU12's slow course follows how far the head is turned, either way: no
     correlation of the two says it, the mean product of AU12's z-scores with the square of yaw's does."""
-    rng = np.random.default_rng(10)
     yaw, smile = FEATURE_COLUMNS.index("pose_Ry"), FEATURE_COLUMNS.index("AU12_r")
-    clips = []
-    for i in range(400):
-        share = rng.uniform(0, 1)
-        turn, other = (np.convolve(rng.standard_normal(160), np.ones(10) / 10, mode="same") for _ in range(2))
-        frames = rng.normal(0, 0.05, (160, 22)).astype(np.float32)
-        frames[:, yaw] += turn / turn.std()
+
+    def plant(rng, frames, share):
+        turn, other = slow_wander(rng, 160, 10), slow_wander(rng, 160, 10)
+        frames[:, yaw] += turn
         course = np.sqrt(share) * np.abs(turn) / np.abs(turn).std() + np.sqrt(1 - share) * np.abs(other) / np.abs(
             other).std()
-        frames[:, smile] += ((course - course.mean()) / course.std()).astype(np.float32)
-        clips.append(Clip(f"c{i}", "", f"c{i}", frames, np.array([0.3 + 0.4 * share, 0.5, 0.5, 0.5, 0.5], np.float32)))
+        frames[:, smile] += (course - course.mean()) / course.std()
+
+    clips = clips_with_a_share(10, 0, plant)
     r = temporal_path_r(clips, 0, temporal_lags=(0, 4), temporal_differences=False, temporal_sizes=False,
                         temporal_co_moments=products)
     assert r > 0.65 if products else r < 0.35

@@ -46,6 +46,14 @@ def add_event(track: np.ndarray, start: int, shape: np.ndarray, amplitude: float
         track[start:stop] += amplitude * shape[: stop - start]
 
 
+def burst_track(n: int, starts) -> np.ndarray:
+    """A track of n frames with a BURST-frame raised-cosine burst of height 1 from each start frame (cut at the end)."""
+    track = np.zeros(n)
+    for at in starts:
+        add_event(track, int(at), bump(BURST), 1.0)
+    return track
+
+
 def spaced_starts(rng: np.random.Generator, n: int, count: int, gap: int) -> np.ndarray:
     """`count` start frames at least `gap` apart within [0, n - gap)."""
     slots = max(1, (n - gap) // gap)
@@ -455,10 +463,7 @@ def clustering(rng, x, ch, value):
     for follows in clustered:
         near = starts[-1] + int(rng.integers(12, 31))
         starts.append(near if follows and near < len(x) - BURST else int(rng.integers(0, len(x) - BURST)))
-    part = np.zeros(len(x))
-    for at in starts:
-        add_event(part, at, bump(BURST), 1.0)
-    x[:, ch[0]] += standardised(part, 0.5)
+    x[:, ch[0]] += standardised(burst_track(len(x), starts), 0.5)
     return float(clustered.mean())
 
 
@@ -481,10 +486,7 @@ def rate_trend(rng, x, ch, value):
     count, half = max(4, len(x) // 50), len(x) // 2
     late = rng.permutation(count) < round(count * (0.5 + 0.4 * value))
     starts = np.where(late, rng.integers(half, len(x) - BURST, count), rng.integers(0, half - BURST, count))
-    part = np.zeros(len(x))
-    for at in starts:
-        add_event(part, int(at), bump(BURST), 1.0)
-    x[:, ch[0]] += standardised(part, 0.5)
+    x[:, ch[0]] += standardised(burst_track(len(x), starts), 0.5)
     return float(late.mean())
 
 
@@ -694,9 +696,8 @@ def after_turn(rng, x, ch, value):
     for at in turns:
         add_event(steps, int(at), np.diff(0.5 - 0.5 * np.cos(np.linspace(0, np.pi, 9))), rng.choice((-1.0, 1.0)))
     after = rng.random(len(turns)) < value
-    expression = np.zeros(n)
-    for at, follows in zip(turns, after):
-        add_event(expression, int(at) + 10 if follows else int(rng.integers(0, n - BURST)), bump(BURST), 1.0)
+    expression = burst_track(n, [int(at) + 10 if follows else int(rng.integers(0, n - BURST))
+                                 for at, follows in zip(turns, after)])
     x[:, ch[0]] += standardised(np.cumsum(steps), 0.1)
     x[:, ch[1]] += standardised(expression, 0.4)
     return float(after.mean())
@@ -782,10 +783,7 @@ def alternation(rng, x, ch, value):
     first = rng.random(count) < 0.5
     second = np.where(rng.random(count) < value, ~first, rng.random(count) < 0.5)
     for c, busy in zip(ch, (first, second)):
-        part = np.zeros(n)
-        for at in np.flatnonzero(np.repeat(busy, stretch)[:n])[::12]:
-            add_event(part, int(at), bump(BURST), 1.0)
-        x[:, c] += 0.4 * part
+        x[:, c] += 0.4 * burst_track(n, np.flatnonzero(np.repeat(busy, stretch)[:n])[::12])
     return float((first != second).mean())
 
 
@@ -811,9 +809,8 @@ def turn_point(rng, x, ch, value):
     phase = np.pi * np.interp(np.arange(n), edges, np.arange(len(edges)))
     turns = edges[(edges >= BURST) & (edges < n - BURST)].astype(int)
     at_turn = rng.random(len(turns)) < value
-    expression = np.zeros(n)
-    for turn, keeps in zip(turns, at_turn):
-        add_event(expression, turn - BURST // 2 if keeps else int(rng.integers(0, n - BURST)), bump(BURST), 1.0)
+    expression = burst_track(n, [turn - BURST // 2 if keeps else int(rng.integers(0, n - BURST))
+                                 for turn, keeps in zip(turns, at_turn)])
     x[:, ch[0]] += standardised(np.cos(phase), 0.1)
     x[:, ch[1]] += standardised(expression, 0.4)
     return float(at_turn.mean()) if len(turns) else 0.0
@@ -830,10 +827,7 @@ def locked_any_lag(rng, x, ch, value):
     locked = (rng.random(len(first)) < value) & (first + lag >= 0) & (first + lag < n - BURST)
     second = np.where(locked, first + lag, rng.integers(0, n - BURST, len(first)))
     for c, starts in zip(ch, (first, second)):
-        part = np.zeros(n)
-        for at in starts:
-            add_event(part, int(at), bump(BURST), 1.0)
-        x[:, c] += standardised(part, 0.4)
+        x[:, c] += standardised(burst_track(n, starts), 0.4)
     return float(locked.mean())
 
 
@@ -854,10 +848,7 @@ def posture_context(rng, x, ch, value):
                    rng.choice(pools[0], half - shared_up), rng.choice(pools[1], shared_up)]
     x[:, ch[0]] += standardised(head, 0.1)
     for c, starts in zip(ch[1:], (np.r_[first_up, first_down], second)):
-        part = np.zeros(n)
-        for at in starts:
-            add_event(part, int(at), bump(BURST), 1.0)
-        x[:, c] += standardised(part, 0.4)
+        x[:, c] += standardised(burst_track(n, starts), 0.4)
     return shared_up / half
 
 
@@ -906,9 +897,7 @@ def phase_locking(rng, x, ch, value):
     cycles = np.arange(int((n - BURST) // period)) * period
     locked = rng.random(len(cycles)) < value
     into = np.where(locked, ((locked_phase - offset) % (2 * np.pi)) / (2 * np.pi), rng.random(len(cycles)))
-    track = np.zeros(n)
-    for peak in cycles + into * period:
-        add_event(track, int(np.clip(round(peak) - BURST // 2, 0, n - BURST)), bump(BURST), 1.0)
+    track = burst_track(n, [np.clip(round(peak) - BURST // 2, 0, n - BURST) for peak in cycles + into * period])
     x[:, ch[0]] += standardised(np.sin(2 * np.pi * np.arange(n) / period + offset), 0.1)
     x[:, ch[1]] += standardised(track, 0.4)
     return float(locked.mean()) if len(cycles) else 0.0
@@ -943,11 +932,8 @@ def anticipatory_stillness(rng, x, ch, value):
     for at, settled in zip(starts, settles):
         begin = int(at) - still if settled else int(rng.integers(0, n - still))
         calm[begin: begin + still] = 0.1
-    expression = np.zeros(n)
-    for at in starts:
-        add_event(expression, int(at), bump(BURST), 1.0)
     x[:, ch[0]] += standardised(smooth_noise(rng, n, 0.7, 1.0) * calm, 0.1)
-    x[:, ch[1]] += standardised(expression, 0.4)
+    x[:, ch[1]] += standardised(burst_track(n, starts), 0.4)
     return float(settles.mean())
 
 
@@ -964,10 +950,7 @@ def interval_alternation(rng, x, ch, value):
     order[::2], order[1::2] = rng.permutation(np.arange(half, count)), rng.permutation(half)
     moved = np.flatnonzero(rng.random(count) >= value)
     order[moved] = order[rng.permutation(moved)]
-    track = np.zeros(n)
-    for at in np.cumsum(np.r_[int(rng.integers(0, 10)), sizes[order]]):
-        add_event(track, int(at), bump(BURST), 1.0)
-    x[:, ch[0]] += standardised(track, 0.4)
+    x[:, ch[0]] += standardised(burst_track(n, np.cumsum(np.r_[int(rng.integers(0, 10)), sizes[order]])), 0.4)
     long_gap = order >= half
     return float(np.mean(long_gap[1:] != long_gap[:-1]))
 

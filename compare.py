@@ -12,49 +12,6 @@ clips, and scores everything on an independent test corpus of the same recipe (-
 people): held-out R² per trait, and the mean R² over the predictable traits as a share of the best achievable
 there (the R² of the noise-free signal), each with a 95 % bootstrap interval over the test corpus's source
 videos, and the network's margin over the best peer per trait with an interval over the same resamples (paired).
-Recipes (prepare.py flags):
-
-  standard   means, spreads, nod -> smile order 2 s apart (agreeableness)          (the default corpus)
-  short-gap  the order 12 frames apart; openness pure noise                        --pair-gap 12 --openness noise
-  reaction   a second time scale: openness is the 1-4 s delay of a look after a nod --openness reaction
-  fi         First-Impressions-like noise (best achievable R² 0.25), order 12 apart --snr fi --pair-gap 12
-  zoo-a      signal kinds of data/synthetic/zoo.py (prepare.py --kinds): co-occurrence, jerkiness, lead-lag,
-             inverted-u, noise
-  zoo-b      rhythm, burst-duration, trend, threshold, rare-events
-  zoo-b-fi   the same kinds at First-Impressions-like noise (best achievable R² 0.25)
-  zoo-c      skew, peak-time, synchrony, tremor, envelope
-  zoo-c-fi   the same kinds at First-Impressions-like noise
-  zoo-d      onset, regularity, bimodality, amplitude-coupling, stillness
-  zoo-d-fi   the same kinds at First-Impressions-like noise
-  zoo-e      interaction, chirp, spread-trend, tails, noise
-  zoo-e-fi   the same kinds at First-Impressions-like noise
-  zoo-f      anti-phase, jitter, undershoot, step, motif
-  zoo-f-fi   the same kinds at First-Impressions-like noise
-  zoo-g      coupling-change, echo, height-spread, plateau, frequency-ratio
-  zoo-g-fi   the same kinds at First-Impressions-like noise
-  zoo-h      duration-spread, clustering, spectral-slope, rate-trend, phase-offset: held out, written before any
-             method ran on them
-  zoo-h-fi   the same kinds at First-Impressions-like noise
-  zoo-i      height-duration, bandwidth, self-modulation, inhibition, arch
-  zoo-i-fi   the same kinds at First-Impressions-like noise
-  zoo-j      triad, velocity-coupling, ceiling, saccades, habituation: written before any method ran on them, seen
-             since the temporal path's first differences were added on what velocity-coupling showed
-  zoo-j-fi   the same kinds at First-Impressions-like noise
-  zoo-k      answer-gain, aversion, persistence, after-turn, refractory: written before any method ran on them,
-             seen since the gates' pooled test was added on what zoo-k-fi showed
-  zoo-k-fi   the same kinds at First-Impressions-like noise
-  zoo-l      focus, turned-expression, eye-head-latency, home-gaze, alternation: held out, written before any
-             method ran on them
-  zoo-l-fi   the same kinds at First-Impressions-like noise
-  zoo-m      either-way-follow, turn-point, locked-any-lag, posture-context, height-alternation: held out, written
-             before any method ran on them
-  zoo-m-fi   the same kinds at First-Impressions-like noise
-
-Design choices were made on the first four recipes and on zoo-a to zoo-g and zoo-i to zoo-k; zoo-h, zoo-l, zoo-m and
-their -fi recipes are held out (no design choice was made on them). The per-kind table (in comparison.md) gives each zoo
-kind's R² per method, the held-out kinds first: the honest estimate for a signal nobody planted. Over two seeds (two
-independent test corpora) it gives their mean, its interval from theirs by a normal approximation.
-
 Writes comparison.csv (one row per corpus and method), comparison.md (the table) and comparison.png.
 """
 from __future__ import annotations
@@ -62,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Sequence
@@ -85,6 +43,12 @@ from plots import pyplot, save_figure
 from tables import first_line, write_table, write_text_atomic
 from training import Run, RunOutputs, TrainOptions, fit
 
+RECIPE_NOTES = {
+    "standard": "means, spreads, nod -> smile order 2 s apart (agreeableness); the default corpus",
+    "short-gap": "the order 12 frames apart; openness pure noise",
+    "reaction": "a second time scale: openness is the 1-4 s delay of a look after a nod",
+    "fi": "First-Impressions-like noise (best achievable R² 0.25), the order 12 frames apart",
+}  # what the recipes without zoo kinds plant
 RECIPES: dict[str, dict] = {
     "standard": {},
     "short-gap": {"pair_gap": 12, "openness": "noise"},
@@ -385,10 +349,39 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     save_figure(fig, [path], dpi=110)
 
 
+def prepare_flags(recipe: str) -> str:
+    """The data/synthetic/prepare.py flags that write a recipe's corpus."""
+    return " ".join(f"--{key.replace('_', '-')} {' '.join(value) if key == 'kinds' else value}"
+                    for key, value in RECIPES[recipe].items())
+
+
+def recipe_help() -> str:
+    """The recipes as --help lists them, with which are held out, from RECIPES and HELD_OUT."""
+    lines = ["Recipes (prepare.py flags for the first ones; the zoo recipes plant one kind of data/synthetic/zoo.py "
+             "per trait, --kinds):", ""]
+    for name, recipe in RECIPES.items():
+        if "kinds" not in recipe:
+            text = RECIPE_NOTES[name] + (f"  [{prepare_flags(name)}]" if recipe else "")
+        else:
+            text = ("held out: " if name in HELD_OUT else "") + ", ".join(recipe["kinds"])
+            if recipe.get("snr") == "fi":
+                text += " (First-Impressions-like noise)"
+        lines.append(f"  {name:<10} {text}")
+    lines += ["", f"{', '.join(HELD_OUT)} are held out: no design choice was made on their kinds; design choices "
+              "were made on the others. The per-kind table (in comparison.md) gives each zoo kind's R² per "
+              "method, the held-out kinds first: the honest estimate for a signal nobody planted. Over two seeds "
+              "(two independent test corpora) it gives their mean, its interval from theirs by a normal "
+              "approximation."]
+    return "\n".join(textwrap.fill(line, 118, subsequent_indent=" " * 13 if line.startswith("  ") else "",
+                                   break_on_hyphens=False)
+                     if line else "" for line in lines)
+
+
 def build_parser() -> Parser:
-    parser = Parser(__doc__)
+    parser = Parser(f"{__doc__}\n{recipe_help()}")
     parser.add_argument("-o", "--output", type=Path, default=Path("comparison"), help="folder for the results")
-    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES), help="corpus recipes")
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES), metavar="RECIPE",
+                        help="corpus recipes (listed above; default: all)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[300, 1000, 3000], help="corpus sizes in clips")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="corpus and training seeds")
     parser.add_argument("--fi-size", type=int, default=1200, help="the size of the corpora of the recipes at "

@@ -792,6 +792,17 @@ def test_held_out_recipes_plant_only_kinds_no_other_recipe_plants_and_each_has_i
         assert RECIPES[name].get("snr", "strong") != RECIPES[twin].get("snr", "strong")
 
 
+def test_compare_help_lists_every_recipe_once_and_calls_held_out_exactly_the_held_out_ones(capsys):
+    from compare import HELD_OUT, RECIPES, main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = [line.split() for line in capsys.readouterr().out.splitlines()
+               if line.startswith("  ") and line.split()[0] in RECIPES]
+    assert [words[0] for words in listing] == list(RECIPES)
+    assert {words[0] for words in listing if words[1:3] == ["held", "out:"]} == set(HELD_OUT)
+
+
 def test_the_margin_interval_pairs_the_network_with_the_peer_that_leads_each_trait():
     from compare import margin_intervals
     from metrics import bootstrap_samples, metric_arrays, percentile_interval

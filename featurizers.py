@@ -35,9 +35,10 @@ def clip_moments(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def z_scored(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, F) frames standardised by each clip's own mean and std over its valid frames (mask (B, T))."""
+    """(B, T, F) frames standardised by each clip's own mean and std over its valid frames (mask (B, T)), zero
+    beyond each clip."""
     mean, std = masked_moments(x.transpose(1, 2), mask)  # (B, F) each
-    return (x - mean[:, None, :]) / (std[:, None, :] + Z_STD_FLOOR)
+    return (x - mean[:, None, :]) / (std[:, None, :] + Z_STD_FLOOR) * mask[:, :, None]
 
 
 def lagged_correlations(x: torch.Tensor, lengths: torch.Tensor, lags: Sequence[int]) -> torch.Tensor:
@@ -45,7 +46,7 @@ def lagged_correlations(x: torch.Tensor, lengths: torch.Tensor, lags: Sequence[i
     input i at t with input j at t + tau. Its asymmetry (i then j, or j then i) says which movement follows
     which, whatever their sizes, which clip means and spreads cannot say."""
     mask = valid_mask(lengths, x.shape[1])  # (B, T)
-    z = z_scored(x, mask) * mask[:, :, None]  # (B, T, F), zero beyond each clip
+    z = z_scored(x, mask)  # (B, T, F)
     parts = []
     for lag in lags:
         if lag >= x.shape[1]:
@@ -63,7 +64,7 @@ def co_moments(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     excursions either way; where all three differ, whether two move together more where the third is high (or
     low)."""
     mask = valid_mask(lengths, x.shape[1])  # (B, T)
-    z = z_scored(x, mask) * mask[:, :, None]  # (B, T, F), zero beyond each clip
+    z = z_scored(x, mask)  # (B, T, F)
     parts = []
     for i in range(x.shape[2]):
         rest = z[:, :, i:]  # (B, T, F - i)
@@ -148,7 +149,7 @@ def clip_shapes(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     steps = x.shape[1]
     mask = valid_mask(lengths, steps)  # (B, T)
     mean, std = masked_moments(x.transpose(1, 2), mask)  # (B, F)
-    z = z_scored(x, mask) * mask[:, :, None]  # (B, T, F), zero beyond each clip
+    z = z_scored(x, mask)  # (B, T, F)
     pairs = mask[:, 1:] & mask[:, :-1]  # (B, T-1) frame pairs inside the clip
     d1 = z[:, 1:] - z[:, :-1]
     d2 = d1[:, 1:] - d1[:, :-1]

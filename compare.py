@@ -350,9 +350,8 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 
 def prepare_flags(recipe: str) -> str:
-    """The data/synthetic/prepare.py flags that write a recipe's corpus."""
-    return " ".join(f"--{key.replace('_', '-')} {' '.join(value) if key == 'kinds' else value}"
-                    for key, value in RECIPES[recipe].items())
+    """The data/synthetic/prepare.py flags that write the corpus of a recipe without zoo kinds."""
+    return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in RECIPES[recipe].items())
 
 
 def recipe_help() -> str:

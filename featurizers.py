@@ -41,37 +41,33 @@ def z_scored(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x - mean[:, None, :]) / (std[:, None, :] + Z_STD_FLOOR) * mask[:, :, None]
 
 
-def lagged_correlations(x: torch.Tensor, lengths: torch.Tensor, lags: Sequence[int]) -> torch.Tensor:
-    """(B, T, F) -> (B, len(lags) * F * F): for each lag tau, the correlation over each clip's valid frames of
-    input i at t with input j at t + tau. Its asymmetry (i then j, or j then i) says which movement follows
-    which, whatever their sizes, which clip means and spreads cannot say."""
-    mask = valid_mask(lengths, x.shape[1])  # (B, T)
-    z = z_scored(x, mask)  # (B, T, F)
+def lagged_correlations(z: torch.Tensor, lengths: torch.Tensor, lags: Sequence[int]) -> torch.Tensor:
+    """(B, T, F) z_scored frames -> (B, len(lags) * F * F): for each lag tau, the correlation over each clip's
+    valid frames of input i at t with input j at t + tau. Its asymmetry (i then j, or j then i) says which movement
+    follows which, whatever their sizes, which clip means and spreads cannot say."""
     parts = []
     for lag in lags:
-        if lag >= x.shape[1]:
-            parts.append(x.new_zeros(x.shape[0], x.shape[2] ** 2))
+        if lag >= z.shape[1]:
+            parts.append(z.new_zeros(z.shape[0], z.shape[2] ** 2))
             continue
-        pairs = (lengths - lag).clamp(min=1).to(x.dtype)  # (B,) frame pairs (t, t + lag) inside the clip
-        products = torch.bmm(z[:, :x.shape[1] - lag].transpose(1, 2), z[:, lag:])  # (B, F, F)
+        pairs = (lengths - lag).clamp(min=1).to(z.dtype)  # (B,) frame pairs (t, t + lag) inside the clip
+        products = torch.bmm(z[:, :z.shape[1] - lag].transpose(1, 2), z[:, lag:])  # (B, F, F)
         parts.append(products.flatten(1) / pairs[:, None])
     return torch.cat(parts, dim=1)
 
 
-def co_moments(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(B, T, F) -> (B, C(F + 2, 3)): for every three inputs i <= j <= k (in that order), the mean over each clip's
-    valid frames of the product of their z-scores. Where i = j it is how input k moves with the size of input i's
-    excursions either way; where all three differ, whether two move together more where the third is high (or
-    low)."""
-    mask = valid_mask(lengths, x.shape[1])  # (B, T)
-    z = z_scored(x, mask)  # (B, T, F)
+def co_moments(z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) z_scored frames -> (B, C(F + 2, 3)): for every three inputs i <= j <= k (in that order), the mean
+    over each clip's valid frames of the product of their z-scores. Where i = j it is how input k moves with the
+    size of input i's excursions either way; where all three differ, whether two move together more where the
+    third is high (or low)."""
     parts = []
-    for i in range(x.shape[2]):
+    for i in range(z.shape[2]):
         rest = z[:, :, i:]  # (B, T, F - i)
         products = torch.bmm((z[:, :, i:i + 1] * rest).transpose(1, 2), rest)  # (B, F - i, F - i): [j - i, k - i]
-        j, k = torch.triu_indices(rest.shape[2], rest.shape[2], device=x.device)
+        j, k = torch.triu_indices(rest.shape[2], rest.shape[2], device=z.device)
         parts.append(products[:, j, k])
-    return torch.cat(parts, dim=1) / lengths.clamp(min=1).to(x.dtype)[:, None]
+    return torch.cat(parts, dim=1) / lengths.clamp(min=1).to(z.dtype)[:, None]
 
 
 def event_timings(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -371,12 +367,13 @@ def lagged_correlations_of(x: torch.Tensor, lengths: torch.Tensor, cfg: "ModelCo
     cfg.temporal_differences, those of their first differences (frame to frame, zero beyond each clip); with
     cfg.temporal_sizes each series' peak_sizes, and with cfg.temporal_co_moments the inputs' co_moments."""
     series = [(x, lengths), first_differences(x, lengths)] if cfg.temporal_differences else [(x, lengths)]
-    correlations = [lagged_correlations(v, n, cfg.temporal_lags) for v, n in series]
+    z_scores = [(z_scored(v, valid_mask(n, v.shape[1])), n) for v, n in series]  # (B, T, F), (B, T-1, F)
+    correlations = [lagged_correlations(z, n, cfg.temporal_lags) for z, n in z_scores]
     parts = list(correlations)
     if cfg.temporal_sizes:
         parts.extend(peak_sizes(c, cfg.n_features) for c in correlations)
     if cfg.temporal_co_moments:
-        parts.append(co_moments(x, lengths))
+        parts.append(co_moments(*z_scores[0]))
     return torch.cat(parts, dim=1)
 
 

@@ -21,7 +21,8 @@ from dataset import Normalization, Scaler, labels_of, predict
 from errors import DataError
 from featurizers import (GATED_PATHS, HINGE_QUANTILES, INTERVAL_DEPTH, INTERVAL_QUANTILES, INTERVAL_STATISTICS,
                          KERNEL_DILATIONS, KERNELS, KERNELS_PER_DILATION, co_moments, interval_quantiles,
-                         kernel_levels, kernel_shares, level_quantiles)
+                         kernel_levels, kernel_shares, level_quantiles, z_scored)
+from layers import valid_mask
 from model import HybridNet, ModelConfig, build_model
 from openface import FEATURE_COLUMNS, TRAITS, Clip
 from ridge import RIDGE_ALPHAS, cross_validation_folds, ridge_fit, screened_ridge_fit
@@ -286,7 +287,7 @@ def test_co_moments_are_the_mean_products_of_three_inputs_z_scores_over_each_cli
     rng = np.random.default_rng(11)
     x = torch.tensor(rng.normal(0, 1, (2, 30, 4)))
     lengths = torch.tensor([30, 17])
-    values = co_moments(x, lengths)  # (2, C(6, 3))
+    values = co_moments(z_scored(x, valid_mask(lengths, 30)), lengths)  # (2, C(6, 3))
     for b, n in enumerate(lengths.tolist()):
         frames = x[b, :n].numpy()
         z = (frames - frames.mean(axis=0)) / (frames.std(axis=0) + 1e-3)
